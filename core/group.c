@@ -1,0 +1,390 @@
+/* group.c: tasks that own child tasks: gather (and map) and timeout.
+ *
+ * The owner hears of each child's end through lr_owner.child_done, called by the
+ * scheduler, so nothing polls. The parent parks in a wait queue embedded in the owner
+ * struct: its cancel hook finds the owner from that queue, cancels the children, and
+ * lets the parent go only once they have all unwound (their <close> handlers ran).
+ */
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include "luarun.h"
+
+#define container_of(p, type, field) ((type *)((char *)(p) - offsetof(type, field)))
+
+static int is_callable(lua_State *L, int idx) {
+  if (lua_isfunction(L, idx)) return 1;
+  if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {
+    lua_pop(L, 1);
+    return 1;
+  }
+  return 0;
+}
+
+/* ================= gather and map ================= */
+
+enum { UV_INPUTS = 1, UV_RESULTS, UV_FN, UV_ERROR, UV_REPORT, GATHER_NUV = UV_REPORT };
+
+typedef struct gather {
+  lr_owner base;
+  lr_waitq parentq;
+  lr_runtime *rt;
+  lr_task *parent;
+  uint32_t n, next, running, limit;
+  uint32_t where;        /* spawn location reported for the children */
+  int ref;               /* registry anchor while children run */
+  uint8_t settle, failed, cancelled, map;
+  unsigned char done[];  /* bit i-1: child i has finished */
+} gather;
+
+#define DONE_BIT(g, i) ((g)->done[((i) - 1) >> 3] & (1u << (((i) - 1) & 7)))
+#define SET_DONE(g, i) ((g)->done[((i) - 1) >> 3] |= (unsigned char)(1u << (((i) - 1) & 7)))
+
+static void push_gather(lua_State *L, gather *g) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, g->ref);
+}
+
+/* Cancels every child that is still running. L: any usable thread. */
+static void cancel_children(lua_State *L, gather *g) {
+  uint32_t i;
+  push_gather(L, g);
+  lua_getiuservalue(L, -1, UV_RESULTS);
+  for (i = 1; i < g->next; i++) {
+    if (DONE_BIT(g, i)) continue;
+    lua_rawgeti(L, -1, (lua_Integer)i);
+    lr_task *c = lr_task_test(L, -1);
+    lua_pop(L, 1);
+    if (c) lr_task_cancel(c);
+  }
+  lua_pop(L, 2);
+}
+
+/* Records the outcome of child i (task c, done) in the results table at results_idx. */
+static void record(lua_State *L, gather *g, int gidx, uint32_t i, lr_task *c) {
+  int ok = c->result == LR_RES_OK;
+  SET_DONE(g, i);
+  lua_getiuservalue(L, gidx, UV_RESULTS);
+  if (ok || g->settle) {
+    if (g->settle) {
+      lua_createtable(L, 0, 2);
+      lua_pushboolean(L, ok);
+      lua_setfield(L, -2, "ok");
+    }
+    if (ok && c->nres > 0) lua_pushvalue(c->co, 1);
+    else if (!ok) lr_task_push_error(c->co, c);
+    else lua_pushnil(c->co);
+    lua_xmove(c->co, L, 1);
+    if (g->settle) lua_setfield(L, -2, ok ? "value" : "error");
+  } else {
+    if (!g->failed && !g->cancelled) {
+      /* The first error: keep it with its report, and stop the siblings. */
+      g->failed = 1;
+      lr_task_push_error(c->co, c);
+      lua_xmove(c->co, L, 1);
+      lua_setiuservalue(L, gidx, UV_ERROR);
+      lua_pushvalue(c->co, 1);
+      lua_xmove(c->co, L, 1);
+      lua_setiuservalue(L, gidx, UV_REPORT);
+    }
+    lua_pushnil(L);
+  }
+  lua_rawseti(L, -2, (lua_Integer)i);
+  lua_pop(L, 1);
+}
+
+/* Starts child i. L: a usable thread with the gather userdata at gidx. */
+static void start_child(lua_State *L, gather *g, int gidx, uint32_t i) {
+  lr_task *c;
+  g->rt->where_hint = g->where;
+  lua_getiuservalue(L, gidx, UV_INPUTS);
+  lua_rawgeti(L, -1, (lua_Integer)i);          /* inputs item */
+  lua_remove(L, -2);                          /* item */
+  g->running++;
+  if (g->map) {
+    lua_getiuservalue(L, gidx, UV_FN);
+    lua_insert(L, -2);
+    lua_pushinteger(L, (lua_Integer)i);       /* fn item i */
+    c = lr_task_spawn(L, g->rt, 2, 0);
+  } else if ((c = lr_task_test(L, -1)) == NULL) {
+    c = lr_task_spawn(L, g->rt, 0, 0);
+  }
+  c->flags |= LR_F_WAITED;
+  if (c->state == LR_DONE) { /* a task passed in that has already finished */
+    g->running--;
+    record(L, g, gidx, i, c);
+    lua_pop(L, 1);
+    return;
+  }
+  c->owner = &g->base;
+  c->owner_idx = i;
+  lua_getiuservalue(L, gidx, UV_RESULTS);
+  lua_insert(L, -2);
+  lua_rawseti(L, -2, (lua_Integer)i);          /* results[i] = child while it runs */
+  lua_pop(L, 1);
+}
+
+/* Starts children up to the limit; wakes the parent when everything has ended. */
+static void refill(lua_State *L, gather *g, int gidx) {
+  while (!g->failed && !g->cancelled && g->running < g->limit && g->next <= g->n)
+    start_child(L, g, gidx, g->next++);
+}
+
+static int all_ended(gather *g) {
+  return g->running == 0 && (g->next > g->n || g->failed || g->cancelled);
+}
+
+static void gather_child_done(lr_owner *o, lr_task *c) {
+  gather *g = (gather *)o;
+  lua_State *L = g->rt->L;
+  int failed_before = g->failed;
+  c->owner = NULL;
+  g->running--;
+  push_gather(L, g);
+  record(L, g, lua_gettop(L), c->owner_idx, c);
+  if (g->failed && !failed_before) cancel_children(L, g);
+  refill(L, g, lua_gettop(L));
+  lua_pop(L, 1);
+  if (all_ended(g) && g->parent && g->parent->inq == &g->parentq)
+    lr_task_wake(g->parent, LR_WAKE_DONE);
+}
+
+static void gather_cancel(lr_task *t) {
+  gather *g = container_of(t->inq, gather, parentq);
+  g->cancelled = 1;
+  cancel_children(g->rt->L, g);
+  if (g->running == 0) lr_task_wake(t, LR_WAKE_CANCELLED);
+}
+
+static int gather_results(lua_State *L, gather *g, int gidx, int varargs) {
+  uint32_t i;
+  int ridx;
+  luaL_unref(L, LUA_REGISTRYINDEX, g->ref);
+  g->ref = LUA_NOREF;
+  g->parent = NULL;
+  if (g->cancelled) lr_error_raise_cancelled(L);
+  if (g->failed) {
+    lr_runtime *rt = g->rt;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->origin_ref);
+    lua_getiuservalue(L, gidx, UV_ERROR);
+    lua_rawseti(L, -2, 1);
+    lua_getiuservalue(L, gidx, UV_REPORT);
+    lua_rawseti(L, -2, 2);
+    lua_getiuservalue(L, gidx, UV_ERROR);
+    return lua_error(L);
+  }
+  lua_getiuservalue(L, gidx, UV_RESULTS);
+  if (!varargs) {
+    lua_pushinteger(L, (lua_Integer)g->n);
+    lua_setfield(L, -2, "n");
+    return 1;
+  }
+  ridx = lua_gettop(L);
+  luaL_checkstack(L, (int)g->n, "too many results");
+  for (i = 1; i <= g->n; i++) lua_rawgeti(L, ridx, (lua_Integer)i);
+  return (int)g->n;
+}
+
+/* ctx packs the gather's stack index and whether the varargs form was used. */
+static int gather_k(lua_State *L, int status, lua_KContext ctx) {
+  int gidx = (int)(ctx >> 1);
+  (void)status;
+  return gather_results(L, lua_touserdata(L, gidx), gidx, (int)(ctx & 1));
+}
+
+static uint32_t opt_limit(lua_State *L, int idx, const char *fname, int *settle) {
+  lua_Integer limit = 0;
+  *settle = 0;
+  if (lua_isnoneornil(L, idx)) return UINT32_MAX;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  if (lua_getfield(L, idx, "limit") != LUA_TNIL) {
+    int isint;
+    limit = lua_tointegerx(L, -1, &isint);
+    if (!isint || limit < 1)
+      luaL_error(L, "%s: opts.limit must be a positive integer", fname);
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, idx, "settle");
+  *settle = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return limit > 0 && limit < UINT32_MAX ? (uint32_t)limit : UINT32_MAX;
+}
+
+static void check_item(lua_State *L, int idx, const char *fname, lua_Integer i, int arg) {
+  lr_task *c = lr_task_test(L, idx);
+  if (c) {
+    if (c->owner) luaL_error(L, "%s: task %d is already owned by another gather or timeout",
+                             fname, (int)c->id);
+    return;
+  }
+  if (!is_callable(L, idx)) {
+    if (arg) luaL_typeerror(L, (int)i, "function or task");
+    luaL_error(L, "%s: item %d is not a function or task (got %s)", fname, (int)i,
+               luaL_typename(L, idx));
+  }
+}
+
+/* The shared body of gather and map. Stack on entry: inputs table, [fn]. */
+static int run_group(lua_State *L, lr_task *t, uint32_t n, uint32_t limit, int settle,
+                     int map, int varargs) {
+  lr_runtime *rt = t->rt;
+  gather *g;
+  int gidx;
+  size_t size = sizeof *g + (n + 7) / 8;
+  int has_fn = map;
+  g = lua_newuserdatauv(L, size, GATHER_NUV);  /* inputs [fn] g */
+  memset(g, 0, size);
+  g->ref = LUA_NOREF;
+  gidx = lua_gettop(L);
+  if (has_fn) {
+    lua_pushvalue(L, gidx - 1);
+    lua_setiuservalue(L, gidx, UV_FN);
+  }
+  lua_pushvalue(L, gidx - 1 - has_fn);
+  lua_setiuservalue(L, gidx, UV_INPUTS);
+  lua_createtable(L, (int)(n < 1u << 26 ? n : 0), 1);
+  lua_setiuservalue(L, gidx, UV_RESULTS);
+  g->base.child_done = gather_child_done;
+  g->rt = rt;
+  g->n = n;
+  g->next = 1;
+  g->limit = limit;
+  g->settle = (uint8_t)settle;
+  g->map = (uint8_t)map;
+  g->parent = t;
+  g->where = lr_task_where(L, rt, 1);
+  lua_pushvalue(L, gidx);
+  g->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  refill(L, g, gidx);
+  if (all_ended(g)) return gather_results(L, g, gidx, varargs);
+  lr_waitq_push(&g->parentq, t);
+  return lr_task_park(L, t, gather_cancel, ((lua_KContext)gidx << 1) | varargs, gather_k);
+}
+
+int lr_gather(lua_State *L) {
+  int nargs = lua_gettop(L), settle = 0, varargs;
+  uint32_t limit = UINT32_MAX;
+  lua_Integer i, n;
+  lr_task *t;
+  varargs = !(nargs >= 1 && lua_type(L, 1) == LUA_TTABLE && !is_callable(L, 1));
+  if (varargs) {
+    for (i = 1; i <= nargs; i++) check_item(L, (int)i, "gather", i, 1);
+    n = nargs;
+  } else {
+    limit = opt_limit(L, 2, "gather", &settle);
+    n = (lua_Integer)lua_rawlen(L, 1);
+    for (i = 1; i <= n; i++) {
+      lua_rawgeti(L, 1, i);
+      check_item(L, -1, "gather", i, 0);
+      lua_pop(L, 1);
+    }
+  }
+  t = lr_task_current(L, "gather");
+  lr_task_checkpoint(L, t);
+  luaL_checkstack(L, 8, "gather");
+  if (varargs) {
+    lua_createtable(L, nargs, 0);
+    for (i = 1; i <= nargs; i++) {
+      lua_pushvalue(L, (int)i);
+      lua_rawseti(L, -2, i);
+    }
+    lua_replace(L, 1);
+    lua_settop(L, 1);
+  } else {
+    lua_settop(L, 1);
+  }
+  return run_group(L, t, (uint32_t)n, limit, settle, 0, varargs);
+}
+
+int lr_map(lua_State *L) {
+  int settle = 0;
+  uint32_t limit;
+  lr_task *t;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  if (!is_callable(L, 2)) luaL_typeerror(L, 2, "function");
+  limit = opt_limit(L, 3, "map", &settle);
+  t = lr_task_current(L, "map");
+  lr_task_checkpoint(L, t);
+  lua_settop(L, 2);
+  return run_group(L, t, (uint32_t)lua_rawlen(L, 1), limit, settle, 1, 0);
+}
+
+/* ================= timeout ================= */
+
+typedef struct timeout {
+  lr_owner base;
+  lr_waitq parentq;
+  lr_task *parent, *child;
+  double seconds;
+  uint8_t child_done, expired, parent_cancelled;
+} timeout;
+
+static void timeout_child_done(lr_owner *o, lr_task *c) {
+  timeout *m = (timeout *)o;
+  (void)c;
+  m->child_done = 1;
+  if (m->parent && m->parent->inq == &m->parentq) lr_task_wake(m->parent, LR_WAKE_DONE);
+}
+
+static void timeout_cancel(lr_task *t) {
+  timeout *m = container_of(t->inq, timeout, parentq);
+  m->parent_cancelled = 1;
+  if (t->heap_idx) lr_timer_remove(t->rt, t);
+  t->flags |= LR_F_SHIELD; /* stay parked until the child has unwound */
+  lr_task_cancel(m->child);
+}
+
+static int timeout_k(lua_State *L, int status, lua_KContext ctx) {
+  timeout *m = (timeout *)ctx;
+  lr_task *t = m->parent;
+  (void)status;
+  t->flags &= (uint8_t)~LR_F_SHIELD;
+  if (!m->child_done) {
+    /* The deadline passed: cancel the child and wait, shielded, for it to unwind. */
+    m->expired = 1;
+    lr_task_cancel(m->child);
+    t->flags |= LR_F_SHIELD;
+    lr_waitq_push(&m->parentq, t);
+    return lr_task_park(L, t, timeout_cancel, ctx, timeout_k);
+  }
+  m->parent = NULL;
+  if (m->parent_cancelled || (t->flags & LR_F_CANCEL)) lr_error_raise_cancelled(L);
+  if (m->expired && m->child->result == LR_RES_CANCELLED) {
+    char msg[64];
+    snprintf(msg, sizeof msg, "timed out after %g s", m->seconds);
+    lua_pushnil(L);
+    lr_error_push(L, "timeout", msg);
+    lua_pushnumber(L, m->seconds);
+    lua_setfield(L, -2, "seconds");
+    return 2;
+  }
+  return lr_task_push_results(L, m->child, 0);
+}
+
+int lr_timeout(lua_State *L) {
+  double secs = luaL_checknumber(L, 1);
+  int nargs;
+  lr_task *t;
+  timeout *m;
+  uint64_t deadline;
+  if (secs != secs) luaL_argerror(L, 1, "not a number (NaN)");
+  if (!is_callable(L, 2)) luaL_typeerror(L, 2, "function");
+  t = lr_task_current(L, "timeout");
+  lr_task_checkpoint(L, t);
+  nargs = lua_gettop(L) - 2;
+  m = lua_newuserdatauv(L, sizeof *m, 0);     /* secs fn args m */
+  memset(m, 0, sizeof *m);
+  lua_replace(L, 1);                           /* m fn args */
+  m->base.child_done = timeout_child_done;
+  m->seconds = secs < 0 ? 0 : secs;
+  m->parent = t;
+  m->child = lr_task_spawn(L, t->rt, nargs, 1); /* m task */
+  m->child->owner = &m->base;
+  m->child->flags |= LR_F_WAITED;
+  deadline = lr_timer_deadline(m->seconds);
+  lr_waitq_push(&m->parentq, t);
+  if (deadline != UINT64_MAX && lr_timer_add(t->rt, t, deadline) != 0) {
+    lr_waitq_remove(&m->parentq, t);
+    return luaL_error(L, "timeout: out of memory");
+  }
+  return lr_task_park(L, t, timeout_cancel, (lua_KContext)m, timeout_k);
+}

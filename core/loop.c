@@ -1,0 +1,211 @@
+/* loop.c: the runtime context and the driver loop.
+ *
+ * One runtime per Lua state, kept as a userdata in the registry and closed by its
+ * __gc when the state closes. The driver alternates two steps: resume every task that
+ * is ready, then let libuv run once (without blocking while tasks are ready). All Lua
+ * code runs in the first step, outside any libuv or libcurl callback.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include "luarun.h"
+
+static const char RT_KEY = 'r';
+
+static void raise_nofile_limit(void) {
+  /* A scraper holds many sockets at once: use all the descriptors we may. */
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+static void close_walk_cb(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+static int rt_gc(lua_State *L) {
+  lr_runtime *rt = lua_touserdata(L, 1);
+  int i;
+  if (rt->closing) return 0;
+  rt->closing = 1;
+  for (i = rt->ncloser - 1; i >= 0; i--) rt->closers[i](rt);
+  lr_timer_close(rt);
+  uv_walk(&rt->loop, close_walk_cb, NULL);
+  uv_run(&rt->loop, UV_RUN_DEFAULT); /* let the close callbacks run before freeing */
+  uv_loop_close(&rt->loop);
+  free(rt->free_slots);
+  rt->free_slots = NULL;
+  return 0;
+}
+
+static int new_table_ref(lua_State *L, const char *mode) {
+  lua_newtable(L);
+  if (mode) {
+    lua_newtable(L);
+    lua_pushstring(L, mode);
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+  }
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+lr_runtime *lr_runtime_get(lua_State *L) {
+  lr_runtime *rt;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &RT_KEY) == LUA_TUSERDATA) {
+    rt = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return rt;
+  }
+  lua_pop(L, 1);
+  rt = lua_newuserdatauv(L, sizeof *rt, 0);
+  memset(rt, 0, sizeof *rt);
+  if (uv_loop_init(&rt->loop) != 0) luaL_error(L, "luarun: cannot create the event loop");
+  rt->loop.data = rt;
+  rt->L = L;
+  lr_timer_init(rt);
+  lua_newtable(L);
+  lua_pushcfunction(L, rt_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &RT_KEY);
+  rt->tasks_ref = new_table_ref(L, NULL);
+  rt->where_ref = new_table_ref(L, NULL);
+  rt->origin_ref = new_table_ref(L, NULL);
+  raise_nofile_limit();
+  return rt;
+}
+
+void lr_runtime_on_close(lr_runtime *rt, lr_closer fn) {
+  if (rt->ncloser < LR_MAX_CLOSERS) rt->closers[rt->ncloser++] = fn;
+}
+
+/* Calls fn on every live task (the table is read through rt->L). */
+void lr_runtime_each_task(lr_runtime *rt, void (*fn)(lr_task *t, void *arg), void *arg) {
+  lua_State *L = rt->L;
+  uint32_t i;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->tasks_ref);
+  for (i = 1; i <= rt->slot_max; i++) {
+    if (lua_rawgeti(L, -1, (lua_Integer)i) == LUA_TUSERDATA) {
+      lr_task *t = lua_touserdata(L, -1);
+      lua_pop(L, 1);
+      fn(t, arg);
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+}
+
+static void cancel_one(lr_task *t, void *arg) {
+  (void)arg;
+  lr_task_cancel(t);
+}
+
+void lr_runtime_cancel_all(lr_runtime *rt) {
+  lr_runtime_each_task(rt, cancel_one, NULL);
+}
+
+static void describe_parked(lr_task *t, void *arg) {
+  luaL_Buffer *b = arg;
+  lua_State *L = b->L;
+  if (t->state != LR_PARKED) return;
+  /* The buffer sits on L's stack: build each line on the side, then add it. */
+  lua_pushliteral(L, "\n  ");
+  lr_report_push_taskname(L, t);
+  lua_pushliteral(L, ", waiting at:");
+  luaL_traceback(L, t->co, NULL, 0);
+  lua_pushliteral(L, "\n");
+  lua_concat(L, 5);
+  luaL_gsub(L, lua_tostring(L, -1), "\n", "\n    ");
+  lua_remove(L, -2);
+  luaL_addvalue(b);
+}
+
+static void count_parked(lr_task *t, void *arg) {
+  if (t->state == LR_PARKED) ++*(int *)arg;
+}
+
+/* Nothing can wake the parked tasks: say which they are, then cancel them so that
+ * their cleanup runs. The report is left on rt->L's stack. */
+static void deadlock(lr_runtime *rt) {
+  lua_State *L = rt->L;
+  luaL_Buffer b;
+  int n = 0;
+  lr_runtime_each_task(rt, count_parked, &n);
+  luaL_buffinit(L, &b);
+  lua_pushfstring(L, "deadlock: %d task%s can never resume", n, n == 1 ? "" : "s");
+  luaL_addvalue(&b);
+  lr_runtime_each_task(rt, describe_parked, &b);
+  luaL_pushresult(&b);
+  rt->deadlocks++;
+  lr_runtime_cancel_all(rt);
+}
+
+int lr_runtime_drive(lr_runtime *rt) {
+  int top = lua_gettop(rt->L);
+  for (;;) {
+    int more;
+    if (rt->ready.head) lr_sched_run_ready(rt);
+    if (rt->live == 0) break;
+    more = uv_run(&rt->loop, rt->ready.head ? UV_RUN_NOWAIT : UV_RUN_ONCE);
+    if (!more && !rt->ready.head && rt->live > 0) {
+      if (rt->deadlocks > 0) {
+        /* Cancelling did not unwind them (a shielded wait on one another): give up. */
+        return -1;
+      }
+      deadlock(rt);
+      lua_insert(rt->L, top + 1); /* keep the first report at the bottom */
+    }
+  }
+  return rt->deadlocks ? -1 : 0;
+}
+
+/* Runs the function under its nargs arguments on L's stack as the main task, until
+ * it and every task it spawned are done. On return the stack holds, in place of the
+ * function and arguments: the results (LUA_OK, *nres set), or a report string and the
+ * error value (LUA_ERRRUN), or one report string (LR_DEADLOCK). */
+int lr_runtime_run_main(lua_State *L, lr_runtime *rt, int nargs, int *nres) {
+  lr_task *t;
+  int base = lua_gettop(L) - nargs - 1;
+  int rc;
+  rt->L = rt->from = L;
+  rt->running = 1;
+  rt->failures = 0;
+  rt->deadlocks = 0;
+  t = lr_task_spawn(L, rt, nargs, 1); /* the task stays on L's stack while it runs */
+  t->flags |= LR_F_MAIN | LR_F_WAITED;
+  rt->main = t;
+  rc = lr_runtime_drive(rt);
+  rt->running = 0;
+  rt->main = NULL;
+  if (rc < 0) {
+    /* stack: task, report(s)...: keep the first report */
+    lua_settop(L, base + 2);
+    lua_remove(L, base + 1);
+    return LR_DEADLOCK;
+  }
+  lua_settop(L, base + 1);
+  if (t->result == LR_RES_OK) {
+    lua_settop(L, base);
+    *nres = t->nres;
+    luaL_checkstack(L, t->nres, "too many results");
+    for (int i = 1; i <= t->nres; i++) lua_pushvalue(t->co, i);
+    lua_xmove(t->co, L, t->nres);
+    return LUA_OK;
+  }
+  lua_settop(L, base);
+  lua_pushvalue(t->co, 1);
+  lua_pushvalue(t->co, 2);
+  lua_xmove(t->co, L, 2);
+  if (lua_isnil(L, -2)) { /* cancelled: no report was made */
+    lua_pop(L, 2);
+    lr_error_push(L, "cancelled", "task cancelled");
+    lua_pushstring(L, "main task cancelled");
+    lua_insert(L, -2);
+  }
+  return LUA_ERRRUN;
+}

@@ -1,0 +1,70 @@
+/* report.c: what an uncaught error looks like.
+ *
+ * A report is the error message, the traceback of the task where it was raised, and
+ * which task that was and where it was spawned. It is built when a task fails (its
+ * stack is still intact then), kept beside the error value, and printed if nobody
+ * handles the error.
+ */
+#include <stdio.h>
+#include "luarun.h"
+
+const char *lr_report_tostring(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  if (lua_type(L, idx) == LUA_TSTRING) {
+    lua_pushvalue(L, idx);
+  } else if (luaL_callmeta(L, idx, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
+    /* the metamethod's string is on the stack */
+  } else {
+    if (lua_gettop(L) > idx) lua_settop(L, idx);
+    if (lua_type(L, idx) == LUA_TTABLE && lua_getfield(L, idx, "message") == LUA_TSTRING)
+      return lua_tostring(L, -1); /* an error table without __tostring */
+    if (lua_gettop(L) > idx) lua_settop(L, idx);
+    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, idx));
+  }
+  return lua_tostring(L, -1);
+}
+
+void lr_report_push_taskname(lua_State *L, lr_task *t) {
+  if (t->flags & LR_F_MAIN) {
+    lua_pushliteral(L, "main task");
+    return;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->rt->where_ref);
+  lua_rawgeti(L, -1, (lua_Integer)t->where);
+  lua_remove(L, -2);
+  if (lua_type(L, -1) == LUA_TSTRING && lua_rawlen(L, -1) > 2) {
+    /* luaL_where gives "file:line: ": drop the ": " */
+    size_t n;
+    const char *w = lua_tolstring(L, -1, &n);
+    lua_pushfstring(L, "task %d (spawned at ", (int)t->id);
+    lua_pushlstring(L, w, n - 2);
+    lua_pushliteral(L, ")");
+    lua_concat(L, 3);
+    lua_remove(L, -2);
+  } else {
+    lua_pop(L, 1);
+    lua_pushfstring(L, "task %d", (int)t->id);
+  }
+}
+
+void lr_report_push_traceback(lua_State *L, lua_State *co, lr_task *t) {
+  const char *msg;
+  lua_pushvalue(co, -1);
+  lua_xmove(co, L, 1);                  /* L: err */
+  msg = lr_report_tostring(L, -1);      /* L: err msg */
+  luaL_traceback(L, co, msg, 0);        /* L: err msg tb */
+  lua_pushliteral(L, "\n(in ");
+  lr_report_push_taskname(L, t);
+  lua_pushliteral(L, ")");
+  lua_concat(L, 4);                     /* L: err msg report */
+  lua_replace(L, -3);
+  lua_pop(L, 1);                        /* L: report */
+}
+
+void lr_report_task_error(lr_runtime *rt, lr_task *t) {
+  /* t->co holds: report, error */
+  const char *report = lua_tostring(t->co, 1);
+  (void)rt;
+  fprintf(stderr, "luarun: %s\n", report ? report : "(an error with no report)");
+  fflush(stderr);
+}

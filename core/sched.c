@@ -1,0 +1,449 @@
+/* sched.c: tasks, the ready queue, parking and waking, cancellation.
+ *
+ * A task is a full userdata (luarun.Task) holding struct lr_task; its Lua thread is
+ * user value 1, so the thread lives as long as the task object. While a task is not
+ * done it is also anchored in the runtime's live-task table (slot t->ref), so a task
+ * nobody references still runs to the end.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include "luarun.h"
+
+char lr_park_sentinel;
+
+#define TASK_MT "luarun.Task"
+
+/* ---- wait queues ---- */
+
+void lr_waitq_push(lr_waitq *q, lr_task *t) {
+  t->next = NULL;
+  t->prev = q->tail;
+  if (q->tail) q->tail->next = t;
+  else q->head = t;
+  q->tail = t;
+  t->inq = q;
+}
+
+void lr_waitq_remove(lr_waitq *q, lr_task *t) {
+  if (t->prev) t->prev->next = t->next;
+  else q->head = t->next;
+  if (t->next) t->next->prev = t->prev;
+  else q->tail = t->prev;
+  t->next = t->prev = NULL;
+  t->inq = NULL;
+}
+
+lr_task *lr_waitq_pop(lr_waitq *q) {
+  lr_task *t = q->head;
+  if (t) lr_waitq_remove(q, t);
+  return t;
+}
+
+void lr_waitq_cancel(lr_task *t) {
+  lr_task_wake(t, LR_WAKE_CANCELLED);
+}
+
+/* ---- the live-task table: slot allocation without luaL_ref (whose free-list
+ * header in 5.4.4 sits at index 3 and confuses the length of a plain table) ---- */
+
+static int live_anchor(lua_State *L, lr_runtime *rt) {
+  /* stack: task userdata on top (left there) */
+  int slot;
+  if (rt->free_n > 0) {
+    slot = (int)rt->free_slots[--rt->free_n];
+  } else {
+    slot = (int)++rt->slot_max;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->tasks_ref);
+  lua_pushvalue(L, -2);
+  lua_rawseti(L, -2, slot);
+  lua_pop(L, 1);
+  return slot;
+}
+
+static void live_release(lr_runtime *rt, lr_task *t) {
+  lua_State *L = rt->L;
+  int slot = t->ref;
+  if (slot <= 0) return;
+  t->ref = LUA_NOREF;
+  if (rt->free_n == rt->free_cap) {
+    uint32_t cap = rt->free_cap ? rt->free_cap * 2 : 256;
+    void *p = realloc(rt->free_slots, cap * sizeof *rt->free_slots);
+    if (p == NULL) return; /* the slot is leaked, never reused: harmless */
+    rt->free_slots = p;
+    rt->free_cap = cap;
+  }
+  rt->free_slots[rt->free_n++] = (uint32_t)slot;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->tasks_ref);
+  lua_pushnil(L);
+  lua_rawseti(L, -2, slot);
+  lua_pop(L, 1);
+}
+
+/* ---- creating tasks ---- */
+
+/* Interns the spawn location so a task stores 4 bytes instead of a string. */
+uint32_t lr_task_where(lua_State *L, lr_runtime *rt, int level) {
+  lua_Integer id;
+  luaL_where(L, level);                      /* where */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->where_ref); /* where, tbl */
+  lua_pushvalue(L, -2);
+  if (lua_rawget(L, -2) == LUA_TNUMBER) {
+    id = lua_tointeger(L, -1);
+    lua_pop(L, 3);
+    return (uint32_t)id;
+  }
+  lua_pop(L, 1);
+  id = (lua_Integer)lua_rawlen(L, -1) + 1;
+  lua_pushvalue(L, -2);
+  lua_rawseti(L, -2, id);                    /* tbl[id] = where */
+  lua_pushvalue(L, -2);
+  lua_pushinteger(L, id);
+  lua_rawset(L, -3);                         /* tbl[where] = id */
+  lua_pop(L, 2);
+  return (uint32_t)id;
+}
+
+lr_task *lr_task_spawn(lua_State *L, lr_runtime *rt, int nargs, int level) {
+  /* stack: fn, args... */
+  lr_task *t = lua_newuserdatauv(L, sizeof *t, 1); /* fn args ud */
+  lua_State *co;
+  memset(t, 0, sizeof *t);
+  t->ref = LUA_NOREF;
+  luaL_setmetatable(L, TASK_MT);
+  co = lua_newthread(L);                     /* fn args ud co */
+  lua_setiuservalue(L, -2, 1);               /* fn args ud */
+  t->co = co;
+  t->rt = rt;
+  t->id = ++rt->next_id;
+  t->where = level > 0 ? lr_task_where(L, rt, level) : rt->where_hint;
+  *(lr_task **)lua_getextraspace(co) = t;
+  t->ref = live_anchor(L, rt);
+  lua_rotate(L, -(nargs + 2), 1);            /* ud fn args */
+  lua_xmove(L, co, nargs + 1);               /* ud */
+  t->nres = nargs;
+  rt->live++;
+  t->state = LR_READY;
+  lr_waitq_push(&rt->ready, t);
+  t->inq = NULL;
+  return t;
+}
+
+lr_task *lr_task_check(lua_State *L, int idx) {
+  return (lr_task *)luaL_checkudata(L, idx, TASK_MT);
+}
+
+lr_task *lr_task_test(lua_State *L, int idx) {
+  return (lr_task *)luaL_testudata(L, idx, TASK_MT);
+}
+
+/* ---- which task is running here ---- */
+
+/* Names the C function that stops a yield, so the user can move the call. */
+static int boundary_error(lua_State *L, const char *fname) {
+  lua_Debug ar;
+  int level;
+  for (level = 1; lua_getstack(L, level, &ar); level++) {
+    lua_getinfo(L, "Sn", &ar);
+    if (ar.what[0] == 'C')
+      return luaL_error(L,
+          "%s: cannot suspend the task inside C function '%s', which does not "
+          "allow yields (move the call out of it)", fname, ar.name ? ar.name : "?");
+  }
+  return luaL_error(L,
+      "%s: cannot suspend the task here: a C function that does not allow yields "
+      "is in the way (a coroutine resumed from a metamethod, iterator or C callback)",
+      fname);
+}
+
+lr_task *lr_task_current(lua_State *L, const char *fname) {
+  uintptr_t v = *(uintptr_t *)lua_getextraspace(L);
+  if (v == 0)
+    luaL_error(L, "%s: not inside a luarun task (run the script with luarun, or "
+               "call it inside lr.run)", fname);
+  if ((v & 1) || !lua_isyieldable(L)) boundary_error(L, fname);
+  return (lr_task *)v;
+}
+
+/* ---- parking and waking ---- */
+
+static void cancel_default(lr_task *t) {
+  lr_task_wake(t, LR_WAKE_CANCELLED);
+}
+
+int lr_task_park(lua_State *L, lr_task *t, lr_cancel_fn on_cancel, lua_KContext ctx,
+                 lua_KFunction k) {
+  /* A task woken before it parks (sleep(0), a result already there) stays ready. */
+  if (t->state == LR_RUNNING) {
+    t->state = LR_PARKED;
+    t->wake = LR_WAKE_NONE;
+  }
+  t->on_cancel = on_cancel ? on_cancel : cancel_default;
+  lua_pushlightuserdata(L, LR_SENTINEL);
+  return lua_yieldk(L, 1, ctx, k);
+}
+
+void lr_task_wake(lr_task *t, int why) {
+  lr_runtime *rt = t->rt;
+  if (t->state == LR_DONE || t->state == LR_READY) return;
+  if (t->heap_idx) lr_timer_remove(rt, t);
+  if (t->inq) lr_waitq_remove(t->inq, t);
+  t->wake = (uint8_t)why;
+  t->state = LR_READY;
+  lr_waitq_push(&rt->ready, t);
+  t->inq = NULL;
+}
+
+void lr_task_cancel(lr_task *t) {
+  if (t->state == LR_DONE) return;
+  t->flags |= LR_F_CANCEL;
+  if (t->state == LR_PARKED && !(t->flags & LR_F_SHIELD) && t->on_cancel)
+    t->on_cancel(t);
+}
+
+void lr_task_checkpoint(lua_State *L, lr_task *t) {
+  if (t->flags & LR_F_CANCEL) lr_error_raise_cancelled(L);
+}
+
+/* ---- outcomes ---- */
+
+/* After the task is done its thread holds: results (ok), or report, error (failed). */
+void lr_task_push_error(lua_State *L, lr_task *t) {
+  lua_pushvalue(t->co, -1);
+  lua_xmove(t->co, L, 1);
+}
+
+int lr_task_push_results(lua_State *L, lr_task *t, int first_only) {
+  int i, n;
+  if (t->result != LR_RES_OK) {
+    lr_runtime *rt = t->rt;
+    /* Remember where this error came from, so a report at the top can show the
+     * failing task's traceback even after the value was re-raised elsewhere. */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->origin_ref);
+    lua_pushvalue(t->co, -1);
+    lua_xmove(t->co, L, 1);
+    lua_rawseti(L, -2, 1);
+    lua_pushvalue(t->co, -2);
+    lua_xmove(t->co, L, 1);
+    lua_rawseti(L, -2, 2);
+    lua_pop(L, 1);
+    lr_task_push_error(L, t);
+    return lua_error(L);
+  }
+  n = t->nres;
+  if (first_only && n > 1) n = 1;
+  luaL_checkstack(L, n, "too many results");
+  for (i = 1; i <= n; i++) lua_pushvalue(t->co, i);
+  lua_xmove(t->co, L, n);
+  return n;
+}
+
+/* Builds the failure report for t: its own traceback, or that of the task whose error
+ * it relayed. Leaves the stack of co as: report, error. */
+static void make_report(lr_runtime *rt, lr_task *t) {
+  lua_State *co = t->co;
+  lua_State *L = rt->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->origin_ref);     /* origin */
+  lua_rawgeti(L, -1, 1);                                 /* origin err */
+  lua_pushvalue(co, -1);
+  lua_xmove(co, L, 1);                                   /* origin err myerr */
+  if (!lua_isnil(L, -1) && lua_rawequal(L, -1, -2)) {
+    lua_rawgeti(L, -3, 2);                               /* ... report */
+    lua_xmove(L, co, 1);
+    lua_pop(L, 3);
+  } else {
+    lua_pop(L, 3);
+    lr_report_push_traceback(L, co, t);                  /* L: report */
+    lua_xmove(L, co, 1);                                 /* co: err report */
+  }
+  lua_insert(co, -2);                                    /* report err */
+}
+
+static void finish(lr_runtime *rt, lr_task *t, int status, int nres) {
+  lua_State *co = t->co;
+  lr_task *w;
+  if (status == LUA_OK) {
+    t->result = LR_RES_OK;
+    t->nres = nres;
+    if (lua_gettop(co) > nres) {
+      lua_rotate(co, 1, nres);
+      lua_settop(co, nres);
+    }
+  } else {
+    lua_State *L = rt->L;
+    int cancelled = lr_error_is(co, -1, "cancelled");
+    if (cancelled) lua_pushnil(L);
+    else make_report(rt, t), lua_pushvalue(co, -2), lua_xmove(co, L, 1);
+    lua_pushvalue(co, -1);
+    lua_xmove(co, L, 1);                       /* L: report|nil, err */
+    /* Run pending <close> handlers. The error stays on co's top: lua_resetthread
+     * leaves there the same error, or the one a failing handler raised instead. */
+    lua_resetthread(co);
+    if (!lua_rawequal(co, -1, 1) || lua_gettop(co) != 1) lua_settop(co, 1);
+    lua_pushvalue(co, 1);
+    lua_xmove(co, L, 1);                       /* L: report, err, err2 */
+    if (!lua_rawequal(L, -1, -2)) {
+      cancelled = lr_error_is(L, -1, "cancelled");
+      lua_pushstring(L, cancelled ? "" : lr_report_tostring(L, -1));
+      lua_remove(L, -2);
+      lua_pushliteral(L, "\n(raised by a <close> handler in ");
+      lr_report_push_taskname(L, t);
+      lua_pushliteral(L, ")");
+      lua_concat(L, 4);                        /* L: report, err, err2, newreport */
+      lua_replace(L, -4);
+      lua_remove(L, -2);
+      if (cancelled) {
+        lua_pushnil(L);
+        lua_replace(L, -3);
+      }
+    } else {
+      lua_pop(L, 1);
+    }
+    lua_settop(co, 0);
+    lua_xmove(L, co, 2);                       /* co: report|nil, err */
+    t->result = cancelled ? LR_RES_CANCELLED : LR_RES_FAILED;
+    t->nres = 1;
+  }
+  t->state = LR_DONE;
+  *(lr_task **)lua_getextraspace(co) = NULL;
+  rt->live--;
+  if (t->result == LR_RES_FAILED && !(t->flags & LR_F_WAITED) && !t->waiters.head &&
+      !t->owner) {
+    rt->failures++;
+    lr_report_task_error(rt, t);
+  }
+  while ((w = t->waiters.head) != NULL) lr_task_wake(w, LR_WAKE_DONE);
+  if (t->owner) t->owner->child_done(t->owner, t);
+  live_release(rt, t); /* last: t may be collected once nothing else holds it */
+}
+
+/* A task cancelled before it ever ran ends without running its body. */
+static void finish_unstarted(lr_runtime *rt, lr_task *t) {
+  lua_settop(t->co, 0);
+  lr_error_push(t->co, "cancelled", "task cancelled");
+  finish(rt, t, LUA_ERRRUN, 1);
+}
+
+static void run_task(lr_runtime *rt, lr_task *t) {
+  lua_State *co = t->co;
+  int nargs = 0, nres = 0, status;
+  if (!(t->flags & LR_F_STARTED)) {
+    t->flags |= LR_F_STARTED;
+    if (t->flags & LR_F_CANCEL) {
+      finish_unstarted(rt, t);
+      return;
+    }
+    nargs = t->nres;
+  }
+  t->state = LR_RUNNING;
+  rt->current = t;
+  rt->running_co = co;
+  status = lua_resume(co, rt->from, nargs, &nres);
+  rt->running_co = NULL;
+  rt->current = NULL;
+  if (status == LUA_YIELD) {
+    if (nres == 1 && lua_touserdata(co, -1) == LR_SENTINEL) {
+      lua_pop(co, 1); /* parked (or already woken) by a luarun call */
+    } else {
+      /* A bare coroutine.yield from C code reached the scheduler: let the others
+       * run and resume it next turn with no values. */
+      lua_pop(co, nres);
+      t->state = LR_PARKED;
+      lr_task_wake(t, LR_WAKE_DONE);
+    }
+    return;
+  }
+  finish(rt, t, status, nres);
+}
+
+void lr_sched_run_ready(lr_runtime *rt) {
+  /* Run only the tasks that are ready now; those woken meanwhile wait for the next
+   * turn, after libuv has polled for I/O: this is what makes sleep(0) fair. */
+  lr_waitq batch = rt->ready;
+  lr_task *t;
+  rt->ready.head = rt->ready.tail = NULL;
+  while ((t = batch.head) != NULL) {
+    batch.head = t->next;
+    if (batch.head) batch.head->prev = NULL;
+    t->next = t->prev = NULL;
+    run_task(rt, t);
+  }
+}
+
+/* ---- the luarun.Task methods ---- */
+
+static int wait_k(lua_State *L, int status, lua_KContext ctx) {
+  lr_task *target = (lr_task *)ctx;
+  lr_task *self = *(lr_task **)lua_getextraspace(L);
+  (void)status;
+  if (self->wake == LR_WAKE_CANCELLED) lr_error_raise_cancelled(L);
+  return lr_task_push_results(L, target, 0);
+}
+
+static int task_wait(lua_State *L) {
+  lr_task *target = lr_task_check(L, 1);
+  lr_task *self;
+  target->flags |= LR_F_WAITED;
+  if (target->state == LR_DONE) return lr_task_push_results(L, target, 0);
+  self = lr_task_current(L, "wait");
+  if (self == target) return luaL_error(L, "wait: a task cannot wait for itself");
+  lr_task_checkpoint(L, self);
+  lr_waitq_push(&target->waiters, self);
+  return lr_task_park(L, self, NULL, (lua_KContext)target, wait_k);
+}
+
+static int task_cancel(lua_State *L) {
+  lr_task_cancel(lr_task_check(L, 1));
+  return 0;
+}
+
+static int task_done(lua_State *L) {
+  lua_pushboolean(L, lr_task_check(L, 1)->state == LR_DONE);
+  return 1;
+}
+
+static const char *state_name(lr_task *t) {
+  switch (t->state) {
+    case LR_READY: return "ready";
+    case LR_RUNNING: return "running";
+    case LR_PARKED: return "waiting";
+    default:
+      return t->result == LR_RES_OK ? "done" :
+             t->result == LR_RES_CANCELLED ? "cancelled" : "failed";
+  }
+}
+
+static int task_status(lua_State *L) {
+  lua_pushstring(L, state_name(lr_task_check(L, 1)));
+  return 1;
+}
+
+static int task_id(lua_State *L) {
+  lua_pushinteger(L, lr_task_check(L, 1)->id);
+  return 1;
+}
+
+static int task_tostring(lua_State *L) {
+  lr_task *t = lr_task_check(L, 1);
+  lua_pushfstring(L, "luarun.Task %d (%s)", (int)t->id, state_name(t));
+  return 1;
+}
+
+static const luaL_Reg task_methods[] = {
+  {"wait", task_wait},
+  {"cancel", task_cancel},
+  {"done", task_done},
+  {"status", task_status},
+  {"id", task_id},
+  {NULL, NULL}
+};
+
+void lr_sched_register(lua_State *L) {
+  if (luaL_newmetatable(L, TASK_MT)) {
+    luaL_newlib(L, task_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, task_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+}

@@ -1,0 +1,122 @@
+/* timer.c: sleeping tasks.
+ *
+ * One uv_timer_t drives a binary min-heap of tasks ordered by (deadline, seq). A
+ * timer handle per sleep would cost ~150 bytes a task and a heap operation inside
+ * libuv anyway; the heap here costs 8 bytes a sleeping task. The seq tie-break keeps
+ * wake-ups of equal deadlines in the order the sleeps were called.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include "luarun.h"
+
+static int earlier(const lr_task *a, const lr_task *b) {
+  if (a->deadline != b->deadline) return a->deadline < b->deadline;
+  return (int32_t)(a->seq - b->seq) < 0;
+}
+
+static void place(lr_runtime *rt, uint32_t i, lr_task *t) {
+  rt->heap[i - 1] = t;
+  t->heap_idx = i;
+}
+
+static void sift_up(lr_runtime *rt, uint32_t i, lr_task *t) {
+  while (i > 1) {
+    lr_task *parent = rt->heap[i / 2 - 1];
+    if (!earlier(t, parent)) break;
+    place(rt, i, parent);
+    i /= 2;
+  }
+  place(rt, i, t);
+}
+
+static void sift_down(lr_runtime *rt, uint32_t i, lr_task *t) {
+  uint32_t n = rt->heap_n;
+  for (;;) {
+    uint32_t c = 2 * i;
+    if (c > n) break;
+    if (c < n && earlier(rt->heap[c], rt->heap[c - 1])) c++;
+    if (!earlier(rt->heap[c - 1], t)) break;
+    place(rt, i, rt->heap[c - 1]);
+    i = c;
+  }
+  place(rt, i, t);
+}
+
+static void timer_cb(uv_timer_t *h);
+
+/* Arms the uv timer for the earliest deadline, if it changed. */
+static void rearm(lr_runtime *rt) {
+  uint64_t due, now, ms;
+  if (rt->timer_busy) return; /* timer_cb re-arms once after its wake-ups */
+  if (rt->heap_n == 0) {
+    if (rt->timer_due) uv_timer_stop(&rt->timer);
+    rt->timer_due = 0;
+    return;
+  }
+  due = rt->heap[0]->deadline;
+  if (due == rt->timer_due) return;
+  rt->timer_due = due;
+  now = uv_hrtime();
+  /* Round up: libuv counts whole milliseconds, and waking early would only re-arm. */
+  ms = due > now ? (due - now + 999999) / 1000000 : 0;
+  uv_update_time(&rt->loop);
+  uv_timer_start(&rt->timer, timer_cb, ms, 0);
+}
+
+static void timer_cb(uv_timer_t *h) {
+  lr_runtime *rt = h->data;
+  uint64_t now = uv_hrtime();
+  rt->timer_due = 0;
+  rt->timer_busy = 1;
+  while (rt->heap_n > 0 && rt->heap[0]->deadline <= now)
+    lr_task_wake(rt->heap[0], LR_WAKE_TIMEOUT); /* wake removes it from the heap */
+  rt->timer_busy = 0;
+  rearm(rt);
+}
+
+void lr_timer_init(lr_runtime *rt) {
+  uv_timer_init(&rt->loop, &rt->timer);
+  rt->timer.data = rt;
+}
+
+void lr_timer_close(lr_runtime *rt) {
+  uv_close((uv_handle_t *)&rt->timer, NULL);
+  free(rt->heap);
+  rt->heap = NULL;
+  rt->heap_n = rt->heap_cap = 0;
+}
+
+int lr_timer_add(lr_runtime *rt, lr_task *t, uint64_t deadline) {
+  if (rt->heap_n == rt->heap_cap) {
+    uint32_t cap = rt->heap_cap ? rt->heap_cap * 2 : 64;
+    lr_task **p = realloc(rt->heap, cap * sizeof *p);
+    if (p == NULL) return UV_ENOMEM;
+    rt->heap = p;
+    rt->heap_cap = cap;
+  }
+  t->deadline = deadline;
+  t->seq = rt->seq++;
+  sift_up(rt, ++rt->heap_n, t);
+  if (t->heap_idx == 1) rearm(rt);
+  return 0;
+}
+
+void lr_timer_remove(lr_runtime *rt, lr_task *t) {
+  uint32_t i = t->heap_idx;
+  lr_task *last;
+  if (i == 0) return;
+  t->heap_idx = 0;
+  last = rt->heap[--rt->heap_n];
+  if (i <= rt->heap_n) {
+    if (i > 1 && earlier(last, rt->heap[i / 2 - 1])) sift_up(rt, i, last);
+    else sift_down(rt, i, last);
+  }
+  if (i == 1) rearm(rt);
+}
+
+uint64_t lr_timer_deadline(double seconds) {
+  uint64_t now = uv_hrtime();
+  double ns = seconds * 1e9;
+  if (!(ns < (double)(UINT64_MAX - now) / 2)) return UINT64_MAX;
+  return now + (uint64_t)ns;
+}

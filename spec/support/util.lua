@@ -1,0 +1,52 @@
+-- Shared helpers for the specs.
+local M = {}
+
+--- Path of the luarun executable under test (set by .ci/test).
+M.bin = os.getenv("LUARUN_BIN") or "./build/luarun"
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+M.quote = shell_quote
+
+--- Runs a command; returns exit code, stdout, stderr.
+-- @param cmd string: a shell command
+-- @param input string|nil: fed to standard input
+function M.sh(cmd, input)
+  local tmp = os.tmpname()
+  local errf = os.tmpname()
+  local inf
+  if input then
+    inf = os.tmpname()
+    local f = assert(io.open(inf, "wb"))
+    f:write(input)
+    f:close()
+    cmd = cmd .. " < " .. shell_quote(inf)
+  end
+  local ok, how, code = os.execute(cmd .. " > " .. shell_quote(tmp) .. " 2> " .. shell_quote(errf))
+  local function slurp(p)
+    local f = assert(io.open(p, "rb"))
+    local s = f:read("a")
+    f:close()
+    os.remove(p)
+    return s
+  end
+  local out, err = slurp(tmp), slurp(errf)
+  if inf then os.remove(inf) end
+  if how == "signal" then code = 128 + code end
+  return code, out, err
+end
+
+--- Runs luarun on a script given as a string; returns exit code, stdout, stderr.
+function M.luarun(script, args)
+  local path = os.tmpname() .. ".lua"
+  local f = assert(io.open(path, "wb"))
+  f:write(script)
+  f:close()
+  local code, out, err = M.sh("timeout 30 " .. shell_quote(M.bin) .. " " .. shell_quote(path)
+                              .. " " .. (args or ""))
+  os.remove(path)
+  return code, out, err, path
+end
+
+return M
