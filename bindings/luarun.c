@@ -2,6 +2,10 @@
 #include <math.h>
 #include "bindings.h"
 
+#define LR_MODULE(name, fn) int fn(lua_State *L);
+#include "modules.h"
+#undef LR_MODULE
+
 #define RT(L) ((lr_runtime *)lua_touserdata(L, lua_upvalueindex(1)))
 
 static int check_callable(lua_State *L, int idx) {
@@ -110,11 +114,20 @@ static const luaL_Reg funcs[] = {
   {NULL, NULL}
 };
 
+static void preload_c_modules(lua_State *L) {
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+#define LR_MODULE(name, fn) lua_pushcfunction(L, fn), lua_setfield(L, -2, name);
+#include "modules.h"
+#undef LR_MODULE
+  lua_pop(L, 1);
+}
+
 int luaopen_luarun(lua_State *L) {
   lr_runtime *rt = lr_runtime_get(L);
   lr_sched_register(L);
   lr_coroutine_patch(L);
   lr_embedded_preload(L);
+  preload_c_modules(L);
   luaL_newlibtable(L, funcs);
   lua_pushlightuserdata(L, rt);
   luaL_setfuncs(L, funcs, 1);

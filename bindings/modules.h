@@ -1,0 +1,4 @@
+/* modules.h: every C module of luarun, as LR_MODULE(name, luaopen function).
+ * luaopen_luarun puts each in package.preload, so `require "luarun.fs"` works in the
+ * executable; in stock lua5.4, luarun.so exports the same luaopen_ functions, which
+ * Lua's all-in-one loader finds. Add one line per module. */
