@@ -10,4 +10,17 @@ void lr_coroutine_patch(lua_State *L);
 /* One luaopen_ per module: the shape of every Lua library. */
 int luaopen_luarun(lua_State *L);
 
+
+/* ---- json.c (luarun.json), callable from any Lua state, pool workers included ---- */
+/* JSON null: json.null is a light userdata pointing here, the same in every state. */
+extern char lr_json_null_sentinel;
+#define LR_JSON_NULL ((void *)&lr_json_null_sentinel)
+/* Pushes the JSON text of the value at idx. Raises a Lua error (naming the path of
+ * the offending value) on cycles, NaN/inf, invalid UTF-8, bad keys, or no memory. */
+void lr_json_encode(lua_State *L, int idx);
+/* Pushes the value decoded from s[0..n). Raises "json.decode: <why> at line L,
+ * column C (byte B)" on invalid JSON. Needs no runtime: works in any lua_State. */
+void lr_json_decode(lua_State *L, const char *s, size_t n);
+int luaopen_luarun_json(lua_State *L);
+
 #endif

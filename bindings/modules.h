@@ -2,3 +2,4 @@
  * luaopen_luarun puts each in package.preload, so `require "luarun.fs"` works in the
  * executable; in stock lua5.4, luarun.so exports the same luaopen_ functions, which
  * Lua's all-in-one loader finds. Add one line per module. */
+LR_MODULE("luarun.json", luaopen_luarun_json)
