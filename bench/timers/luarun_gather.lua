@@ -1,0 +1,15 @@
+-- luarun: N tasks that each sleep 1 s, spawned one by one, then gathered.
+-- Usage: luarun luarun_gather.lua N      Prints "spawn=<s> wall=<s>" (measured inside).
+local lr = require "luarun"
+local N = assert(math.tointeger(tonumber(arg[1])), "usage: luarun_gather.lua N")
+
+local function work() lr.sleep(1) end
+
+local t0 = lr.now()
+local tasks = {}
+for i = 1, N do tasks[i] = lr.spawn(work) end
+local t1 = lr.now()
+local results = lr.gather(tasks)
+local t2 = lr.now()
+assert(results.n == N)
+print(string.format("spawn=%.3f wall=%.3f", t1 - t0, t2 - t0))
