@@ -60,8 +60,7 @@ static int l_current(lua_State *L) {
   uintptr_t v = *(uintptr_t *)lua_getextraspace(L);
   lr_task *t = (lr_task *)(v & ~(uintptr_t)1);
   if (t == NULL) return 0;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, t->rt->tasks_ref);
-  lua_rawgeti(L, -1, t->ref);
+  lr_task_push_self(L, t);
   return 1;
 }
 

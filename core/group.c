@@ -44,19 +44,26 @@ static void push_gather(lua_State *L, gather *g) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, g->ref);
 }
 
-/* Cancels every child that is still running. L: any usable thread. */
+/* Cancels every child that is still running. L: any usable thread. A child that the
+ * gather spawned is in results[i] while it runs; a task passed in is in inputs[i]. */
 static void cancel_children(lua_State *L, gather *g) {
   uint32_t i;
   push_gather(L, g);
   lua_getiuservalue(L, -1, UV_RESULTS);
+  lua_getiuservalue(L, -2, UV_INPUTS);
   for (i = 1; i < g->next; i++) {
+    lr_task *c;
     if (DONE_BIT(g, i)) continue;
-    lua_rawgeti(L, -1, (lua_Integer)i);
-    lr_task *c = lr_task_test(L, -1);
+    lua_rawgeti(L, -2, (lua_Integer)i);
+    if ((c = lr_task_test(L, -1)) == NULL && !g->map) {
+      lua_pop(L, 1);
+      lua_rawgeti(L, -1, (lua_Integer)i);
+      c = lr_task_test(L, -1);
+    }
     lua_pop(L, 1);
     if (c) lr_task_cancel(c);
   }
-  lua_pop(L, 2);
+  lua_pop(L, 3);
 }
 
 /* Records the outcome of child i (task c, done) in the results table at results_idx. */
@@ -70,20 +77,16 @@ static void record(lua_State *L, gather *g, int gidx, uint32_t i, lr_task *c) {
       lua_pushboolean(L, ok);
       lua_setfield(L, -2, "ok");
     }
-    if (ok && c->nres > 0) lua_pushvalue(c->co, 1);
-    else if (!ok) lr_task_push_error(c->co, c);
-    else lua_pushnil(c->co);
-    lua_xmove(c->co, L, 1);
+    if (!ok) lr_task_push_error(L, c);
+    else if (lr_task_push_values(L, c, 1) == 0) lua_pushnil(L);
     if (g->settle) lua_setfield(L, -2, ok ? "value" : "error");
   } else {
     if (!g->failed && !g->cancelled) {
       /* The first error: keep it with its report, and stop the siblings. */
       g->failed = 1;
-      lr_task_push_error(c->co, c);
-      lua_xmove(c->co, L, 1);
+      lr_task_push_error(L, c);
       lua_setiuservalue(L, gidx, UV_ERROR);
-      lua_pushvalue(c->co, 1);
-      lua_xmove(c->co, L, 1);
+      lr_task_push_report(L, c);
       lua_setiuservalue(L, gidx, UV_REPORT);
     }
     lua_pushnil(L);
@@ -107,14 +110,19 @@ static void start_child(lua_State *L, gather *g, int gidx, uint32_t i) {
     c = lr_task_spawn(L, g->rt, 2, 0);
   } else if ((c = lr_task_test(L, -1)) == NULL) {
     c = lr_task_spawn(L, g->rt, 0, 0);
-  }
-  c->flags |= LR_F_WAITED;
-  if (c->state == LR_DONE) { /* a task passed in that has already finished */
-    g->running--;
-    record(L, g, gidx, i, c);
+  } else { /* a task passed in: inputs[i] holds it already */
+    c->flags |= LR_F_WAITED;
     lua_pop(L, 1);
+    if (c->state == LR_DONE) { /* it has finished already */
+      g->running--;
+      record(L, g, gidx, i, c);
+    } else {
+      c->owner = &g->base;
+      c->owner_idx = i;
+    }
     return;
   }
+  c->flags |= LR_F_WAITED;
   c->owner = &g->base;
   c->owner_idx = i;
   lua_getiuservalue(L, gidx, UV_RESULTS);
@@ -241,7 +249,8 @@ static int run_group(lua_State *L, lr_task *t, uint32_t n, uint32_t limit, int s
   }
   lua_pushvalue(L, gidx - 1 - has_fn);
   lua_setiuservalue(L, gidx, UV_INPUTS);
-  lua_createtable(L, (int)(n < 1u << 26 ? n : 0), 1);
+  /* Not presized: with tasks passed in whose results are nil it stays empty. */
+  lua_createtable(L, 0, 1);
   lua_setiuservalue(L, gidx, UV_RESULTS);
   g->base.child_done = gather_child_done;
   g->rt = rt;

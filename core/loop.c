@@ -89,10 +89,10 @@ void lr_runtime_each_task(lr_runtime *rt, void (*fn)(lr_task *t, void *arg), voi
   uint32_t i;
   lua_rawgeti(L, LUA_REGISTRYINDEX, rt->tasks_ref);
   for (i = 1; i <= rt->slot_max; i++) {
-    if (lua_rawgeti(L, -1, (lua_Integer)i) == LUA_TUSERDATA) {
-      lr_task *t = lua_touserdata(L, -1);
+    if (lua_rawgeti(L, -1, (lua_Integer)i) == LUA_TTHREAD) {
+      lr_task *t = *(lr_task **)lua_getextraspace(lua_tothread(L, -1));
       lua_pop(L, 1);
-      fn(t, arg);
+      if (t) fn(t, arg);
     } else {
       lua_pop(L, 1);
     }
@@ -191,17 +191,13 @@ int lr_runtime_run_main(lua_State *L, lr_runtime *rt, int nargs, int *nres) {
   lua_settop(L, base + 1);
   if (t->result == LR_RES_OK) {
     lua_settop(L, base);
-    *nres = t->nres;
-    luaL_checkstack(L, t->nres, "too many results");
-    for (int i = 1; i <= t->nres; i++) lua_pushvalue(t->co, i);
-    lua_xmove(t->co, L, t->nres);
+    *nres = lr_task_push_values(L, t, -1);
     return LUA_OK;
   }
   lua_settop(L, base);
-  lua_pushvalue(t->co, 1);
-  lua_pushvalue(t->co, 2);
-  lua_xmove(t->co, L, 2);
-  if (lua_isnil(L, -2)) { /* cancelled: no report was made */
+  lr_task_push_report(L, t);
+  lr_task_push_error(L, t);
+  if (!lua_toboolean(L, -2)) { /* cancelled: no report was made */
     lua_pop(L, 2);
     lr_error_push(L, "cancelled", "task cancelled");
     lua_pushstring(L, "main task cancelled");

@@ -22,9 +22,9 @@ typedef struct lr_runtime lr_runtime;
 typedef struct lr_task lr_task;
 typedef struct lr_owner lr_owner;
 
-/* A FIFO of tasks linked through their next/prev fields. */
+/* A FIFO of tasks: a circular list through their next/prev fields, head the oldest. */
 typedef struct lr_waitq {
-  lr_task *head, *tail;
+  lr_task *head;
 } lr_waitq;
 
 enum lr_state { LR_READY = 1, LR_RUNNING, LR_PARKED, LR_DONE };
@@ -48,24 +48,35 @@ struct lr_owner {
   void (*child_done)(lr_owner *o, lr_task *child);
 };
 
+/* A task costs this struct in a plain userdata (no user values), a slot in the
+ * live-task table and 8 bytes in the timer heap while it sleeps: every field counts,
+ * since 100,000 suspended tasks must stay within 15 % of 100,000 bare coroutines.
+ *
+ * The thread's stack holds the task userdata at index 1, then the function and its
+ * arguments. While the task is alive, its slot in the live-task table anchors the
+ * thread (and so the userdata). Once done, the slot holds the outcome instead and the
+ * thread is freed (co becomes NULL); the userdata's __gc frees the slot. */
 struct lr_task {
-  lua_State *co;         /* the task's thread; also the userdata's user value 1 */
+  lua_State *co;         /* the task's thread */
   lr_runtime *rt;
   lr_task *next, *prev;  /* links in the ready queue or in one wait queue */
-  lr_waitq *inq;         /* the wait queue it is parked in, or NULL */
+  lr_waitq *inq;         /* the queue it is linked in, or NULL */
   lr_waitq waiters;      /* tasks parked in task:wait() on this one */
-  lr_cancel_fn on_cancel;
   lr_owner *owner;       /* gather/timeout that spawned it, or NULL */
   uint64_t deadline;     /* hrtime (ns) when in the timer heap */
   uint32_t heap_idx;     /* 1-based position in the timer heap, 0 when absent */
-  uint32_t seq;          /* tie-break for equal deadlines: FIFO wake-ups */
   uint32_t id;
   uint32_t owner_idx;    /* index of this child in its owner */
-  uint32_t where;        /* interned "file:line:" it was spawned at (report.c) */
-  int ref;               /* registry anchor while not done, else LUA_NOREF */
-  int nres;              /* number of results on co's stack once done */
+  int ref;               /* slot in the live-task table while not done, else 0 */
+  uint16_t where;        /* interned "file:line:" it was spawned at (0: unknown) */
   uint8_t state, result, wake, flags;
+  uint8_t hook;          /* cancel hook of the current park (sched.c's table) */
+  uint8_t packed;        /* once done: how the results are kept (LR_PACK_*) */
 };
+enum { LR_PACK_NONE = 0, LR_PACK_ONE, LR_PACK_TABLE };
+
+/* Stack layout of a task's thread (see above). */
+#define LR_CO_SELF 1
 
 typedef void (*lr_closer)(lr_runtime *rt);
 #define LR_MAX_CLOSERS 8
@@ -79,18 +90,21 @@ struct lr_runtime {
   lr_task *current;      /* the task being resumed, or NULL */
   lr_task *main;         /* the main task of the current run */
   uint32_t next_id;
-  uint32_t seq;
   size_t live;           /* tasks not yet done */
   /* Live tasks are anchored in a Lua table (tasks_ref) at slots handed out here. */
   int tasks_ref;
   uint32_t slot_max, free_n, free_cap;
   uint32_t *free_slots;
   int where_ref;         /* spawn locations: string <-> id */
-  uint32_t where_hint;   /* spawn location for children started from C (gather) */
+  uint16_t where_hint;   /* spawn location for children started from C (gather) */
+  uint16_t where_last_id; /* cache of the last spawn site (sched.c) */
+  int where_last_line;
+  const char *where_last_src;
   /* Timers: a binary min-heap of sleeping tasks driven by one uv_timer_t. */
   lr_task **heap;
   uint32_t heap_n, heap_cap;
   uv_timer_t timer;
+  uint64_t last_deadline;
   uint64_t timer_due;    /* deadline the uv timer is armed for, 0 if stopped */
   int timer_busy;        /* inside the timer callback: re-arm once at its end */
   int running;           /* inside lr_runtime_drive */
@@ -126,7 +140,7 @@ lr_task *lr_task_spawn(lua_State *L, lr_runtime *rt, int nargs, int level);
 lr_task *lr_task_check(lua_State *L, int idx);
 lr_task *lr_task_test(lua_State *L, int idx);
 /* Interns the position of stack level `level` of L; returns its id for t->where. */
-uint32_t lr_task_where(lua_State *L, lr_runtime *rt, int level);
+uint16_t lr_task_where(lua_State *L, lr_runtime *rt, int level);
 void lr_sched_register(lua_State *L);
 /* The task running on L, or raises naming fname if L cannot park here. */
 lr_task *lr_task_current(lua_State *L, const char *fname);
@@ -143,7 +157,13 @@ void lr_task_checkpoint(lua_State *L, lr_task *t);
 void lr_sched_run_ready(lr_runtime *rt);
 /* Pushes the task's outcome onto L: its results (returns count) or raises its error. */
 int lr_task_push_results(lua_State *L, lr_task *t, int first_only);
+/* Accessors of a done task's outcome. push_values pushes at most max results (all
+ * if max < 0) and returns how many; push_report pushes the report or false. */
+int lr_task_push_values(lua_State *L, lr_task *t, int max);
 void lr_task_push_error(lua_State *L, lr_task *t);
+void lr_task_push_report(lua_State *L, lr_task *t);
+/* Pushes the task's userdata. */
+void lr_task_push_self(lua_State *L, lr_task *t);
 
 void lr_waitq_push(lr_waitq *q, lr_task *t);
 void lr_waitq_remove(lr_waitq *q, lr_task *t);
@@ -187,6 +207,78 @@ int lr_error_fail(lua_State *L, const char *kind, const char *message);
 /* True if the value at idx is a luarun error of the given kind. */
 int lr_error_is(lua_State *L, int idx, const char *kind);
 void lr_error_raise_cancelled(lua_State *L);
+
+/* ---- fs.c: file requests on libuv's thread pool (luarun.fs) ---- */
+/* An open file, shared by the luarun.File userdata and the requests that use its fd.
+ * Freed when refs drops to 0 (the userdata holds one reference, each request one). */
+typedef struct lr_file {
+  lr_runtime *rt;
+  uv_file fd;            /* -1 once its close has been issued */
+  int refs;
+  int busy;              /* requests using fd right now (not counting its close) */
+  uint8_t closed;        /* close(), __close or __gc seen: no new requests */
+  char *path;            /* owned: for error messages */
+} lr_file;
+
+enum lr_fs_op {
+  LR_FS_OPEN = 1, LR_FS_CLOSE, LR_FS_READ, LR_FS_WRITE, LR_FS_FSYNC, LR_FS_FSTAT,
+  LR_FS_STAT, LR_FS_LSTAT, LR_FS_SCANDIR, LR_FS_MKDIR, LR_FS_MKDIR_P, LR_FS_UNLINK,
+  LR_FS_RMDIR, LR_FS_RENAME, LR_FS_COPYFILE, LR_FS_MKDTEMP, LR_FS_READ_FILE,
+  LR_FS_WRITE_FILE
+};
+#define LR_FS_ATOMIC 0x1   /* write_file: temporary file, fsync, rename */
+#define LR_FS_APPEND 0x2   /* write_file: append instead of truncating */
+
+typedef struct lr_fs lr_fs;
+/* Pushes the results of a request that succeeded; returns their count. */
+typedef int (*lr_fs_result)(lua_State *L, lr_fs *r);
+
+/* One file request: a uv_fs_t and everything a call keeps around it. Owned by the
+ * parked task's continuation, or, once the task is cancelled (orphaned, task NULL),
+ * by the libuv callback, which undoes what it must (closes a late fd, removes a
+ * temporary file) and frees it. */
+struct lr_fs {
+  uv_fs_t req;
+  lr_runtime *rt;
+  lr_waitq q;            /* the task parks here: the cancel hook finds us from it */
+  lr_task *task;         /* the waiting task; NULL once orphaned */
+  lr_file *file;         /* the file used (one reference held), or NULL */
+  lr_fs_result push;
+  int op, step;
+  int status;            /* 0, or the first libuv error */
+  int flags, mode;       /* open flags and mode (mkdir: mode) */
+  int opts;              /* write_file: LR_FS_ATOMIC | LR_FS_APPEND */
+  uv_file fd;            /* fd opened by read_file/write_file, or -1 */
+  int64_t offset;        /* read/write offset, -1 for the file position */
+  char *path;            /* owned: the path the call is about */
+  char *path2;           /* owned: rename/copy target, temporary file, mkdtemp result */
+  char *buf;             /* owned: data read, or the chunk of data being written */
+  size_t len, cap;
+  const char *data;      /* write data: the Lua string on the parked task's stack; read
+                            only while the task waits, copied into buf chunk by chunk */
+  size_t dlen, dpos;
+  size_t pos;            /* mkdir with parents: end of the prefix being created;
+                            read_file: bytes asked by the read in flight */
+  int tries;             /* write_file: temporary names tried */
+  int regular;           /* read_file: a regular file (a short read is the end) */
+  uv_stat_t st;
+};
+
+/* Allocates a request for task t (NULL: nobody waits). Copies the paths. NULL on
+ * out-of-memory. */
+lr_fs *lr_fs_new(lr_runtime *rt, lr_task *t, int op, const char *path, const char *path2);
+/* Starts r and parks t until it ends; the continuation pushes push(L, r) or nil, err
+ * and frees r. If libuv refuses at once, frees r and returns nil, err unparked. */
+int lr_fs_start(lua_State *L, lr_fs *r, lr_fs_result push);
+/* Pushes nil, err for a libuv error code about path; returns 2. */
+int lr_fs_fail(lua_State *L, int status, const char *path);
+/* Maps a libuv error code to an API.md kind ("not_found", ..., "io"). */
+const char *lr_fs_kind(int status);
+/* Drops one reference to f; frees it at 0. */
+void lr_file_unref(lr_file *f);
+/* Marks f closed; closes its fd once no request uses it, without waiting (the File's
+ * __gc and __close). */
+void lr_file_close_later(lr_file *f);
 
 /* ---- embedded Lua parts (generated at build time from lua/) ---- */
 /* Sets package.preload entries for every embedded Lua module. */

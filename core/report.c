@@ -62,9 +62,10 @@ void lr_report_push_traceback(lua_State *L, lua_State *co, lr_task *t) {
 }
 
 void lr_report_task_error(lr_runtime *rt, lr_task *t) {
-  /* t->co holds: report, error */
-  const char *report = lua_tostring(t->co, 1);
-  (void)rt;
+  const char *report;
+  lr_task_push_report(rt->L, t);
+  report = lua_tostring(rt->L, -1);
   fprintf(stderr, "luarun: %s\n", report ? report : "(an error with no report)");
   fflush(stderr);
+  lua_pop(rt->L, 1);
 }

@@ -16,19 +16,27 @@ char lr_park_sentinel;
 /* ---- wait queues ---- */
 
 void lr_waitq_push(lr_waitq *q, lr_task *t) {
-  t->next = NULL;
-  t->prev = q->tail;
-  if (q->tail) q->tail->next = t;
-  else q->head = t;
-  q->tail = t;
+  lr_task *h = q->head;
+  if (h == NULL) {
+    t->next = t->prev = t;
+    q->head = t;
+  } else {
+    t->next = h;
+    t->prev = h->prev;
+    h->prev->next = t;
+    h->prev = t;
+  }
   t->inq = q;
 }
 
 void lr_waitq_remove(lr_waitq *q, lr_task *t) {
-  if (t->prev) t->prev->next = t->next;
-  else q->head = t->next;
-  if (t->next) t->next->prev = t->prev;
-  else q->tail = t->prev;
+  if (t->next == t) {
+    q->head = NULL;
+  } else {
+    t->prev->next = t->next;
+    t->next->prev = t->prev;
+    if (q->head == t) q->head = t->next;
+  }
   t->next = t->prev = NULL;
   t->inq = NULL;
 }
@@ -47,7 +55,7 @@ void lr_waitq_cancel(lr_task *t) {
  * header in 5.4.4 sits at index 3 and confuses the length of a plain table) ---- */
 
 static int live_anchor(lua_State *L, lr_runtime *rt) {
-  /* stack: task userdata on top (left there) */
+  /* stack: the task's thread on top (left there) */
   int slot;
   if (rt->free_n > 0) {
     slot = (int)rt->free_slots[--rt->free_n];
@@ -61,11 +69,10 @@ static int live_anchor(lua_State *L, lr_runtime *rt) {
   return slot;
 }
 
-static void live_release(lr_runtime *rt, lr_task *t) {
-  lua_State *L = rt->L;
+static void live_release(lua_State *L, lr_runtime *rt, lr_task *t) {
   int slot = t->ref;
   if (slot <= 0) return;
-  t->ref = LUA_NOREF;
+  t->ref = 0;
   if (rt->free_n == rt->free_cap) {
     uint32_t cap = rt->free_cap ? rt->free_cap * 2 : 256;
     void *p = realloc(rt->free_slots, cap * sizeof *rt->free_slots);
@@ -82,50 +89,72 @@ static void live_release(lr_runtime *rt, lr_task *t) {
 
 /* ---- creating tasks ---- */
 
-/* Interns the spawn location so a task stores 4 bytes instead of a string. */
-uint32_t lr_task_where(lua_State *L, lr_runtime *rt, int level) {
+/* The source string of a live function's prototype stays put: a pointer compare is
+ * enough to know the last spawn site is the same one. */
+static void remember_where(lr_runtime *rt, lua_State *L, int level, uint16_t id) {
+  lua_Debug ar;
+  if (lua_getstack(L, level, &ar) && lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
+    rt->where_last_src = ar.source;
+    rt->where_last_line = ar.currentline;
+    rt->where_last_id = id;
+  }
+}
+
+/* Interns the spawn location so a task stores 2 bytes instead of a string. */
+uint16_t lr_task_where(lua_State *L, lr_runtime *rt, int level) {
   lua_Integer id;
+  lua_Debug ar;
+  /* Spawns in a loop come from one place: skip formatting and lookup then. */
+  if (lua_getstack(L, level, &ar) && lua_getinfo(L, "Sl", &ar) && ar.currentline > 0 &&
+      ar.source == rt->where_last_src && ar.currentline == rt->where_last_line)
+    return rt->where_last_id;
+  rt->where_last_src = NULL;
   luaL_where(L, level);                      /* where */
   lua_rawgeti(L, LUA_REGISTRYINDEX, rt->where_ref); /* where, tbl */
   lua_pushvalue(L, -2);
   if (lua_rawget(L, -2) == LUA_TNUMBER) {
     id = lua_tointeger(L, -1);
     lua_pop(L, 3);
-    return (uint32_t)id;
+    remember_where(rt, L, level, (uint16_t)id);
+    return (uint16_t)id;
   }
   lua_pop(L, 1);
   id = (lua_Integer)lua_rawlen(L, -1) + 1;
+  if (id > UINT16_MAX) { /* a script generating code at will: stop recording */
+    lua_pop(L, 2);
+    return 0;
+  }
   lua_pushvalue(L, -2);
   lua_rawseti(L, -2, id);                    /* tbl[id] = where */
   lua_pushvalue(L, -2);
   lua_pushinteger(L, id);
   lua_rawset(L, -3);                         /* tbl[where] = id */
   lua_pop(L, 2);
-  return (uint32_t)id;
+  remember_where(rt, L, level, (uint16_t)id);
+  return (uint16_t)id;
 }
 
 lr_task *lr_task_spawn(lua_State *L, lr_runtime *rt, int nargs, int level) {
   /* stack: fn, args... */
-  lr_task *t = lua_newuserdatauv(L, sizeof *t, 1); /* fn args ud */
+  lr_task *t = lua_newuserdatauv(L, sizeof *t, 0); /* fn args ud */
   lua_State *co;
   memset(t, 0, sizeof *t);
-  t->ref = LUA_NOREF;
   luaL_setmetatable(L, TASK_MT);
   co = lua_newthread(L);                     /* fn args ud co */
-  lua_setiuservalue(L, -2, 1);               /* fn args ud */
+  lua_pushvalue(L, -2);
+  lua_xmove(L, co, 1);                       /* co: ud */
   t->co = co;
   t->rt = rt;
   t->id = ++rt->next_id;
   t->where = level > 0 ? lr_task_where(L, rt, level) : rt->where_hint;
   *(lr_task **)lua_getextraspace(co) = t;
   t->ref = live_anchor(L, rt);
+  lua_pop(L, 1);                             /* fn args ud */
   lua_rotate(L, -(nargs + 2), 1);            /* ud fn args */
-  lua_xmove(L, co, nargs + 1);               /* ud */
-  t->nres = nargs;
+  lua_xmove(L, co, nargs + 1);               /* ud; co: ud fn args */
   rt->live++;
   t->state = LR_READY;
   lr_waitq_push(&rt->ready, t);
-  t->inq = NULL;
   return t;
 }
 
@@ -171,14 +200,30 @@ static void cancel_default(lr_task *t) {
   lr_task_wake(t, LR_WAKE_CANCELLED);
 }
 
+/* Cancel hooks are kept in one table and a task stores a byte: 7 bytes a task saved.
+ * Only the loop's thread parks tasks, so the table needs no lock. */
+#define MAX_HOOKS 64
+static lr_cancel_fn hooks[MAX_HOOKS] = {cancel_default};
+static int nhooks = 1;
+
+static uint8_t hook_index(lua_State *L, lr_cancel_fn fn) {
+  int i;
+  if (fn == NULL) return 0;
+  for (i = 0; i < nhooks; i++)
+    if (hooks[i] == fn) return (uint8_t)i;
+  if (nhooks == MAX_HOOKS) luaL_error(L, "luarun: too many kinds of cancel hook");
+  hooks[nhooks] = fn;
+  return (uint8_t)nhooks++;
+}
+
 int lr_task_park(lua_State *L, lr_task *t, lr_cancel_fn on_cancel, lua_KContext ctx,
                  lua_KFunction k) {
+  t->hook = hook_index(L, on_cancel);
   /* A task woken before it parks (sleep(0), a result already there) stays ready. */
   if (t->state == LR_RUNNING) {
     t->state = LR_PARKED;
     t->wake = LR_WAKE_NONE;
   }
-  t->on_cancel = on_cancel ? on_cancel : cancel_default;
   lua_pushlightuserdata(L, LR_SENTINEL);
   return lua_yieldk(L, 1, ctx, k);
 }
@@ -191,14 +236,12 @@ void lr_task_wake(lr_task *t, int why) {
   t->wake = (uint8_t)why;
   t->state = LR_READY;
   lr_waitq_push(&rt->ready, t);
-  t->inq = NULL;
 }
 
 void lr_task_cancel(lr_task *t) {
   if (t->state == LR_DONE) return;
   t->flags |= LR_F_CANCEL;
-  if (t->state == LR_PARKED && !(t->flags & LR_F_SHIELD) && t->on_cancel)
-    t->on_cancel(t);
+  if (t->state == LR_PARKED && !(t->flags & LR_F_SHIELD)) hooks[t->hook](t);
 }
 
 void lr_task_checkpoint(lua_State *L, lr_task *t) {
@@ -207,35 +250,58 @@ void lr_task_checkpoint(lua_State *L, lr_task *t) {
 
 /* ---- outcomes ---- */
 
-/* After the task is done its thread holds: results (ok), or report, error (failed). */
+/* A done task's outcome lives in its live-table slot, and its thread is freed: the
+ * slot holds nothing (no results), the one result, or a table {n =, ...} of them; for a
+ * failure, {report or false, error}. The userdata's __gc frees the slot. */
+static void push_slot(lua_State *L, lr_task *t) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->rt->tasks_ref);
+  lua_rawgeti(L, -1, t->ref);
+  lua_remove(L, -2);
+}
+
+int lr_task_push_values(lua_State *L, lr_task *t, int max) {
+  int i, n, tidx;
+  if (t->packed == LR_PACK_NONE || max == 0) return 0;
+  push_slot(L, t);
+  if (t->packed == LR_PACK_ONE) return 1;
+  tidx = lua_gettop(L);
+  lua_getfield(L, tidx, "n");
+  n = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  if (max > 0 && n > max) n = max;
+  luaL_checkstack(L, n, "too many results");
+  for (i = 1; i <= n; i++) lua_rawgeti(L, tidx, i);
+  lua_remove(L, tidx);
+  return n;
+}
+
 void lr_task_push_error(lua_State *L, lr_task *t) {
-  lua_pushvalue(t->co, -1);
-  lua_xmove(t->co, L, 1);
+  push_slot(L, t);
+  lua_rawgeti(L, -1, 2);
+  lua_remove(L, -2);
+}
+
+void lr_task_push_report(lua_State *L, lr_task *t) {
+  push_slot(L, t);
+  lua_rawgeti(L, -1, 1);
+  lua_remove(L, -2);
 }
 
 int lr_task_push_results(lua_State *L, lr_task *t, int first_only) {
-  int i, n;
   if (t->result != LR_RES_OK) {
     lr_runtime *rt = t->rt;
     /* Remember where this error came from, so a report at the top can show the
      * failing task's traceback even after the value was re-raised elsewhere. */
     lua_rawgeti(L, LUA_REGISTRYINDEX, rt->origin_ref);
-    lua_pushvalue(t->co, -1);
-    lua_xmove(t->co, L, 1);
+    lr_task_push_error(L, t);
     lua_rawseti(L, -2, 1);
-    lua_pushvalue(t->co, -2);
-    lua_xmove(t->co, L, 1);
+    lr_task_push_report(L, t);
     lua_rawseti(L, -2, 2);
     lua_pop(L, 1);
     lr_task_push_error(L, t);
     return lua_error(L);
   }
-  n = t->nres;
-  if (first_only && n > 1) n = 1;
-  luaL_checkstack(L, n, "too many results");
-  for (i = 1; i <= n; i++) lua_pushvalue(t->co, i);
-  lua_xmove(t->co, L, n);
-  return n;
+  return lr_task_push_values(L, t, first_only ? 1 : -1);
 }
 
 /* Builds the failure report for t: its own traceback, or that of the task whose error
@@ -259,18 +325,38 @@ static void make_report(lr_runtime *rt, lr_task *t) {
   lua_insert(co, -2);                                    /* report err */
 }
 
+/* Pushes the task's userdata onto L (it is index 1 of the task's thread). */
+void lr_task_push_self(lua_State *L, lr_task *t) {
+  lua_pushvalue(t->co, LR_CO_SELF);
+  lua_xmove(t->co, L, 1);
+}
+
 static void finish(lr_runtime *rt, lr_task *t, int status, int nres) {
   lua_State *co = t->co;
   lr_task *w;
+  lua_State *L = rt->L;
   if (status == LUA_OK) {
+    /* lua_resume counts every value on the stack, our self slot included */
+    nres = lua_gettop(co) - LR_CO_SELF;
     t->result = LR_RES_OK;
-    t->nres = nres;
-    if (lua_gettop(co) > nres) {
-      lua_rotate(co, 1, nres);
-      lua_settop(co, nres);
+    if (nres == 0) {
+      t->packed = LR_PACK_NONE;
+      lua_pushnil(L);
+    } else if (nres == 1) {
+      t->packed = LR_PACK_ONE;
+      lua_xmove(co, L, 1);
+    } else {
+      int i;
+      t->packed = LR_PACK_TABLE;
+      lua_createtable(L, nres, 1);
+      for (i = nres; i >= 1; i--) {
+        lua_xmove(co, L, 1);
+        lua_rawseti(L, -2, i);
+      }
+      lua_pushinteger(L, nres);
+      lua_setfield(L, -2, "n");
     }
   } else {
-    lua_State *L = rt->L;
     int cancelled = lr_error_is(co, -1, "cancelled");
     if (cancelled) lua_pushnil(L);
     else make_report(rt, t), lua_pushvalue(co, -2), lua_xmove(co, L, 1);
@@ -278,9 +364,7 @@ static void finish(lr_runtime *rt, lr_task *t, int status, int nres) {
     lua_xmove(co, L, 1);                       /* L: report|nil, err */
     /* Run pending <close> handlers. The error stays on co's top: lua_resetthread
      * leaves there the same error, or the one a failing handler raised instead. */
-    lua_resetthread(co);
-    if (!lua_rawequal(co, -1, 1) || lua_gettop(co) != 1) lua_settop(co, 1);
-    lua_pushvalue(co, 1);
+    lua_resetthread(co);                       /* co: err or err2 */
     lua_xmove(co, L, 1);                       /* L: report, err, err2 */
     if (!lua_rawequal(L, -1, -2)) {
       cancelled = lr_error_is(L, -1, "cancelled");
@@ -299,13 +383,26 @@ static void finish(lr_runtime *rt, lr_task *t, int status, int nres) {
     } else {
       lua_pop(L, 1);
     }
-    lua_settop(co, 0);
-    lua_xmove(L, co, 2);                       /* co: report|nil, err */
+    /* L: report|nil, err */
+    lua_createtable(L, 2, 0);
+    lua_insert(L, -3);
+    lua_rawseti(L, -3, 2);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushboolean(L, 0);
+    }
+    lua_rawseti(L, -2, 1);                     /* L: {report, err} */
     t->result = cancelled ? LR_RES_CANCELLED : LR_RES_FAILED;
-    t->nres = 1;
   }
+  /* The outcome replaces the thread in the slot: the thread can be collected now. */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->tasks_ref);
+  lua_insert(L, -2);
+  lua_rawseti(L, -2, t->ref);
+  lua_pop(L, 1);
   t->state = LR_DONE;
   *(lr_task **)lua_getextraspace(co) = NULL;
+  lua_settop(co, 0);
+  t->co = NULL;
   rt->live--;
   if (t->result == LR_RES_FAILED && !(t->flags & LR_F_WAITED) && !t->waiters.head &&
       !t->owner) {
@@ -314,12 +411,12 @@ static void finish(lr_runtime *rt, lr_task *t, int status, int nres) {
   }
   while ((w = t->waiters.head) != NULL) lr_task_wake(w, LR_WAKE_DONE);
   if (t->owner) t->owner->child_done(t->owner, t);
-  live_release(rt, t); /* last: t may be collected once nothing else holds it */
 }
 
 /* A task cancelled before it ever ran ends without running its body. */
 static void finish_unstarted(lr_runtime *rt, lr_task *t) {
-  lua_settop(t->co, 0);
+  lua_settop(t->co, LR_CO_SELF);
+  lua_pushnil(t->co);  /* stands for the function frame the error unwinds */
   lr_error_push(t->co, "cancelled", "task cancelled");
   finish(rt, t, LUA_ERRRUN, 1);
 }
@@ -333,7 +430,7 @@ static void run_task(lr_runtime *rt, lr_task *t) {
       finish_unstarted(rt, t);
       return;
     }
-    nargs = t->nres;
+    nargs = lua_gettop(co) - 2; /* self, fn, args */
   }
   t->state = LR_RUNNING;
   rt->current = t;
@@ -361,13 +458,8 @@ void lr_sched_run_ready(lr_runtime *rt) {
    * turn, after libuv has polled for I/O: this is what makes sleep(0) fair. */
   lr_waitq batch = rt->ready;
   lr_task *t;
-  rt->ready.head = rt->ready.tail = NULL;
-  while ((t = batch.head) != NULL) {
-    batch.head = t->next;
-    if (batch.head) batch.head->prev = NULL;
-    t->next = t->prev = NULL;
-    run_task(rt, t);
-  }
+  rt->ready.head = NULL;
+  while ((t = lr_waitq_pop(&batch)) != NULL) run_task(rt, t);
 }
 
 /* ---- the luarun.Task methods ---- */
@@ -429,6 +521,13 @@ static int task_tostring(lua_State *L) {
   return 1;
 }
 
+/* A done task's slot holds its outcome until nobody references the task. */
+static int task_gc(lua_State *L) {
+  lr_task *t = lua_touserdata(L, 1);
+  if (t->state == LR_DONE && t->ref > 0 && !t->rt->closing) live_release(L, t->rt, t);
+  return 0;
+}
+
 static const luaL_Reg task_methods[] = {
   {"wait", task_wait},
   {"cancel", task_cancel},
@@ -444,6 +543,8 @@ void lr_sched_register(lua_State *L) {
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, task_tostring);
     lua_setfield(L, -2, "__tostring");
+    lua_pushcfunction(L, task_gc);
+    lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
 }

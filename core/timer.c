@@ -1,17 +1,17 @@
 /* timer.c: sleeping tasks.
  *
- * One uv_timer_t drives a binary min-heap of tasks ordered by (deadline, seq). A
+ * One uv_timer_t drives a binary min-heap of tasks ordered by deadline. A
  * timer handle per sleep would cost ~150 bytes a task and a heap operation inside
- * libuv anyway; the heap here costs 8 bytes a sleeping task. The seq tie-break keeps
- * wake-ups of equal deadlines in the order the sleeps were called.
+ * libuv anyway; the heap here costs 8 bytes a sleeping task. Deadlines are made
+ * unique (a nanosecond later than the last one handed out if equal), so sleeps of the
+ * same length wake in the order they were called.
  */
 #include <math.h>
 #include <stdlib.h>
 #include "luarun.h"
 
 static int earlier(const lr_task *a, const lr_task *b) {
-  if (a->deadline != b->deadline) return a->deadline < b->deadline;
-  return (int32_t)(a->seq - b->seq) < 0;
+  return a->deadline < b->deadline;
 }
 
 static void place(lr_runtime *rt, uint32_t i, lr_task *t) {
@@ -94,8 +94,10 @@ int lr_timer_add(lr_runtime *rt, lr_task *t, uint64_t deadline) {
     rt->heap = p;
     rt->heap_cap = cap;
   }
+  if (deadline <= rt->last_deadline && rt->last_deadline - deadline < 1000)
+    deadline = rt->last_deadline + 1; /* same instant: keep call order */
+  rt->last_deadline = deadline;
   t->deadline = deadline;
-  t->seq = rt->seq++;
   sift_up(rt, ++rt->heap_n, t);
   if (t->heap_idx == 1) rearm(rt);
   return 0;
