@@ -224,7 +224,7 @@ enum lr_fs_op {
   LR_FS_OPEN = 1, LR_FS_CLOSE, LR_FS_READ, LR_FS_WRITE, LR_FS_FSYNC, LR_FS_FSTAT,
   LR_FS_STAT, LR_FS_LSTAT, LR_FS_SCANDIR, LR_FS_MKDIR, LR_FS_MKDIR_P, LR_FS_UNLINK,
   LR_FS_RMDIR, LR_FS_RENAME, LR_FS_COPYFILE, LR_FS_MKDTEMP, LR_FS_READ_FILE,
-  LR_FS_WRITE_FILE
+  LR_FS_WRITE_FILE, LR_FS_EXISTS
 };
 #define LR_FS_ATOMIC 0x1   /* write_file: temporary file, fsync, rename */
 #define LR_FS_APPEND 0x2   /* write_file: append instead of truncating */
@@ -253,7 +253,7 @@ struct lr_fs {
   char *path;            /* owned: the path the call is about */
   char *path2;           /* owned: rename/copy target, temporary file, mkdtemp result */
   char *buf;             /* owned: data read, or the chunk of data being written */
-  size_t len, cap;
+  size_t len, cap;       /* exists: len is 1 if the path exists, else 0 */
   const char *data;      /* write data: the Lua string on the parked task's stack; read
                             only while the task waits, copied into buf chunk by chunk */
   size_t dlen, dpos;
@@ -270,6 +270,8 @@ lr_fs *lr_fs_new(lr_runtime *rt, lr_task *t, int op, const char *path, const cha
 /* Starts r and parks t until it ends; the continuation pushes push(L, r) or nil, err
  * and frees r. If libuv refuses at once, frees r and returns nil, err unparked. */
 int lr_fs_start(lua_State *L, lr_fs *r, lr_fs_result push);
+/* Frees a request that was never started. */
+void lr_fs_free(lr_fs *r);
 /* Pushes nil, err for a libuv error code about path; returns 2. */
 int lr_fs_fail(lua_State *L, int status, const char *path);
 /* Maps a libuv error code to an API.md kind ("not_found", ..., "io"). */
