@@ -3,3 +3,4 @@
  * executable; in stock lua5.4, luarun.so exports the same luaopen_ functions, which
  * Lua's all-in-one loader finds. Add one line per module. */
 LR_MODULE("luarun.json", luaopen_luarun_json)
+LR_MODULE("luarun.fs", luaopen_luarun_fs)
