@@ -88,6 +88,7 @@ struct lr_runtime {
   lua_State *from;       /* thread that called lr.run (for lua_resume's C-stack count) */
   lr_waitq ready;
   lr_task *current;      /* the task being resumed, or NULL */
+  int current_idx;       /* its userdata's index on L's stack while it runs */
   lr_task *main;         /* the main task of the current run */
   uint32_t next_id;
   size_t live;           /* tasks not yet done */
@@ -281,6 +282,37 @@ void lr_file_unref(lr_file *f);
 /* Marks f closed; closes its fd once no request uses it, without waiting (the File's
  * __gc and __close). */
 void lr_file_close_later(lr_file *f);
+
+/* ---- copy.c: Lua values between states, through a flat byte buffer (the pool) ---- */
+typedef struct lr_copybuf {
+  char *p;               /* malloc'd, owned by whoever holds the struct */
+  size_t n, cap;
+} lr_copybuf;
+void lr_copybuf_free(lr_copybuf *b);
+/* Pushes a userdata holding an empty buffer that its __gc frees (for raising paths). */
+lr_copybuf *lr_copybuf_push(lua_State *L);
+/* Appends the n values at first.. of L to b. Raises "<fname>: cannot copy a function
+ * at <root>[2].x.y" for what cannot cross (functions, userdata, threads), or on
+ * out-of-memory; b keeps what was written (its holder frees it). */
+void lr_copy_encode(lua_State *L, int first, int n, lr_copybuf *b, const char *fname,
+                    const char *root);
+/* Pushes the values encoded in p[0..len) and returns their count. Raises on memory
+ * errors (or a corrupt buffer). */
+int lr_copy_decode(lua_State *L, const char *p, size_t len);
+
+/* ---- pool.c: worker threads with their own Lua states (lr.run_in_pool) ---- */
+enum { LR_POOL_CODE = 1, LR_POOL_NAME = 2 };
+/* Queues a job for task t and parks it: code is bytecode (LR_POOL_CODE) or a
+ * "module.function" NUL-terminated name (LR_POOL_NAME); args is lr_copy_encode'd.
+ * Takes over both buffers' memory (they are left empty). Starts the pool on first use
+ * (raises if it cannot). The continuation pushes the results or raises the worker's
+ * error with its traceback; cancelling the task drops the result. */
+int lr_pool_call(lua_State *L, lr_task *t, int kind, lr_copybuf *code, lr_copybuf *args);
+/* The number of workers: actual once started, else what it will be. */
+unsigned lr_pool_size(lr_runtime *rt);
+/* Before the pool starts: size (0: default) and per-worker memory cap in bytes (0:
+ * none). Returns 0, or -1 if the pool already runs with other settings. */
+int lr_pool_configure(lr_runtime *rt, unsigned size, size_t mem_limit);
 
 /* ---- embedded Lua parts (generated at build time from lua/) ---- */
 /* Sets package.preload entries for every embedded Lua module. */

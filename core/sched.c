@@ -168,16 +168,45 @@ lr_task *lr_task_test(lua_State *L, int idx) {
 
 /* ---- which task is running here ---- */
 
+/* Pushes "table.sort" for a function found in a loaded module, else "?". */
+static void push_global_name(lua_State *L, int fidx) {
+  fidx = lua_absindex(L, fidx);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TTABLE) {
+      lua_pushnil(L);
+      while (lua_next(L, -2)) {
+        if (lua_rawequal(L, -1, fidx) && lua_type(L, -2) == LUA_TSTRING) {
+          const char *mod = lua_tostring(L, -4);
+          if (strcmp(mod, "_G") == 0) lua_pushstring(L, lua_tostring(L, -2));
+          else lua_pushfstring(L, "%s.%s", mod, lua_tostring(L, -2));
+          lua_replace(L, -6);
+          lua_pop(L, 4);
+          return;
+        }
+        lua_pop(L, 1);
+      }
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  lua_pushliteral(L, "?");
+}
+
 /* Names the C function that stops a yield, so the user can move the call. */
 static int boundary_error(lua_State *L, const char *fname) {
   lua_Debug ar;
   int level;
   for (level = 1; lua_getstack(L, level, &ar); level++) {
-    lua_getinfo(L, "Sn", &ar);
-    if (ar.what[0] == 'C')
+    lua_getinfo(L, "Snf", &ar);
+    if (ar.what[0] == 'C') {
+      push_global_name(L, -1);
       return luaL_error(L,
           "%s: cannot suspend the task inside C function '%s', which does not "
-          "allow yields (move the call out of it)", fname, ar.name ? ar.name : "?");
+          "allow yields (move the call out of it)", fname, lua_tostring(L, -1));
+    }
+    lua_pop(L, 1);
   }
   return luaL_error(L,
       "%s: cannot suspend the task here: a C function that does not allow yields "
@@ -325,11 +354,22 @@ static void make_report(lr_runtime *rt, lr_task *t) {
   lua_insert(co, -2);                                    /* report err */
 }
 
-/* Pushes the task's userdata onto L (it is index 1 of the task's thread). */
+/* Pushes the task's userdata onto L: index 1 of the task's thread while it is
+ * suspended, or the driver's copy while it runs. */
 void lr_task_push_self(lua_State *L, lr_task *t) {
-  lua_pushvalue(t->co, LR_CO_SELF);
-  lua_xmove(t->co, L, 1);
+  lr_runtime *rt = t->rt;
+  if (t == rt->current && rt->current_idx) {
+    lua_pushvalue(rt->L, rt->current_idx);
+    lua_xmove(rt->L, L, 1);
+  } else if (t->co && t->state != LR_RUNNING) {
+    lua_pushvalue(t->co, LR_CO_SELF);
+    lua_xmove(t->co, L, 1);
+  } else {
+    lua_pushnil(L);
+  }
 }
+
+#define LR_NEVER_RAN (-1) /* status for finish: the body never ran */
 
 static void finish(lr_runtime *rt, lr_task *t, int status, int nres) {
   lua_State *co = t->co;
@@ -364,7 +404,7 @@ static void finish(lr_runtime *rt, lr_task *t, int status, int nres) {
     lua_xmove(co, L, 1);                       /* L: report|nil, err */
     /* Run pending <close> handlers. The error stays on co's top: lua_resetthread
      * leaves there the same error, or the one a failing handler raised instead. */
-    lua_resetthread(co);                       /* co: err or err2 */
+    if (status != LR_NEVER_RAN) lua_resetthread(co); /* co: err or err2 */
     lua_xmove(co, L, 1);                       /* L: report, err, err2 */
     if (!lua_rawequal(L, -1, -2)) {
       cancelled = lr_error_is(L, -1, "cancelled");
@@ -416,9 +456,8 @@ static void finish(lr_runtime *rt, lr_task *t, int status, int nres) {
 /* A task cancelled before it ever ran ends without running its body. */
 static void finish_unstarted(lr_runtime *rt, lr_task *t) {
   lua_settop(t->co, LR_CO_SELF);
-  lua_pushnil(t->co);  /* stands for the function frame the error unwinds */
   lr_error_push(t->co, "cancelled", "task cancelled");
-  finish(rt, t, LUA_ERRRUN, 1);
+  finish(rt, t, LR_NEVER_RAN, 1);
 }
 
 static void run_task(lr_runtime *rt, lr_task *t) {
@@ -435,7 +474,14 @@ static void run_task(lr_runtime *rt, lr_task *t) {
   t->state = LR_RUNNING;
   rt->current = t;
   rt->running_co = co;
+  /* The running task's userdata waits on the driver's stack for lr.current(): from
+   * inside the task, index 1 of its own stack cannot be addressed. */
+  lua_pushvalue(co, LR_CO_SELF);
+  lua_xmove(co, rt->L, 1);
+  rt->current_idx = lua_gettop(rt->L);
   status = lua_resume(co, rt->from, nargs, &nres);
+  lua_settop(rt->L, rt->current_idx - 1);
+  rt->current_idx = 0;
   rt->running_co = NULL;
   rt->current = NULL;
   if (status == LUA_YIELD) {

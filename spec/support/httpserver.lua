@@ -1,0 +1,124 @@
+-- Starts and stops the local servers that spec/http_spec.lua and the examples' spec
+-- use: spec/support/httpbin.py (plain or TLS) and nghttpd (HTTP/2). Every server binds
+-- 127.0.0.1, writes its pid to a file and is stopped by that pid.
+local M = {}
+
+local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec/support"
+M.httpbin_py = here .. "/httpbin.py"
+M.python = "/usr/bin/python3"
+
+local function q(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function wait_for(pred, seconds, what)
+  local deadline = os.time() + seconds
+  while os.time() <= deadline do
+    local v = pred()
+    if v then return v end
+    os.execute("sleep 0.05")
+  end
+  error("timed out waiting for " .. what)
+end
+
+--- A fresh temporary directory (removed by M.cleanup).
+local tmpdirs = {}
+function M.tmpdir()
+  local p = io.popen("mktemp -d /tmp/luarun-http.XXXXXX")
+  local d = p:read("l")
+  p:close()
+  tmpdirs[#tmpdirs + 1] = d
+  return d
+end
+
+--- Starts httpbin.py. opts.tls = {cert, key}. Returns {base=, port=, pid=, stop=}.
+function M.httpbin(opts)
+  opts = opts or {}
+  local dir = M.tmpdir()
+  local portf, pidf = dir .. "/port", dir .. "/pid"
+  local cmd = q(M.python) .. " " .. q(M.httpbin_py) .. " --port-file " .. q(portf) ..
+              " --pid-file " .. q(pidf)
+  if opts.tls then cmd = cmd .. " --tls " .. q(opts.tls[1]) .. " " .. q(opts.tls[2]) end
+  assert(os.execute(cmd .. " >/dev/null 2>&1 &"))
+  local port = wait_for(function()
+    local s = read_file(portf)
+    return s and tonumber(s:match("%d+"))
+  end, 15, "httpbin.py to start")
+  local pid = wait_for(function()
+    local s = read_file(pidf)
+    return s and tonumber(s:match("%d+"))
+  end, 5, "httpbin.py's pid")
+  local scheme = opts.tls and "https" or "http"
+  local srv = {port = port, pid = pid, base = scheme .. "://127.0.0.1:" .. port}
+  function srv.stop()
+    if srv.pid then os.execute("kill " .. srv.pid .. " 2>/dev/null") end
+    srv.pid = nil
+  end
+  return srv
+end
+
+--- A self-signed certificate for 127.0.0.1 and localhost: returns cert, key paths.
+function M.self_signed()
+  local dir = M.tmpdir()
+  local cert, key = dir .. "/cert.pem", dir .. "/key.pem"
+  assert(os.execute("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost" ..
+    " -addext subjectAltName=IP:127.0.0.1,DNS:localhost -keyout " .. q(key) ..
+    " -out " .. q(cert) .. " >/dev/null 2>&1"), "openssl failed")
+  return cert, key
+end
+
+--- A free TCP port on 127.0.0.1 (for servers that cannot pick their own).
+function M.free_port()
+  local p = io.popen(q(M.python) .. [[ -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])']])
+  local port = tonumber(p:read("l"))
+  p:close()
+  return port
+end
+
+--- Starts nghttpd serving docroot (h2c, or TLS with ALPN when cert and key given).
+function M.nghttpd(docroot, cert, key)
+  local dir = M.tmpdir()
+  local pidf = dir .. "/pid"
+  local port = M.free_port()
+  local cmd = "nghttpd -a 127.0.0.1 -d " .. q(docroot) .. " "
+  if cert then cmd = cmd .. port .. " " .. q(key) .. " " .. q(cert)
+  else cmd = cmd .. "--no-tls " .. port end
+  assert(os.execute(cmd .. " >/dev/null 2>&1 & echo $! > " .. q(pidf)))
+  local pid = tonumber(read_file(pidf):match("%d+"))
+  wait_for(function()
+    return os.execute("bash -c \"exec 3<>/dev/tcp/127.0.0.1/" .. port .. "\" 2>/dev/null")
+  end, 10, "nghttpd to listen")
+  local srv = {port = port, pid = pid,
+               base = (cert and "https" or "http") .. "://127.0.0.1:" .. port}
+  function srv.stop()
+    if srv.pid then os.execute("kill " .. srv.pid .. " 2>/dev/null") end
+    srv.pid = nil
+  end
+  return srv
+end
+
+function M.cleanup()
+  for _, d in ipairs(tmpdirs) do os.execute("rm -rf " .. q(d)) end
+  tmpdirs = {}
+end
+
+--- Number of open descriptors of this process.
+function M.fd_count()
+  local f = assert(io.open("/proc/self/stat"))
+  local pid = f:read("a"):match("^(%d+)")
+  f:close()
+  local p = io.popen("ls /proc/" .. pid .. "/fd | wc -l")
+  local n = tonumber(p:read("a"):match("%d+"))
+  p:close()
+  return n
+end
+
+return M
