@@ -23,4 +23,9 @@ void lr_json_encode(lua_State *L, int idx);
 void lr_json_decode(lua_State *L, const char *s, size_t n);
 int luaopen_luarun_json(lua_State *L);
 
+/* ---- pool.c: lr.run_in_pool and lr.pool_size ---- */
+/* Sets run_in_pool and pool_size on the table at the top of the stack (the luarun
+ * module table, from luaopen_luarun). */
+int lr_pool_install(lua_State *L);
+
 #endif

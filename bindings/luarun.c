@@ -132,5 +132,6 @@ int luaopen_luarun(lua_State *L) {
   luaL_setfuncs(L, funcs, 1);
   lua_pushliteral(L, LUARUN_VERSION);
   lua_setfield(L, -2, "version");
+  lr_pool_install(L);
   return 1;
 }

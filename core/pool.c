@@ -1,0 +1,631 @@
+/* pool.c: worker threads, each with its own long-lived Lua state (lr.run_in_pool).
+ *
+ * Why our own threads and not uv_queue_work: libuv's threadpool (4 threads by
+ * default, UV_THREADPOOL_SIZE) also runs every file operation and getaddrinfo. CPU-
+ * bound Lua jobs there would queue fs and DNS requests behind them for as long as the
+ * jobs run, and a job could run on any of its threads, so it could not keep a warm
+ * Lua state (with its loaded modules and bytecode cache) per thread. A fixed set of
+ * pthreads sharing one job queue (mutex + condition variable) gives each worker its
+ * own state for its whole life, and leaves libuv's pool to I/O.
+ *
+ * A job's life:
+ *   loop thread: the caller serialises the function and arguments (copy.c) into the
+ *   job, queues it, parks its task in the job's wait queue;
+ *   worker: takes it, runs it in its state inside lua_pcall (errors, out-of-memory
+ *   and copy errors all become an error result), serialises the results, moves the
+ *   job to the done list and calls uv_async_send;
+ *   loop thread (async callback): wakes each job's task, or frees the job if its task
+ *   was cancelled meanwhile (orphaned); the task's continuation deserialises.
+ * Workers never touch the runtime, the loop (except uv_async_send) or curl.
+ *
+ * The async handle is referenced only while some task waits on the pool, so an idle
+ * pool never keeps lr.run from returning, and an orphaned job never delays exit.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <lualib.h>
+#include "luarun.h"
+#include "../bindings/bindings.h"
+
+#define container_of(p, type, field) ((type *)((char *)(p) - offsetof(type, field)))
+
+#define MAX_WORKERS 1024
+#define CACHE_MAX 64    /* compiled functions kept per worker before the cache resets */
+
+enum { J_QUEUED = 1, J_RUNNING, J_DONE };
+enum { J_OK = 0, J_ERROR };
+
+typedef struct job job;
+typedef struct pool pool;
+
+struct job {
+  job *next, *prev;     /* queue links (under the mutex), then the done list */
+  lr_waitq q;           /* the waiting task parks here; the cancel hook finds us */
+  lr_task *task;        /* loop thread: the waiting task, NULL once orphaned */
+  pool *p;
+  int kind;             /* LR_POOL_CODE or LR_POOL_NAME */
+  int state;            /* J_*, under the mutex */
+  int status;           /* J_OK or J_ERROR (out holds the message) */
+  int orphaned;         /* loop thread: result to be dropped */
+  lr_copybuf code, in, out;
+};
+
+typedef struct worker {
+  pool *p;
+  lua_State *L;
+  pthread_t th;
+  unsigned id;
+  int cache_ref, cache_n;
+  int busy;             /* running a job (under the mutex) */
+  size_t used, limit;   /* bytes allocated by L, and the cap (0: none) */
+  jmp_buf panic;
+} worker;
+
+struct pool {
+  pool *next_pool;
+  lr_runtime *rt;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  job *qhead, *qtail;   /* queued jobs, under the mutex */
+  job *dhead, *dtail;   /* finished jobs, under the mutex */
+  int stop;             /* under the mutex */
+  int started;
+  unsigned size;        /* wanted (0: default) until started, then actual */
+  size_t mem_limit;
+  unsigned nworkers;
+  worker *workers;
+  int nspinning;        /* workers polling the queue before they sleep (mutex) */
+  int nbusy;            /* workers running a job (mutex) */
+  size_t waiting;       /* loop thread: jobs whose task waits (async ref'd if > 0) */
+  uv_async_t async;
+};
+
+/* Pools by runtime (usually one): touched only on loop threads. */
+static pool *pools;
+
+static pool *find_pool(lr_runtime *rt) {
+  pool *p;
+  for (p = pools; p; p = p->next_pool)
+    if (p->rt == rt) return p;
+  return NULL;
+}
+
+static void pool_close(lr_runtime *rt);
+
+/* The pool of rt, created (not started) on first use. NULL on out-of-memory. */
+static pool *get_pool(lr_runtime *rt) {
+  pool *p = find_pool(rt);
+  if (p) return p;
+  p = calloc(1, sizeof *p);
+  if (p == NULL) return NULL;
+  p->rt = rt;
+  p->next_pool = pools;
+  pools = p;
+  lr_runtime_on_close(rt, pool_close);
+  return p;
+}
+
+static unsigned default_size(void) {
+  const char *env = getenv("LUARUN_POOL_SIZE");
+  if (env && *env) {
+    char *end;
+    long n = strtol(env, &end, 10);
+    if (*end == '\0' && n >= 1 && n <= MAX_WORKERS) return (unsigned)n;
+  }
+  return uv_available_parallelism();
+}
+
+unsigned lr_pool_size(lr_runtime *rt) {
+  pool *p = find_pool(rt);
+  if (p && p->started) return p->nworkers;
+  if (p && p->size) return p->size;
+  return default_size();
+}
+
+int lr_pool_configure(lr_runtime *rt, unsigned size, size_t mem_limit) {
+  pool *p = get_pool(rt);
+  if (p == NULL) return -1;
+  if (p->started) return (size == 0 || size == p->nworkers) && mem_limit == p->mem_limit ? 0 : -1;
+  if (size > MAX_WORKERS) size = MAX_WORKERS;
+  if (size) p->size = size;
+  p->mem_limit = mem_limit;
+  return 0;
+}
+
+static void job_free(job *j) {
+  lr_copybuf_free(&j->code);
+  lr_copybuf_free(&j->in);
+  lr_copybuf_free(&j->out);
+  free(j);
+}
+
+/* ================= the worker side ================= */
+
+/* Counts what the state allocates and refuses to pass the cap: the worker then gets
+ * a memory error in its protected call, never a crash. */
+static void *worker_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  worker *w = ud;
+  void *np;
+  if (ptr == NULL) osize = 0;
+  if (nsize == 0) {
+    free(ptr);
+    w->used -= osize;
+    return NULL;
+  }
+  if (w->limit && nsize > osize && w->used + (nsize - osize) > w->limit) return NULL;
+  np = realloc(ptr, nsize);
+  if (np == NULL) return NULL;
+  w->used = w->used - osize + nsize;
+  return np;
+}
+
+/* Everything runs under lua_pcall, so this is a last resort: give up the state
+ * (it may be inconsistent, so it is not closed) and let the worker build a new one. */
+static int worker_panic(lua_State *L) {
+  void *ud;
+  lua_getallocf(L, &ud);
+  longjmp(((worker *)ud)->panic, 1);
+  return 0;
+}
+
+static int no_runtime(lua_State *L) {
+  return luaL_error(L, "require \"luarun\": the runtime is not available in a pool "
+                    "worker (luarun.json is)");
+}
+
+/* Stack: path, cpath (the caller's package.path and cpath). */
+static int worker_setup(lua_State *L) {
+  worker *w = lua_touserdata(L, 3);
+  luaL_openlibs(L);
+  lua_getglobal(L, "package");
+  lua_pushvalue(L, 1);
+  lua_setfield(L, -2, "path");
+  lua_pushvalue(L, 2);
+  lua_setfield(L, -2, "cpath");
+  lua_getfield(L, -1, "preload");
+  lua_pushcfunction(L, luaopen_luarun_json);
+  lua_setfield(L, -2, "luarun.json");
+  lua_pushcfunction(L, no_runtime);
+  lua_setfield(L, -2, "luarun");
+  lua_newtable(L);
+  w->cache_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  w->cache_n = 0;
+  return 0;
+}
+
+static lua_State *worker_state(worker *w, const char *path, const char *cpath) {
+  lua_State *L = lua_newstate(worker_alloc, w);
+  if (L == NULL) return NULL;
+  lua_atpanic(L, worker_panic);
+  lua_pushcfunction(L, worker_setup);
+  lua_pushstring(L, path);
+  lua_pushstring(L, cpath);
+  lua_pushlightuserdata(L, w);
+  if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
+    lua_close(L);
+    return NULL;
+  }
+  return L;
+}
+
+/* The message handler of the job's call: the message plus the worker's traceback. */
+static int worker_msgh(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (msg == NULL) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+      msg = lua_tostring(L, -1);
+    else
+      msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, NULL, 1);
+  luaL_gsub(L, lua_tostring(L, -1), "stack traceback:", "pool worker traceback:");
+  lua_pushfstring(L, "%s\n%s", msg, lua_tostring(L, -1));
+  return 1;
+}
+
+/* Pushes the job's function: compiled once per worker for each distinct bytecode,
+ * or module.function through require. */
+static void push_function(lua_State *L, worker *w, job *j) {
+  if (j->kind == LR_POOL_CODE) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->cache_ref);      /* cache */
+    lua_pushlstring(L, j->code.p, j->code.n);              /* cache code */
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) == LUA_TFUNCTION) {              /* cache code fn */
+      lua_replace(L, -3);
+      lua_pop(L, 1);
+      return;
+    }
+    lua_pop(L, 1);
+    if (luaL_loadbufferx(L, j->code.p, j->code.n, "=run_in_pool", "b") != LUA_OK)
+      lua_error(L);
+    if (++w->cache_n > CACHE_MAX) {  /* many distinct functions: start over */
+      lua_newtable(L);
+      lua_replace(L, -4);
+      lua_pushvalue(L, -3);
+      lua_rawseti(L, LUA_REGISTRYINDEX, w->cache_ref);
+      w->cache_n = 1;
+    }
+    lua_pushvalue(L, -1);
+    lua_insert(L, -4);                                     /* fn cache code fn */
+    lua_rawset(L, -3);
+    lua_pop(L, 1);                                         /* fn */
+  } else {
+    const char *name = j->code.p, *dot = strrchr(name, '.');
+    lua_getglobal(L, "require");
+    lua_pushlstring(L, name, (size_t)(dot - name));
+    lua_call(L, 1, 1);                                     /* module */
+    if (lua_getfield(L, -1, dot + 1) != LUA_TFUNCTION &&
+        luaL_getmetafield(L, -1, "__call") == LUA_TNIL)
+      luaL_error(L, "run_in_pool: module '%s' has no function '%s'",
+                 lua_pushlstring(L, name, (size_t)(dot - name)), dot + 1);
+    lua_remove(L, -2);
+  }
+}
+
+/* Runs in the worker under lua_pcall. Stack: job, worker. */
+static int job_main(lua_State *L) {
+  job *j = lua_touserdata(L, 1);
+  worker *w = lua_touserdata(L, 2);
+  int nargs, nres;
+  lua_settop(L, 0);
+  lua_pushcfunction(L, worker_msgh);                       /* 1: msgh */
+  push_function(L, w, j);                                  /* 2: fn */
+  nargs = lr_copy_decode(L, j->in.p, j->in.n);
+  lr_copybuf_free(&j->in);
+  if (lua_pcall(L, nargs, LUA_MULTRET, 1) != LUA_OK) return lua_error(L);
+  nres = lua_gettop(L) - 1;
+  lr_copy_encode(L, 2, nres, &j->out, "run_in_pool", "results");
+  return 0;
+}
+
+static void set_error(job *j, const char *msg, size_t n) {
+  lr_copybuf_free(&j->out);
+  j->status = J_ERROR;
+  j->out.p = malloc(n + 1);
+  if (j->out.p == NULL) return; /* the caller reports "out of memory" */
+  memcpy(j->out.p, msg, n);
+  j->out.p[n] = '\0';
+  j->out.n = j->out.cap = n;
+}
+
+static void run_job(worker *w, job *j) {
+  lua_State *L = w->L;
+  int st;
+  lua_settop(L, 0);
+  lua_pushcfunction(L, job_main);
+  lua_pushlightuserdata(L, j);
+  lua_pushlightuserdata(L, w);
+  st = lua_pcall(L, 2, 0, 0);
+  j->status = J_OK;
+  if (st != LUA_OK) {
+    size_t n = 0;
+    const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+    if (st == LUA_ERRMEM) {
+      msg = "not enough memory in the pool worker";
+      n = strlen(msg);
+    } else if (msg == NULL) {
+      msg = "(error object is not a string)";
+      n = strlen(msg);
+    }
+    set_error(j, msg, n);
+  }
+  lua_settop(L, 0);
+}
+
+/* After a job, a worker polls the queue this long before it sleeps on the condition
+ * variable: a caller that sends one small job after another then finds it awake, and
+ * skips a futex wake-up (tens of microseconds on a busy machine) per call. */
+#define WORKER_SPIN_NS 50000
+#define CALLER_SPIN_NS 20000
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+/* Called and returns with the mutex held. Returns once the queue has a job or stop. */
+static void wait_for_job(pool *p) {
+  uint64_t until;
+  int i = 0;
+  if (p->qhead || p->stop) return;
+  p->nspinning++;
+  pthread_mutex_unlock(&p->mu);
+  until = uv_hrtime() + WORKER_SPIN_NS;
+  while (__atomic_load_n(&p->qhead, __ATOMIC_RELAXED) == NULL &&
+         !__atomic_load_n(&p->stop, __ATOMIC_RELAXED)) {
+    cpu_relax();
+    if ((++i & 63) == 0 && uv_hrtime() > until) break;
+  }
+  pthread_mutex_lock(&p->mu);
+  p->nspinning--;
+  while (!p->stop && p->qhead == NULL) pthread_cond_wait(&p->cv, &p->mu);
+}
+
+static void *worker_main(void *arg) {
+  worker *w = arg;
+  pool *p = w->p;
+  job *volatile j = NULL;
+  if (setjmp(w->panic)) {
+    /* Lua panicked in a job: fail it, abandon the state, build a fresh one. */
+    static const char msg[] = "pool worker: Lua panic (the worker was restarted)";
+    set_error(j, msg, sizeof msg - 1);
+    w->L = worker_state(w, "", "");
+    pthread_mutex_lock(&p->mu);
+    goto finished;
+  }
+  pthread_mutex_lock(&p->mu);
+  for (;;) {
+    wait_for_job(p);
+    if (p->stop || w->L == NULL) break;
+    j = p->qhead;
+    __atomic_store_n(&p->qhead, j->next, __ATOMIC_RELAXED);
+    if (p->qhead) p->qhead->prev = NULL;
+    else p->qtail = NULL;
+    j->next = j->prev = NULL;
+    __atomic_store_n(&j->state, J_RUNNING, __ATOMIC_RELAXED);
+    w->busy = 1;
+    p->nbusy++;
+    pthread_mutex_unlock(&p->mu);
+    run_job(w, j);
+    pthread_mutex_lock(&p->mu);
+  finished:
+    w->busy = 0;
+    p->nbusy--;
+    j->next = NULL;
+    if (p->dtail) p->dtail->next = j;
+    else p->dhead = j;
+    p->dtail = j;
+    /* Release: a caller polling the state sees the results written before it. */
+    __atomic_store_n(&j->state, J_DONE, __ATOMIC_RELEASE);
+    j = NULL;
+    uv_async_send(&p->async); /* coalesced: one wake-up for a batch of results */
+  }
+  pthread_mutex_unlock(&p->mu);
+  return NULL;
+}
+
+/* ================= the loop side ================= */
+
+static void waiting_done(pool *p) {
+  if (--p->waiting == 0) uv_unref((uv_handle_t *)&p->async);
+}
+
+static void async_cb(uv_async_t *a) {
+  pool *p = a->data;
+  job *list, *j;
+  pthread_mutex_lock(&p->mu);
+  list = p->dhead;
+  p->dhead = p->dtail = NULL;
+  pthread_mutex_unlock(&p->mu);
+  while ((j = list) != NULL) {
+    list = j->next;
+    j->next = NULL;
+    if (j->orphaned) {
+      job_free(j);
+    } else {
+      lr_task *t = j->task;
+      j->task = NULL;
+      waiting_done(p);
+      lr_task_wake(t, LR_WAKE_DONE);
+    }
+  }
+}
+
+/* Stops a job still running at shutdown at its next Lua instruction. */
+static void stop_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  luaL_error(L, "the pool is shutting down");
+}
+
+static void free_pool_cb(uv_handle_t *h) {
+  free(h->data);
+}
+
+static void free_list(job *j) {
+  while (j) {
+    job *next = j->next;
+    job_free(j);
+    j = next;
+  }
+}
+
+/* Shutdown (the runtime's close): stop the workers, interrupting jobs that still
+ * run, join them, close their states and free every job left. Tasks are not touched:
+ * the runtime is going away with them. */
+static void pool_close(lr_runtime *rt) {
+  pool *p = find_pool(rt), **pp;
+  unsigned i;
+  if (p == NULL) return;
+  for (pp = &pools; *pp != p; pp = &(*pp)->next_pool) {}
+  *pp = p->next_pool;
+  if (!p->started) {
+    free(p);
+    return;
+  }
+  pthread_mutex_lock(&p->mu);
+  __atomic_store_n(&p->stop, 1, __ATOMIC_RELAXED);
+  for (i = 0; i < p->nworkers; i++)
+    if (p->workers[i].busy)
+      lua_sethook(p->workers[i].L, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+  pthread_cond_broadcast(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+  for (i = 0; i < p->nworkers; i++) {
+    pthread_join(p->workers[i].th, NULL);
+    if (p->workers[i].L) lua_close(p->workers[i].L);
+  }
+  free(p->workers);
+  free_list(p->qhead);
+  free_list(p->dhead);
+  pthread_cond_destroy(&p->cv);
+  pthread_mutex_destroy(&p->mu);
+  p->async.data = p;
+  uv_close((uv_handle_t *)&p->async, free_pool_cb);
+}
+
+/* Starts the workers on first use. Raises if not even one can start. */
+static pool *pool_start(lua_State *L, lr_runtime *rt) {
+  pool *p = get_pool(rt);
+  const char *path, *cpath;
+  unsigned i, n;
+  pthread_attr_t attr;
+  if (p == NULL) luaL_error(L, "run_in_pool: out of memory");
+  if (p->started) return p;
+  n = p->size ? p->size : default_size();
+  /* Workers see the caller's module search paths. */
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "path");
+  lua_getfield(L, -2, "cpath");
+  path = lua_tostring(L, -2);
+  cpath = lua_tostring(L, -1);
+  p->workers = calloc(n, sizeof *p->workers);
+  if (p->workers == NULL) luaL_error(L, "run_in_pool: out of memory");
+  for (i = 0; i < n; i++) {
+    worker *w = &p->workers[p->nworkers];
+    w->p = p;
+    w->id = p->nworkers + 1;
+    w->limit = p->mem_limit;
+    w->L = worker_state(w, path ? path : "", cpath ? cpath : "");
+    if (w->L) p->nworkers++;
+  }
+  lua_pop(L, 3);
+  if (p->nworkers == 0) {
+    free(p->workers);
+    p->workers = NULL;
+    luaL_error(L, "run_in_pool: cannot create a Lua state for any worker");
+  }
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_cond_init(&p->cv, NULL);
+  uv_async_init(&rt->loop, &p->async, async_cb);
+  p->async.data = p;
+  uv_unref((uv_handle_t *)&p->async);
+  p->started = 1;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 8u << 20); /* deep recursion in jobs, as in main */
+  for (i = 0, n = p->nworkers; i < n; i++) {
+    if (pthread_create(&p->workers[i].th, &attr, worker_main, &p->workers[i]) != 0) {
+      /* Keep the ones that started (they come first). */
+      unsigned k;
+      for (k = i; k < n; k++) lua_close(p->workers[k].L);
+      p->nworkers = i;
+      break;
+    }
+  }
+  pthread_attr_destroy(&attr);
+  if (p->nworkers == 0) {
+    __atomic_store_n(&p->stop, 1, __ATOMIC_RELAXED);
+    luaL_error(L, "run_in_pool: cannot start any worker thread");
+  }
+  return p;
+}
+
+/* Pushes the results of finished job j (or raises its error) and frees j. */
+static int finish_job(lua_State *L, job *j) {
+  lr_copybuf *box;
+  int ok, top, n;
+  /* Move the output into a box the collector frees, should decoding raise. */
+  box = lr_copybuf_push(L);
+  top = lua_gettop(L);
+  *box = j->out;
+  memset(&j->out, 0, sizeof j->out);
+  ok = j->status == J_OK;
+  job_free(j);
+  if (!ok) {
+    if (box->p == NULL) return luaL_error(L, "run_in_pool: out of memory in the worker");
+    lua_pushlstring(L, box->p, box->n);
+    lr_copybuf_free(box);
+    return lua_error(L);
+  }
+  n = lr_copy_decode(L, box->p, box->n);
+  lr_copybuf_free(box);
+  lua_remove(L, top);
+  return n;
+}
+
+static int pool_k(lua_State *L, int status, lua_KContext ctx) {
+  lr_task *t = (lr_task *)ctx;
+  job *j;
+  (void)status;
+  if (t->wake == LR_WAKE_CANCELLED) lr_error_raise_cancelled(L); /* job handled */
+  j = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return finish_job(L, j);
+}
+
+/* When no other task is ready and a worker is free, wait a few microseconds for a
+ * small job's result instead of parking: a park costs a trip through the loop and an
+ * eventfd wake-up, more than a trivial job. Returns 1 if j is done (and taken off
+ * the done list), 0 to park as usual. */
+static int spin_for_result(pool *p, job *j) {
+  uint64_t until = uv_hrtime() + CALLER_SPIN_NS;
+  int i = 0;
+  job **pp, *prev = NULL;
+  while (__atomic_load_n(&j->state, __ATOMIC_ACQUIRE) != J_DONE) {
+    cpu_relax();
+    if ((++i & 63) == 0 && uv_hrtime() > until) return 0;
+  }
+  pthread_mutex_lock(&p->mu);
+  for (pp = &p->dhead; *pp != j; pp = &(*pp)->next) prev = *pp;
+  *pp = j->next;
+  if (p->dtail == j) p->dtail = prev;
+  pthread_mutex_unlock(&p->mu);
+  j->next = NULL;
+  return 1;
+}
+
+static void pool_cancel(lr_task *t) {
+  job *j = container_of(t->inq, job, q);
+  pool *p = j->p;
+  int dequeued = 0;
+  pthread_mutex_lock(&p->mu);
+  if (j->state == J_QUEUED) {
+    if (j->prev) j->prev->next = j->next;
+    else __atomic_store_n(&p->qhead, j->next, __ATOMIC_RELAXED);
+    if (j->next) j->next->prev = j->prev;
+    else p->qtail = j->prev;
+    dequeued = 1;
+  }
+  pthread_mutex_unlock(&p->mu);
+  j->task = NULL;
+  waiting_done(p);
+  lr_task_wake(t, LR_WAKE_CANCELLED); /* unlinks t from j->q: before any free */
+  if (dequeued) job_free(j);          /* never started */
+  else j->orphaned = 1;               /* running or done: async_cb frees it */
+}
+
+int lr_pool_call(lua_State *L, lr_task *t, int kind, lr_copybuf *code, lr_copybuf *args) {
+  pool *p = pool_start(L, t->rt);
+  job *j = calloc(1, sizeof *j);
+  int spin;
+  if (j == NULL) return luaL_error(L, "run_in_pool: out of memory");
+  j->p = p;
+  j->kind = kind;
+  j->task = t;
+  j->code = *code;
+  j->in = *args;
+  memset(code, 0, sizeof *code);
+  memset(args, 0, sizeof *args);
+  pthread_mutex_lock(&p->mu);
+  j->state = J_QUEUED;
+  j->prev = p->qtail;
+  if (p->qtail) p->qtail->next = j;
+  else __atomic_store_n(&p->qhead, j, __ATOMIC_RELAXED);
+  p->qtail = j;
+  /* A polling worker will take it; otherwise wake a sleeping one. */
+  if (p->nspinning == 0) pthread_cond_signal(&p->cv);
+  spin = p->qhead == j && p->nbusy < (int)p->nworkers && t->rt->ready.head == NULL;
+  pthread_mutex_unlock(&p->mu);
+  if (spin && spin_for_result(p, j)) {
+    j->task = NULL;
+    return finish_job(L, j);
+  }
+  lua_pushlightuserdata(L, j);         /* for the continuation */
+  lr_waitq_push(&j->q, t);
+  if (p->waiting++ == 0) uv_ref((uv_handle_t *)&p->async);
+  return lr_task_park(L, t, pool_cancel, (lua_KContext)t, pool_k);
+}
