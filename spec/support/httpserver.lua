@@ -110,15 +110,24 @@ function M.cleanup()
   tmpdirs = {}
 end
 
---- Number of open descriptors of this process.
+--- Number of open descriptors of this process (pipes aside), and their listing.
 function M.fd_count()
   local f = assert(io.open("/proc/self/stat"))
   local pid = f:read("a"):match("^(%d+)")
   f:close()
-  local p = io.popen("ls /proc/" .. pid .. "/fd | wc -l")
-  local n = tonumber(p:read("a"):match("%d+"))
+  local p = io.popen("ls -l /proc/" .. pid .. "/fd | tail -n +2")
+  local s = p:read("a")
   p:close()
-  return n
+  -- Pipes are left out: popen's own pipe shows up with one end or two, depending
+  -- on when ls reads the list.
+  local n, kept = 0, {}
+  for line in s:gmatch("[^\n]+") do
+    if not line:find("-> pipe:", 1, true) then
+      n = n + 1
+      kept[#kept + 1] = line:match("%d+ %-> .*$") or line
+    end
+  end
+  return n, table.concat(kept, "\n")
 end
 
 return M

@@ -1,0 +1,117 @@
+/* curl_api.h: libcurl, opened at run time, and the HTTP engine built on it.
+ *
+ * The luarun executable does not link libcurl: loading it pulls in some 36 shared
+ * libraries and costs ~5 ms at every start, which scripts that never do HTTP should
+ * not pay. lr_curl_load() dlopens libcurl.so.4 the first time luarun.http is required
+ * and fills lr_curl, a table of function pointers, from the list below. Code calls
+ * curl as lr_curl.easy_setopt(...) (the names without their "curl_" prefix, since
+ * curl's headers define some of the prefixed names as macros).
+ */
+#ifndef LUARUN_CURL_API_H
+#define LUARUN_CURL_API_H
+
+#include <curl/curl.h>
+#include "luarun.h"
+
+/* X(return type, name without "curl_", parameter list) */
+#define LR_CURL_FUNCTIONS(X)                                                        \
+  X(CURLcode, global_init, (long flags))                                            \
+  X(curl_version_info_data *, version_info, (CURLversion v))                        \
+  X(CURL *, easy_init, (void))                                                      \
+  X(void, easy_cleanup, (CURL *h))                                                  \
+  X(void, easy_reset, (CURL *h))                                                    \
+  X(CURLcode, easy_setopt, (CURL *h, CURLoption opt, ...))                          \
+  X(CURLcode, easy_getinfo, (CURL *h, CURLINFO info, ...))                          \
+  X(const char *, easy_strerror, (CURLcode code))                                   \
+  X(CURLM *, multi_init, (void))                                                    \
+  X(CURLMcode, multi_cleanup, (CURLM *m))                                           \
+  X(CURLMcode, multi_setopt, (CURLM *m, CURLMoption opt, ...))                      \
+  X(CURLMcode, multi_add_handle, (CURLM *m, CURL *h))                               \
+  X(CURLMcode, multi_remove_handle, (CURLM *m, CURL *h))                            \
+  X(CURLMcode, multi_socket_action, (CURLM *m, curl_socket_t s, int ev, int *run))  \
+  X(CURLMsg *, multi_info_read, (CURLM *m, int *left))                              \
+  X(const char *, multi_strerror, (CURLMcode code))                                 \
+  X(struct curl_slist *, slist_append, (struct curl_slist *l, const char *s))       \
+  X(void, slist_free_all, (struct curl_slist *l))                                   \
+  X(CURLU *, url, (void))                                                           \
+  X(void, url_cleanup, (CURLU *u))                                                  \
+  X(CURLUcode, url_set, (CURLU *u, CURLUPart what, const char *part, unsigned int f)) \
+  X(CURLUcode, url_get, (const CURLU *u, CURLUPart what, char **part, unsigned int f)) \
+  X(void, free, (void *p))
+
+typedef struct lr_curl_api {
+#define LR_CURL_MEMBER(ret, name, params) ret (*name) params;
+  LR_CURL_FUNCTIONS(LR_CURL_MEMBER)
+#undef LR_CURL_MEMBER
+} lr_curl_api;
+
+extern lr_curl_api lr_curl;
+
+/* Opens libcurl once per process and initialises it. Returns 0, or -1 with a reason
+ * in err (the dlopen/dlsym message). Safe to call again: a success is remembered. */
+int lr_curl_load(char *err, size_t errlen);
+
+/* ======== http.c: the engine, one CURLM per client driven by libuv ======== */
+
+typedef struct lr_http_client lr_http_client;
+typedef struct lr_http_req lr_http_req;
+
+/* A growable byte buffer. */
+typedef struct lr_buf {
+  char *p;
+  size_t n, cap;
+} lr_buf;
+
+/* One transfer. Owned by its client from lr_http_req_new to lr_http_req_release. */
+struct lr_http_req {
+  lr_waitq q;               /* the task parks here (cancel finds us via t->inq) */
+  lr_http_client *client;
+  lr_task *task;            /* the task waiting, or NULL */
+  CURL *easy;
+  struct curl_slist *headers;
+  lr_http_req *prev, *next; /* the client's list of live requests */
+  lr_buf body;              /* response body (unless streamed to out_fd) */
+  lr_buf head;              /* header lines of the last response */
+  int out_fd;               /* output file, or -1 */
+  curl_off_t max_body;      /* max_body_size, or -1 */
+  curl_off_t received;      /* body bytes seen */
+  uint64_t started;         /* uv_hrtime at submit */
+  uint64_t finished;
+  CURLcode result;
+  uint8_t in_multi, done, too_large, write_failed, aborted;
+  int write_errno;
+  char errbuf[CURL_ERROR_SIZE];
+};
+
+typedef struct lr_http_limits {
+  long max_connections;     /* CURLMOPT_MAX_TOTAL_CONNECTIONS, 0 = none */
+  long max_per_host;        /* CURLMOPT_MAX_HOST_CONNECTIONS, 0 = none */
+} lr_http_limits;
+
+/* Creates a client (its own multi handle, timer and sockets). NULL on failure. The
+ * first client of a runtime registers the runtime closer that shuts them all down. */
+lr_http_client *lr_http_client_new(lr_runtime *rt, const lr_http_limits *lim);
+/* Stops every live request (their tasks wake with req->aborted set), closes the multi
+ * handle and the uv handles; the memory goes once the last close callback has run.
+ * Safe to call twice. */
+void lr_http_client_close(lr_http_client *c);
+int lr_http_client_closed(const lr_http_client *c);
+/* The Lua object that owned the client was collected: close it, and free it once
+ * its handles have closed. */
+void lr_http_client_unown(lr_http_client *c);
+/* A request with a clean easy handle (from the free list, or new) with the options
+ * every request has (callbacks, NOSIGNAL, protocols) already set. NULL if out of
+ * memory. The caller sets the rest, then lr_http_req_submit. */
+lr_http_req *lr_http_req_new(lr_http_client *c);
+/* Adds the request to the multi handle. Returns 0, or -1 (then release it). */
+int lr_http_req_submit(lr_http_req *r, lr_task *t);
+/* The cancel hook for a task parked on a request: removes the transfer from curl at
+ * once and wakes the task with LR_WAKE_CANCELLED. */
+void lr_http_req_cancel(lr_task *t);
+/* Gives the easy handle back to the free list and frees the rest. */
+void lr_http_req_release(lr_http_req *r);
+
+/* Counters for specs: live requests, sockets curl has open, poll handles. */
+void lr_http_client_counts(const lr_http_client *c, int *reqs, int *sockets, int *polls);
+
+#endif

@@ -1,0 +1,540 @@
+/* http.c: the HTTP engine: one libcurl multi handle per client, driven by libuv.
+ *
+ * curl tells us which sockets to watch (socket callback) and when to call it back
+ * (timer callback); libuv tells us when a socket is ready. Both paths end in
+ * curl_multi_socket_action, after which finished transfers are drained with
+ * curl_multi_info_read and their tasks woken (lr_task_wake only queues: no Lua runs
+ * here, so nothing can call back into curl from inside its own callbacks, which curl
+ * refuses with CURLM_RECURSIVE_API_CALL: curl #3177, #5354).
+ *
+ * Sockets: we open and close every connection socket ourselves
+ * (CURLOPT_OPENSOCKETFUNCTION / CLOSESOCKETFUNCTION), so a poll handle is always
+ * stopped before its descriptor is closed, and a descriptor number that the kernel
+ * hands out again gets a fresh context instead of a stale poll handle (libuv PR #2686,
+ * pyuv #54). CURL_POLL_REMOVE is taken as a hint only (curl #3597, #14976, #17949,
+ * #16026). Sockets curl opens without us (the threaded resolver's wake-up pipe) get
+ * an unowned context that REMOVE, or a new socket on the same number, retires.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "curl_api.h"
+
+#define container_of(p, type, field) ((type *)((char *)(p) - offsetof(type, field)))
+#define FREE_EASY_MAX 256
+
+typedef struct sockctx {
+  uv_poll_t poll;            /* data points back here */
+  lr_http_client *c;
+  curl_socket_t fd;
+  int events;                /* CURL_CSELECT_IN/OUT that curl asked us to watch */
+  uint8_t inited, owned;
+} sockctx;
+
+struct lr_http_client {
+  lr_runtime *rt;
+  CURLM *multi;
+  uv_timer_t timer;
+  sockctx **socks;           /* by descriptor number */
+  int nsocks;                /* capacity of socks */
+  int nsockets;              /* sockets we opened for curl and it has not closed */
+  int npolls;                /* poll handles not yet through their close callback */
+  int pending_closes;        /* uv handles whose close callback has not run */
+  int cancel_pending;        /* cancels deferred while inside curl */
+  int active;                /* transfers in the multi handle */
+  lr_http_req *live;
+  CURL **free_easy;
+  int nfree;
+  lr_http_client *next_client;
+  uint8_t closed, in_curl, lua_owned;
+};
+
+/* Every client, so the runtime closer can find those of its runtime. */
+static pthread_mutex_t clients_lock = PTHREAD_MUTEX_INITIALIZER;
+static lr_http_client *clients;
+
+/* ---- byte buffers ---- */
+
+static int buf_add(lr_buf *b, const char *p, size_t n) {
+  if (b->n + n > b->cap) {
+    size_t cap = b->cap ? b->cap : 1024;
+    char *q;
+    while (cap < b->n + n) cap *= 2;
+    q = realloc(b->p, cap);
+    if (q == NULL) return -1;
+    b->p = q;
+    b->cap = cap;
+  }
+  memcpy(b->p + b->n, p, n);
+  b->n += n;
+  return 0;
+}
+
+static void buf_free(lr_buf *b) {
+  free(b->p);
+  b->p = NULL;
+  b->n = b->cap = 0;
+}
+
+/* ---- freeing the client once nothing refers to it ---- */
+
+static void maybe_free(lr_http_client *c) {
+  lr_http_client **pp;
+  /* A live request belongs to a task that may still resume and read it: the
+   * request's release (continuation, or the pending object's __gc when the state
+   * closes) comes back here. */
+  if (!c->closed || c->pending_closes > 0 || c->lua_owned || c->live) return;
+  pthread_mutex_lock(&clients_lock);
+  for (pp = &clients; *pp; pp = &(*pp)->next_client)
+    if (*pp == c) {
+      *pp = c->next_client;
+      break;
+    }
+  pthread_mutex_unlock(&clients_lock);
+  free(c->socks);
+  free(c->free_easy);
+  free(c);
+}
+
+static void handle_closed_cb(uv_handle_t *h) {
+  lr_http_client *c = h->data;
+  c->pending_closes--;
+  maybe_free(c);
+}
+
+static void poll_closed_cb(uv_handle_t *h) {
+  sockctx *ctx = (sockctx *)h;
+  lr_http_client *c = ctx->c;
+  free(ctx);
+  c->npolls--;
+  c->pending_closes--;
+  maybe_free(c);
+}
+
+/* ---- socket contexts, one per descriptor ---- */
+
+static sockctx *sock_get(lr_http_client *c, curl_socket_t fd) {
+  return fd >= 0 && fd < c->nsocks ? c->socks[fd] : NULL;
+}
+
+static int sock_put(lr_http_client *c, curl_socket_t fd, sockctx *ctx) {
+  if (fd >= c->nsocks) {
+    int n = c->nsocks ? c->nsocks : 64;
+    sockctx **p;
+    while (n <= fd) n *= 2;
+    p = realloc(c->socks, (size_t)n * sizeof *p);
+    if (p == NULL) return -1;
+    memset(p + c->nsocks, 0, (size_t)(n - c->nsocks) * sizeof *p);
+    c->socks = p;
+    c->nsocks = n;
+  }
+  c->socks[fd] = ctx;
+  return 0;
+}
+
+static sockctx *sock_new(lr_http_client *c, curl_socket_t fd, int owned) {
+  sockctx *ctx = calloc(1, sizeof *ctx);
+  if (ctx == NULL) return NULL;
+  ctx->c = c;
+  ctx->fd = fd;
+  ctx->owned = (uint8_t)owned;
+  if (sock_put(c, fd, ctx) != 0) {
+    free(ctx);
+    return NULL;
+  }
+  return ctx;
+}
+
+/* Forgets the context: stops polling now (before anyone closes the descriptor) and
+ * frees it once libuv is done with the handle. */
+static void sock_retire(lr_http_client *c, sockctx *ctx) {
+  if (c->socks[ctx->fd] == ctx) c->socks[ctx->fd] = NULL;
+  if (ctx->inited) {
+    uv_poll_stop(&ctx->poll);
+    uv_close((uv_handle_t *)&ctx->poll, poll_closed_cb);
+  } else {
+    free(ctx);
+  }
+}
+
+static curl_socket_t opensocket_cb(void *clientp, curlsocktype purpose,
+                                   struct curl_sockaddr *a) {
+  lr_http_client *c = clientp;
+  curl_socket_t fd;
+  sockctx *old;
+  (void)purpose;
+  fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+  if (fd < 0) return CURL_SOCKET_BAD;
+  /* A context still on this number belongs to a socket closed behind our back (an
+   * unowned one whose REMOVE never came): retire it, never reuse its poll handle. */
+  if ((old = sock_get(c, fd)) != NULL) sock_retire(c, old);
+  if (sock_new(c, fd, 1) == NULL) {
+    close(fd);
+    return CURL_SOCKET_BAD;
+  }
+  c->nsockets++;
+  return fd;
+}
+
+static int closesocket_cb(void *clientp, curl_socket_t fd) {
+  lr_http_client *c = clientp;
+  sockctx *ctx = sock_get(c, fd);
+  if (ctx) {
+    if (ctx->owned) c->nsockets--;
+    sock_retire(c, ctx);
+  }
+  return close(fd);
+}
+
+/* ---- driving curl ---- */
+
+/* The timer is ref'd only while transfers run: it is what keeps the loop alive
+ * while curl resolves a name or waits for a connection slot with no socket polled,
+ * and an idle client must not keep the loop alive. */
+static void req_added(lr_http_client *c, lr_http_req *r) {
+  r->in_multi = 1;
+  if (c->active++ == 0) uv_ref((uv_handle_t *)&c->timer);
+}
+
+static void req_removed(lr_http_client *c, lr_http_req *r) {
+  if (!r->in_multi) return;
+  lr_curl.multi_remove_handle(c->multi, r->easy);
+  r->in_multi = 0;
+  if (--c->active == 0) uv_unref((uv_handle_t *)&c->timer);
+}
+
+static void drain(lr_http_client *c) {
+  CURLMsg *m;
+  int left;
+  while ((m = lr_curl.multi_info_read(c->multi, &left)) != NULL) {
+    lr_http_req *r = NULL;
+    CURL *easy;
+    CURLcode res;
+    if (m->msg != CURLMSG_DONE) continue;
+    easy = m->easy_handle;
+    res = m->data.result;
+    /* m is not touched after remove_handle. */
+    lr_curl.easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&r);
+    if (r == NULL) {
+      lr_curl.multi_remove_handle(c->multi, easy);
+      continue;
+    }
+    req_removed(c, r);
+    r->result = res;
+    r->done = 1;
+    r->finished = uv_hrtime();
+    if (r->task) lr_task_wake(r->task, LR_WAKE_DONE);
+  }
+}
+
+static void finish_deferred_cancels(lr_http_client *c) {
+  lr_http_req *r;
+  c->cancel_pending = 0;
+  for (r = c->live; r; r = r->next)
+    if (r->aborted) req_removed(c, r);
+}
+
+/* Every call of socket_action is followed by a drain (a finished transfer that is
+ * not drained waits for the next event: the "hangs until the timeout" bug,
+ * tarantool #3452). */
+static void action(lr_http_client *c, curl_socket_t fd, int flags) {
+  int running;
+  if (c->closed) return;
+  c->in_curl = 1;
+  lr_curl.multi_socket_action(c->multi, fd, flags, &running);
+  c->in_curl = 0;
+  if (c->cancel_pending) finish_deferred_cancels(c);
+  drain(c);
+}
+
+static void poll_cb(uv_poll_t *h, int status, int events) {
+  sockctx *ctx = (sockctx *)h;
+  int flags = 0;
+  if (status == UV_EAGAIN) return; /* a spurious wake-up */
+  if (status < 0) {
+    /* libuv reports POLLERR as UV_EBADF and nothing else. curl must hear of it, or
+     * the transfer stalls; with the events it waits for as well, it reads or
+     * writes and meets the real error: a reset on a reused keep-alive connection
+     * is then CURLE_RECV_ERROR, which curl retries on a fresh connection, where a
+     * bare CURL_CSELECT_ERR fails the request ("select/poll returned error"). */
+    flags = CURL_CSELECT_ERR | ctx->events;
+  } else {
+    if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
+  }
+  action(ctx->c, ctx->fd, flags);
+}
+
+static void timer_fire_cb(uv_timer_t *t) {
+  action(t->data, CURL_SOCKET_TIMEOUT, 0);
+}
+
+/* CURLMOPT_TIMERFUNCTION: -1 stops the timer; 0 arms it to fire on the next loop
+ * turn, so socket_action is never called from inside this callback. */
+static int timer_cb(CURLM *m, long timeout_ms, void *userp) {
+  lr_http_client *c = userp;
+  (void)m;
+  if (timeout_ms < 0 || c->closed) uv_timer_stop(&c->timer);
+  else uv_timer_start(&c->timer, timer_fire_cb, (uint64_t)timeout_ms, 0);
+  return 0;
+}
+
+/* CURLMOPT_SOCKETFUNCTION: start, change or stop polling one descriptor. */
+static int socket_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp) {
+  lr_http_client *c = userp;
+  sockctx *ctx = sock_get(c, fd);
+  int events = 0;
+  (void)e;
+  (void)socketp;
+  if (what == CURL_POLL_REMOVE) {
+    if (ctx == NULL) return 0;        /* already closed, or never seen: fine */
+    if (ctx->owned) {
+      if (ctx->inited) uv_poll_stop(&ctx->poll); /* closesocket_cb retires it */
+    } else {
+      sock_retire(c, ctx);
+    }
+    return 0;
+  }
+  if (c->closed) return 0;
+  if (ctx == NULL && (ctx = sock_new(c, fd, 0)) == NULL) return -1;
+  if (!ctx->inited) {
+    if (uv_poll_init_socket(&c->rt->loop, &ctx->poll, fd) != 0) return -1;
+    ctx->inited = 1;
+    ctx->poll.data = ctx;
+    c->npolls++;
+    c->pending_closes++;
+  }
+  if (what & CURL_POLL_IN) events |= UV_READABLE;
+  if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
+  ctx->events = ((what & CURL_POLL_IN) ? CURL_CSELECT_IN : 0) |
+                ((what & CURL_POLL_OUT) ? CURL_CSELECT_OUT : 0);
+  uv_poll_start(&ctx->poll, events, poll_cb);
+  return 0;
+}
+
+/* ---- transfers' own callbacks (data only: no curl or Lua calls in here) ---- */
+
+static size_t write_cb(char *p, size_t size, size_t n, void *ud) {
+  lr_http_req *r = ud;
+  size_t len = size * n;
+  r->received += (curl_off_t)len;
+  if (r->max_body >= 0 && r->received > r->max_body) {
+    r->too_large = 1;
+    return 0;
+  }
+  if (r->out_fd >= 0) {
+    size_t off = 0;
+    while (off < len) {
+      ssize_t w = write(r->out_fd, p + off, len - off);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        r->write_failed = 1;
+        r->write_errno = errno;
+        return 0;
+      }
+      off += (size_t)w;
+    }
+    return len;
+  }
+  return buf_add(&r->body, p, len) == 0 ? len : 0;
+}
+
+static size_t header_cb(char *p, size_t size, size_t n, void *ud) {
+  lr_http_req *r = ud;
+  size_t len = size * n;
+  /* A status line starts a new response (a redirect, a 100 Continue): keep only the
+   * headers of the last one. */
+  if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) r->head.n = 0;
+  return buf_add(&r->head, p, len) == 0 ? len : 0;
+}
+
+/* ---- the runtime closer ---- */
+
+static void close_all(lr_runtime *rt) {
+  for (;;) {
+    lr_http_client *c;
+    pthread_mutex_lock(&clients_lock);
+    for (c = clients; c; c = c->next_client)
+      if (c->rt == rt && !c->closed) break;
+    pthread_mutex_unlock(&clients_lock);
+    if (c == NULL) break;
+    lr_http_client_close(c);
+  }
+}
+
+static void register_closer(lr_runtime *rt) {
+  int i;
+  for (i = 0; i < rt->ncloser; i++)
+    if (rt->closers[i] == close_all) return;
+  lr_runtime_on_close(rt, close_all);
+}
+
+/* ---- clients ---- */
+
+lr_http_client *lr_http_client_new(lr_runtime *rt, const lr_http_limits *lim) {
+  lr_http_client *c = calloc(1, sizeof *c);
+  if (c == NULL) return NULL;
+  c->rt = rt;
+  c->lua_owned = 1;
+  c->free_easy = malloc(FREE_EASY_MAX * sizeof *c->free_easy);
+  c->multi = lr_curl.multi_init();
+  if (c->free_easy == NULL || c->multi == NULL) goto fail;
+  uv_timer_init(&rt->loop, &c->timer);
+  c->timer.data = c;
+  uv_unref((uv_handle_t *)&c->timer); /* an idle client does not keep the loop alive */
+  lr_curl.multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+  lr_curl.multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
+  lr_curl.multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+  lr_curl.multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+  /* Idle connections kept for reuse. A cache smaller than the connection limit
+   * closes connections it could reuse (seen in Tarantool's client), so keep at
+   * least as many as may be open; without a limit, 100 (curl's default, 4 per
+   * transfer added, would keep 4000 idle sockets after a burst of 1000). */
+  lr_curl.multi_setopt(c->multi, CURLMOPT_MAXCONNECTS,
+                       lim->max_connections > 100 ? lim->max_connections : 100L);
+  if (lim->max_connections > 0)
+    lr_curl.multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, lim->max_connections);
+  if (lim->max_per_host > 0)
+    lr_curl.multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, lim->max_per_host);
+  pthread_mutex_lock(&clients_lock);
+  c->next_client = clients;
+  clients = c;
+  pthread_mutex_unlock(&clients_lock);
+  register_closer(rt);
+  return c;
+fail:
+  if (c->multi) lr_curl.multi_cleanup(c->multi);
+  free(c->free_easy);
+  free(c);
+  return NULL;
+}
+
+int lr_http_client_closed(const lr_http_client *c) {
+  return c->closed;
+}
+
+void lr_http_client_close(lr_http_client *c) {
+  lr_http_req *r;
+  int fd, i;
+  if (c->closed) return;
+  c->closed = 1;
+  /* Order (NOTES.md): requests out of the multi, multi cleanup (curl closes its
+   * cached connections through closesocket_cb), then every remaining poll handle
+   * and the timer; memory goes in the last close callback. */
+  for (r = c->live; r; r = r->next) {
+    req_removed(c, r);
+    if (!r->done) {
+      r->done = 1;
+      r->aborted = 1;
+      if (r->task) lr_task_wake(r->task, LR_WAKE_DONE);
+    }
+  }
+  for (i = 0; i < c->nfree; i++) lr_curl.easy_cleanup(c->free_easy[i]);
+  c->nfree = 0;
+  lr_curl.multi_cleanup(c->multi);
+  c->multi = NULL;
+  for (fd = 0; fd < c->nsocks; fd++)
+    if (c->socks[fd]) sock_retire(c, c->socks[fd]);
+  c->pending_closes++;
+  uv_close((uv_handle_t *)&c->timer, handle_closed_cb);
+}
+
+void lr_http_client_unown(lr_http_client *c) {
+  lr_http_client_close(c);
+  c->lua_owned = 0;
+  maybe_free(c);
+}
+
+void lr_http_client_counts(const lr_http_client *c, int *reqs, int *sockets, int *polls) {
+  const lr_http_req *r;
+  int n = 0;
+  for (r = c->live; r; r = r->next) n++;
+  *reqs = n;
+  *sockets = c->nsockets;
+  *polls = c->npolls;
+}
+
+/* ---- requests ---- */
+
+lr_http_req *lr_http_req_new(lr_http_client *c) {
+  lr_http_req *r;
+  CURL *e;
+  if (c->closed) return NULL;
+  r = calloc(1, sizeof *r);
+  if (r == NULL) return NULL;
+  e = c->nfree > 0 ? c->free_easy[--c->nfree] : lr_curl.easy_init();
+  if (e == NULL) {
+    free(r);
+    return NULL;
+  }
+  r->client = c;
+  r->easy = e;
+  r->out_fd = -1;
+  r->max_body = -1;
+  r->next = c->live;
+  if (c->live) c->live->prev = r;
+  c->live = r;
+  lr_curl.easy_setopt(e, CURLOPT_PRIVATE, r);
+  lr_curl.easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  lr_curl.easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
+  lr_curl.easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+  lr_curl.easy_setopt(e, CURLOPT_WRITEDATA, r);
+  lr_curl.easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+  lr_curl.easy_setopt(e, CURLOPT_HEADERDATA, r);
+  lr_curl.easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, opensocket_cb);
+  lr_curl.easy_setopt(e, CURLOPT_OPENSOCKETDATA, c);
+  lr_curl.easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, closesocket_cb);
+  lr_curl.easy_setopt(e, CURLOPT_CLOSESOCKETDATA, c);
+  lr_curl.easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  lr_curl.easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  lr_curl.easy_setopt(e, CURLOPT_ACCEPT_ENCODING, ""); /* every decoder curl has */
+  return r;
+}
+
+int lr_http_req_submit(lr_http_req *r, lr_task *t) {
+  lr_http_client *c = r->client;
+  if (c->closed || lr_curl.multi_add_handle(c->multi, r->easy) != CURLM_OK) return -1;
+  req_added(c, r);
+  r->task = t;
+  r->started = uv_hrtime();
+  lr_waitq_push(&r->q, t);
+  return 0;
+}
+
+void lr_http_req_cancel(lr_task *t) {
+  lr_http_req *r = container_of(t->inq, lr_http_req, q);
+  lr_http_client *c = r->client;
+  r->aborted = 1;
+  if (r->in_multi) {
+    if (c->in_curl) {
+      /* Never reached today (no Lua runs inside curl), but if a cancel ever comes
+       * from inside a curl callback, curl would refuse the removal: defer it. */
+      c->cancel_pending = 1;
+    } else {
+      req_removed(c, r);
+    }
+  }
+  lr_task_wake(t, LR_WAKE_CANCELLED);
+}
+
+void lr_http_req_release(lr_http_req *r) {
+  lr_http_client *c = r->client;
+  if (c->multi) req_removed(c, r);
+  if (r->task && r->q.head) lr_waitq_remove(&r->q, r->task);
+  if (r->prev) r->prev->next = r->next;
+  else c->live = r->next;
+  if (r->next) r->next->prev = r->prev;
+  lr_curl.easy_reset(r->easy); /* drops its pointers to our headers and buffers */
+  if (!c->closed && c->nfree < FREE_EASY_MAX) c->free_easy[c->nfree++] = r->easy;
+  else lr_curl.easy_cleanup(r->easy);
+  lr_curl.slist_free_all(r->headers);
+  buf_free(&r->body);
+  buf_free(&r->head);
+  if (r->out_fd >= 0) close(r->out_fd);
+  free(r);
+  if (c->closed) maybe_free(c);
+}
