@@ -4,3 +4,4 @@
  * Lua's all-in-one loader finds. Add one line per module. */
 LR_MODULE("luarun.json", luaopen_luarun_json)
 LR_MODULE("luarun.fs", luaopen_luarun_fs)
+LR_MODULE("luarun.http", luaopen_luarun_http)
