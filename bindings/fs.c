@@ -155,22 +155,27 @@ static int cmp_dirent(const void *a, const void *b) {
   return strcmp(((const uv_dirent_t *)a)->name, ((const uv_dirent_t *)b)->name);
 }
 
-/* {{name =, type =}, ...} sorted by name (byte order). */
+/* {{name =, type =}, ...} sorted by name (byte order). uv_fs_scandir_next frees each
+ * entry when it returns the next one: the names are copied before sorting. */
 static int push_dirents(lua_State *L, lr_fs *r) {
-  size_t n = r->req.result > 0 ? (size_t)r->req.result : 0, i = 0;
+  size_t n = r->req.result > 0 ? (size_t)r->req.result : 0, i = 0, k;
   uv_dirent_t *ents = malloc((n ? n : 1) * sizeof *ents), e;
   if (ents == NULL) return luaL_error(L, "not enough memory");
-  while (i < n && uv_fs_scandir_next(&r->req, &e) == 0) ents[i++] = e;
+  while (i < n && uv_fs_scandir_next(&r->req, &e) == 0) {
+    if ((ents[i].name = strdup(e.name)) == NULL) break;
+    ents[i++].type = e.type;
+  }
   qsort(ents, i, sizeof *ents, cmp_dirent);
   lua_createtable(L, (int)i, 0);
-  for (n = 0; n < i; n++) {
+  for (k = 0; k < i; k++) {
     lua_createtable(L, 0, 2);
-    lua_pushstring(L, ents[n].name);
+    lua_pushstring(L, ents[k].name);
     lua_setfield(L, -2, "name");
-    lua_pushstring(L, dirent_type(ents[n].type));
+    lua_pushstring(L, dirent_type(ents[k].type));
     lua_setfield(L, -2, "type");
-    lua_rawseti(L, -2, (lua_Integer)n + 1);
+    lua_rawseti(L, -2, (lua_Integer)k + 1);
   }
+  for (k = 0; k < i; k++) free((char *)ents[k].name);
   free(ents);
   return 1;
 }
