@@ -66,6 +66,12 @@ lr_runtime *lr_runtime_get(lua_State *L) {
   if (uv_loop_init(&rt->loop) != 0) luaL_error(L, "luarun: cannot create the event loop");
   rt->loop.data = rt;
   rt->L = L;
+  /* Lua never initialises the main thread's extra space, and every new thread starts
+   * with a copy of it; luarun keeps the running task there, so start from NULL. */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  *(void **)lua_getextraspace(lua_tothread(L, -1)) = NULL;
+  lua_pop(L, 1);
+  *(void **)lua_getextraspace(L) = NULL;
   lr_timer_init(rt);
   lua_newtable(L);
   lua_pushcfunction(L, rt_gc);
@@ -172,6 +178,9 @@ int lr_runtime_run_main(lua_State *L, lr_runtime *rt, int nargs, int *nres) {
   lr_task *t;
   int base = lua_gettop(L) - nargs - 1;
   int rc;
+  /* No task runs yet, so whatever the calling thread's extra space holds is not ours
+   * (see lr_runtime_get): clear it, or the thread would pass for a task. */
+  *(void **)lua_getextraspace(L) = NULL;
   rt->L = rt->from = L;
   rt->running = 1;
   rt->failures = 0;
