@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "luarun.h"
@@ -32,6 +33,7 @@
 #define WRITE_CHUNK ((size_t)4 << 20)  /* write data copied and written per step */
 #define FIRST_CAP ((size_t)64 << 10)   /* read_file's buffer when the size is unknown */
 #define TEMP_TRIES 8
+#define HUGE_MIN ((size_t)8 << 20)     /* blocks worth huge pages */
 
 /* The steps of a request. Single calls (stat, rename...) have one step: S_ONE. */
 enum { S_ONE = 1, S_OPEN, S_FSTAT, S_READ, S_WRITE, S_FSYNC, S_CLOSE, S_RENAME,
@@ -92,6 +94,20 @@ void lr_fs_free(lr_fs *r) {
   free(r->path2);
   free(r->buf);
   free(r);
+}
+
+/* Asks for transparent huge pages over the 2 MiB-aligned inside of a large block:
+ * filling 200 MB of fresh 4 KiB pages costs more than the copy itself (50,000 page
+ * faults), while with 2 MiB pages read_file's buffer costs about what the read does. */
+void lr_fs_advise_huge(void *p, size_t n) {
+#ifdef MADV_HUGEPAGE
+  const uintptr_t huge = (uintptr_t)2 << 20;
+  uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1);
+  uintptr_t b = ((uintptr_t)p + n) & ~(huge - 1);
+  if (n >= HUGE_MIN && b > a) madvise((void *)a, b - a, MADV_HUGEPAGE);
+#else
+  (void)p, (void)n;
+#endif
 }
 
 void lr_file_unref(lr_file *f) {
@@ -281,6 +297,7 @@ static int next_file_step(lr_fs *r, ssize_t res) {
         /* One byte more than the size, so that an unchanged file ends in a short read. */
         r->cap = (size_t)r->req.statbuf.st_size + 1;
         if ((r->buf = malloc(r->cap)) == NULL) return unwind(r, UV_ENOMEM);
+        lr_fs_advise_huge(r->buf, r->cap);
       }
       rc = read_chunk(r);
       break;

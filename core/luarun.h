@@ -271,6 +271,8 @@ lr_fs *lr_fs_new(lr_runtime *rt, lr_task *t, int op, const char *path, const cha
 /* Starts r and parks t until it ends; the continuation pushes push(L, r) or nil, err
  * and frees r. If libuv refuses at once, frees r and returns nil, err unparked. */
 int lr_fs_start(lua_State *L, lr_fs *r, lr_fs_result push);
+/* Advises transparent huge pages for a large block (no-op below 8 MiB). */
+void lr_fs_advise_huge(void *p, size_t n);
 /* Frees a request that was never started. */
 void lr_fs_free(lr_fs *r);
 /* Pushes nil, err for a libuv error code about path; returns 2. */
