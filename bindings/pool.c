@@ -115,13 +115,16 @@ static int l_run_in_pool(lua_State *L) {
   lr_task_checkpoint(L, t);
   luaL_checkstack(L, 8, "run_in_pool");
   code = lr_copybuf_push(L);
-  args = lr_copybuf_push(L);                 /* fn args... code args */
+  args = lr_copybuf_push(L);
+  lua_pushnil(L);                            /* fn args... code args anchor */
   if (kind == LR_POOL_CODE) push_bytecode(L, 1);
   else lua_pushvalue(L, 1);
   s = lua_tolstring(L, -1, &n);
   copy_string(L, code, s, n);
   lua_pop(L, 1);
-  lr_copy_encode(L, 2, nargs, args, "run_in_pool", "args");
+  /* Long strings go by address: this frame's anchor slot keeps them alive while the
+   * task is parked, and a cancel waits until the worker has read them. */
+  lr_copy_encode_refs(L, 2, nargs, args, "run_in_pool", "args", lua_gettop(L));
   return lr_pool_call(L, t, kind, code, args);
 }
 

@@ -9,17 +9,24 @@
  *           | STR len:varint bytes
  *           | TABLE narr:u32 npairs:u32 (key value)* END   -- gets the next table id
  *           | REF id:varint                                -- a table seen before
+ *           | STRREF ptr len:varint   -- a long string read in place (see below)
  *
  * Numbers are copied bit for bit (NaN payloads, -0.0, integer/float subtype). Tables
  * get ids in the order they are first met, so shared references and cycles come out
  * the same on the other side. Metatables are not copied.
+ *
+ * Long strings (LR_COPY_REF_MIN bytes and more) can be passed by reference instead:
+ * the buffer holds their address, the writer anchors them in a table at a stack slot
+ * it is given, and whoever holds that slot keeps it alive until the reader has pushed
+ * its own copy. A 1 MB string then costs one copy per crossing instead of two, and no
+ * 1 MB buffer. Lua strings never move, and the reader only reads them.
  */
 #include <stdlib.h>
 #include <string.h>
 #include "luarun.h"
 #include "../bindings/bindings.h"
 
-enum { T_NIL, T_FALSE, T_TRUE, T_INT, T_FLT, T_STR, T_TABLE, T_REF, T_NULL, T_END };
+enum { T_NIL, T_FALSE, T_TRUE, T_INT, T_FLT, T_STR, T_TABLE, T_REF, T_NULL, T_END, T_STRREF };
 
 #define MAX_DEPTH 1000
 
@@ -36,6 +43,8 @@ typedef struct wr {
   const char *root;    /* "args" or "results" */
   int root_i;          /* 1-based position of the top-level value */
   int seen;            /* stack index of the table -> id map, 0 until needed */
+  int anchor;          /* stack slot for the anchor table of long strings, or 0 */
+  lua_Integer nanchored;
   lua_Integer ntables;
   int depth;
   seg *top;
@@ -217,6 +226,18 @@ static void wr_value(wr *w, int idx, int is_key) {
     case LUA_TSTRING: {
       size_t n;
       const char *s = lua_tolstring(L, idx, &n);
+      if (w->anchor && n >= LR_COPY_REF_MIN) {
+        if (w->nanchored == 0) {
+          lua_newtable(L);
+          lua_replace(L, w->anchor);
+        }
+        lua_pushvalue(L, idx);
+        lua_rawseti(L, w->anchor, ++w->nanchored);
+        put1(w, T_STRREF);
+        put(w, &s, sizeof s);
+        put_varint(w, n);
+        break;
+      }
       put1(w, T_STR);
       put_varint(w, n);
       put(w, s, n);
@@ -242,11 +263,17 @@ static void wr_value(wr *w, int idx, int is_key) {
 
 void lr_copy_encode(lua_State *L, int first, int n, lr_copybuf *b, const char *fname,
                     const char *root) {
+  lr_copy_encode_refs(L, first, n, b, fname, root, 0);
+}
+
+void lr_copy_encode_refs(lua_State *L, int first, int n, lr_copybuf *b, const char *fname,
+                         const char *root, int anchor) {
   wr w;
   int i, top = lua_gettop(L);
   first = lua_absindex(L, first);
   memset(&w, 0, sizeof w);
   w.L = L;
+  w.anchor = anchor ? lua_absindex(L, anchor) : 0;
   w.b = b;
   w.fname = fname;
   w.root = root;
@@ -318,6 +345,14 @@ static int rd_value(rd *r) {
       if ((size_t)(r->end - r->p) < n) rd_bad(r);
       lua_pushlstring(L, (const char *)r->p, n);
       r->p += n;
+      break;
+    }
+    case T_STRREF: {
+      const char *s;
+      size_t n;
+      get(r, &s, sizeof s);
+      n = get_varint(r);
+      lua_pushlstring(L, s, n);
       break;
     }
     case T_REF: {

@@ -301,6 +301,13 @@ void lr_copy_encode(lua_State *L, int first, int n, lr_copybuf *b, const char *f
 /* Pushes the values encoded in p[0..len) and returns their count. Raises on memory
  * errors (or a corrupt buffer). */
 int lr_copy_decode(lua_State *L, const char *p, size_t len);
+/* As lr_copy_encode, but strings of LR_COPY_REF_MIN bytes or more are written by
+ * address and anchored in a table stored at stack slot `anchor` (a slot the caller
+ * reserved, e.g. with nil; left untouched if no string qualified). The slot's owner
+ * keeps it alive until lr_copy_decode of the buffer has returned. */
+#define LR_COPY_REF_MIN 4096
+void lr_copy_encode_refs(lua_State *L, int first, int n, lr_copybuf *b, const char *fname,
+                         const char *root, int anchor);
 
 /* ---- pool.c: worker threads with their own Lua states (lr.run_in_pool) ---- */
 enum { LR_POOL_CODE = 1, LR_POOL_NAME = 2 };

@@ -51,6 +51,9 @@ struct job {
   int state;            /* J_*, under the mutex */
   int status;           /* J_OK or J_ERROR (out holds the message) */
   int orphaned;         /* loop thread: result to be dropped */
+  int reading;          /* the worker may still read the caller's strings (mutex) */
+  int out_anchor;       /* worker registry ref anchoring long result strings, or 0 */
+  struct worker *w;     /* the worker holding out_anchor */
   lr_copybuf code, in, out;
 };
 
@@ -62,6 +65,8 @@ typedef struct worker {
   int cache_ref, cache_n;
   int busy;             /* running a job (under the mutex) */
   size_t used, limit;   /* bytes allocated by L, and the cap (0: none) */
+  int *rel;             /* out_anchor refs the loop is done with (mutex) */
+  int nrel, caprel;
   jmp_buf panic;
 } worker;
 
@@ -70,6 +75,8 @@ struct pool {
   lr_runtime *rt;
   pthread_mutex_t mu;
   pthread_cond_t cv;
+  pthread_cond_t rcv;   /* signalled when a job's arguments have been read */
+  int closing;          /* shutting down: anchors die with the worker states */
   job *qhead, *qtail;   /* queued jobs, under the mutex */
   job *dhead, *dtail;   /* finished jobs, under the mutex */
   int stop;             /* under the mutex */
@@ -136,7 +143,29 @@ int lr_pool_configure(lr_runtime *rt, unsigned size, size_t mem_limit) {
   return 0;
 }
 
+/* Hands a result anchor back to its worker, which unrefs it before its next job. */
+static void release_anchor(job *j) {
+  pool *p = j->p;
+  worker *w = j->w;
+  if (j->out_anchor == 0 || p->closing) return;
+  pthread_mutex_lock(&p->mu);
+  if (w->nrel == w->caprel) {
+    int cap = w->caprel ? w->caprel * 2 : 16;
+    int *np = realloc(w->rel, (size_t)cap * sizeof *np);
+    if (np == NULL) { /* the strings stay anchored: a leak, not a crash */
+      pthread_mutex_unlock(&p->mu);
+      return;
+    }
+    w->rel = np;
+    w->caprel = cap;
+  }
+  w->rel[w->nrel++] = j->out_anchor;
+  j->out_anchor = 0;
+  pthread_mutex_unlock(&p->mu);
+}
+
 static void job_free(job *j) {
+  release_anchor(j);
   lr_copybuf_free(&j->code);
   lr_copybuf_free(&j->in);
   lr_copybuf_free(&j->out);
@@ -266,6 +295,29 @@ static void push_function(lua_State *L, worker *w, job *j) {
   }
 }
 
+/* The caller's strings are no longer needed: a cancel may now unwind its stack. */
+static void args_done(job *j) {
+  pool *p = j->p;
+  pthread_mutex_lock(&p->mu);
+  j->reading = 0;
+  pthread_cond_broadcast(&p->rcv);
+  pthread_mutex_unlock(&p->mu);
+}
+
+/* Unrefs the result anchors the loop thread has finished with. */
+static void drain_releases(worker *w) {
+  pool *p = w->p;
+  int *rel, n, i;
+  pthread_mutex_lock(&p->mu);
+  rel = w->rel;
+  n = w->nrel;
+  w->rel = NULL;
+  w->nrel = w->caprel = 0;
+  pthread_mutex_unlock(&p->mu);
+  for (i = 0; i < n; i++) luaL_unref(w->L, LUA_REGISTRYINDEX, rel[i]);
+  free(rel);
+}
+
 /* Runs in the worker under lua_pcall. Stack: job, worker. */
 static int job_main(lua_State *L) {
   job *j = lua_touserdata(L, 1);
@@ -275,10 +327,18 @@ static int job_main(lua_State *L) {
   lua_pushcfunction(L, worker_msgh);                       /* 1: msgh */
   push_function(L, w, j);                                  /* 2: fn */
   nargs = lr_copy_decode(L, j->in.p, j->in.n);
+  args_done(j);
   lr_copybuf_free(&j->in);
   if (lua_pcall(L, nargs, LUA_MULTRET, 1) != LUA_OK) return lua_error(L);
   nres = lua_gettop(L) - 1;
-  lr_copy_encode(L, 2, nres, &j->out, "run_in_pool", "results");
+  lua_pushnil(L);
+  lua_insert(L, 2);                                        /* msgh anchor results... */
+  lr_copy_encode_refs(L, 3, nres, &j->out, "run_in_pool", "results", 2);
+  if (lua_istable(L, 2)) {
+    lua_pushvalue(L, 2);
+    j->out_anchor = luaL_ref(L, LUA_REGISTRYINDEX);
+    j->w = w;
+  }
   return 0;
 }
 
@@ -295,6 +355,7 @@ static void set_error(job *j, const char *msg, size_t n) {
 static void run_job(worker *w, job *j) {
   lua_State *L = w->L;
   int st;
+  drain_releases(w);
   lua_settop(L, 0);
   lua_pushcfunction(L, job_main);
   lua_pushlightuserdata(L, j);
@@ -368,12 +429,17 @@ static void *worker_main(void *arg) {
     else p->qtail = NULL;
     j->next = j->prev = NULL;
     __atomic_store_n(&j->state, J_RUNNING, __ATOMIC_RELAXED);
+    j->reading = 1;
     w->busy = 1;
     p->nbusy++;
     pthread_mutex_unlock(&p->mu);
     run_job(w, j);
     pthread_mutex_lock(&p->mu);
   finished:
+    if (j->reading) { /* decoding failed before args_done */
+      j->reading = 0;
+      pthread_cond_broadcast(&p->rcv);
+    }
     w->busy = 0;
     p->nbusy--;
     j->next = NULL;
@@ -455,14 +521,17 @@ static void pool_close(lr_runtime *rt) {
       lua_sethook(p->workers[i].L, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
   pthread_cond_broadcast(&p->cv);
   pthread_mutex_unlock(&p->mu);
+  p->closing = 1;
   for (i = 0; i < p->nworkers; i++) {
     pthread_join(p->workers[i].th, NULL);
     if (p->workers[i].L) lua_close(p->workers[i].L);
+    free(p->workers[i].rel);
   }
   free(p->workers);
   free_list(p->qhead);
   free_list(p->dhead);
   pthread_cond_destroy(&p->cv);
+  pthread_cond_destroy(&p->rcv);
   pthread_mutex_destroy(&p->mu);
   p->async.data = p;
   uv_close((uv_handle_t *)&p->async, free_pool_cb);
@@ -501,6 +570,7 @@ static pool *pool_start(lua_State *L, lr_runtime *rt) {
   }
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->cv, NULL);
+  pthread_cond_init(&p->rcv, NULL);
   uv_async_init(&rt->loop, &p->async, async_cb);
   p->async.data = p;
   uv_unref((uv_handle_t *)&p->async);
@@ -583,6 +653,8 @@ static void pool_cancel(lr_task *t) {
   pool *p = j->p;
   int dequeued = 0;
   pthread_mutex_lock(&p->mu);
+  /* The worker may be reading strings on this task's stack: let it finish (one copy). */
+  while (j->reading) pthread_cond_wait(&p->rcv, &p->mu);
   if (j->state == J_QUEUED) {
     if (j->prev) j->prev->next = j->next;
     else __atomic_store_n(&p->qhead, j->next, __ATOMIC_RELAXED);

@@ -158,6 +158,35 @@ describe("lr.run_in_pool", function()
       end)
     end)
 
+    it("passes long strings (read in place) intact, alone and inside tables", function()
+      run(function()
+        local parts = {}
+        for i = 0, 255 do parts[#parts + 1] = string.char(i) end
+        local long = string.rep(table.concat(parts), 4096) -- 1 MB, every byte value
+        local r1, r2 = lr.run_in_pool(function(s, t)
+          return s .. "!", {body = t.body, again = t.body, n = #t.body}
+        end, long, {body = long})
+        assert.equal(long .. "!", r1)
+        assert.equal(long, r2.body)
+        assert.equal(#long, r2.n)
+      end)
+    end)
+
+    it("a cancel while a worker reads the caller's long strings is safe", function()
+      run(function()
+        for _ = 1, 20 do
+          local t = {s = string.rep("z", 3 * 1024 * 1024)}
+          local task = lr.spawn(lr.run_in_pool, function(x) return #x.s end, t)
+          lr.sleep(0)
+          t.s = nil
+          task:cancel()
+          collectgarbage()
+          pcall(task.wait, task)
+        end
+        assert.equal(5, lr.run_in_pool(function(s) return #s end, string.rep("q", 5)))
+      end)
+    end)
+
     it("copies a large nested structure", function()
       run(function()
         local big = {}
