@@ -34,42 +34,28 @@ typedef struct gather {
   uint32_t where;        /* spawn location reported for the children */
   int ref;               /* registry anchor while children run */
   uint8_t settle, failed, cancelled, map;
-  unsigned char done[];  /* bit i-1: child i has finished */
 } gather;
 
-#define DONE_BIT(g, i) ((g)->done[((i) - 1) >> 3] & (1u << (((i) - 1) & 7)))
-#define SET_DONE(g, i) ((g)->done[((i) - 1) >> 3] |= (unsigned char)(1u << (((i) - 1) & 7)))
 
 static void push_gather(lua_State *L, gather *g) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, g->ref);
 }
 
-/* Cancels every child that is still running. L: any usable thread. A child that the
- * gather spawned is in results[i] while it runs; a task passed in is in inputs[i]. */
+static void cancel_if_mine(lr_task *t, void *g) {
+  if (t->owner == (lr_owner *)g) lr_task_cancel(t);
+}
+
+/* Cancels every child that is still running. Children are found through the
+ * live-task table rather than kept in a table of our own: that would cost 16 bytes a
+ * child for the rare case of an error or a cancel. */
 static void cancel_children(lua_State *L, gather *g) {
-  uint32_t i;
-  push_gather(L, g);
-  lua_getiuservalue(L, -1, UV_RESULTS);
-  lua_getiuservalue(L, -2, UV_INPUTS);
-  for (i = 1; i < g->next; i++) {
-    lr_task *c;
-    if (DONE_BIT(g, i)) continue;
-    lua_rawgeti(L, -2, (lua_Integer)i);
-    if ((c = lr_task_test(L, -1)) == NULL && !g->map) {
-      lua_pop(L, 1);
-      lua_rawgeti(L, -1, (lua_Integer)i);
-      c = lr_task_test(L, -1);
-    }
-    lua_pop(L, 1);
-    if (c) lr_task_cancel(c);
-  }
-  lua_pop(L, 3);
+  (void)L;
+  lr_runtime_each_task(g->rt, cancel_if_mine, g);
 }
 
 /* Records the outcome of child i (task c, done) in the results table at results_idx. */
 static void record(lua_State *L, gather *g, int gidx, uint32_t i, lr_task *c) {
   int ok = c->result == LR_RES_OK;
-  SET_DONE(g, i);
   lua_getiuservalue(L, gidx, UV_RESULTS);
   if (ok || g->settle) {
     if (g->settle) {
@@ -125,9 +111,6 @@ static void start_child(lua_State *L, gather *g, int gidx, uint32_t i) {
   c->flags |= LR_F_WAITED;
   c->owner = &g->base;
   c->owner_idx = i;
-  lua_getiuservalue(L, gidx, UV_RESULTS);
-  lua_insert(L, -2);
-  lua_rawseti(L, -2, (lua_Integer)i);          /* results[i] = child while it runs */
   lua_pop(L, 1);
 }
 
@@ -237,7 +220,7 @@ static int run_group(lua_State *L, lr_task *t, uint32_t n, uint32_t limit, int s
   lr_runtime *rt = t->rt;
   gather *g;
   int gidx;
-  size_t size = sizeof *g + (n + 7) / 8;
+  size_t size = sizeof *g;
   int has_fn = map;
   g = lua_newuserdatauv(L, size, GATHER_NUV);  /* inputs [fn] g */
   memset(g, 0, size);
