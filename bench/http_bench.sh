@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# HTTP client benchmarks, side by side in one run: luarun, Python httpx and aiohttp,
+# Node's fetch and curl --parallel.
+#   (a) 100 x /delay/1 all at once: wall time
+#   (b) 1,000 x /delay/0.1 with 10, 50, 100 at once: wall time
+#   (c) 20,000 small responses from nginx, 64 at once: requests/s and peak RSS,
+#       with wrk -c64 as the ceiling
+# Delays come from bench/http_delay_server.py (asyncio: one loop, no thread per
+# connection). Every server binds 127.0.0.1 and is stopped by its pid.
+#   bash bench/http_bench.sh [a] [b] [c]      (default: all three)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+bash .ci/setup bench
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j2 >/dev/null
+LUARUN=${LUARUN:-$root/build/luarun}
+PY=/usr/bin/python3
+parts=${*:-a b c}
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]+"${pids[@]}"}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+wait_file() { for _ in $(seq 100); do [ -s "$1" ] && return 0; sleep 0.1; done; return 1; }
+
+# ---- servers ----
+$PY bench/http_delay_server.py "$tmp/delay.port" "$tmp/delay.pid" 2>"$tmp/delay.log" &
+wait_file "$tmp/delay.pid" && wait_file "$tmp/delay.port" || { cat "$tmp/delay.log"; exit 1; }
+pids+=("$(cat "$tmp/delay.pid")")
+delay="http://127.0.0.1:$(cat "$tmp/delay.port")"
+
+nginx_port=$($PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$tmp/nginx"
+cat >"$tmp/nginx/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $tmp/nginx/body;
+  proxy_temp_path $tmp/nginx/proxy;
+  fastcgi_temp_path $tmp/nginx/fastcgi;
+  uwsgi_temp_path $tmp/nginx/uwsgi;
+  scgi_temp_path $tmp/nginx/scgi;
+  server {
+    listen 127.0.0.1:$nginx_port;
+    location / { default_type application/json; return 200 '{"ok": true}'; }
+  }
+}
+CONF
+nginx -c "$tmp/nginx/nginx.conf" -p "$tmp/nginx" 2>"$tmp/nginx.log" &
+pids+=("$!")
+for _ in $(seq 100); do
+  bash -c "exec 3<>/dev/tcp/127.0.0.1/$nginx_port" 2>/dev/null && break
+  sleep 0.1
+done
+small="http://127.0.0.1:$nginx_port/small"
+
+# ---- clients: each prints "wall_seconds failures" ----
+run_curl() { # url n limit
+  local cfg=$tmp/curl.cfg i
+  : >"$cfg"
+  for ((i = 0; i < $2; i++)); do printf 'url = "%s"\noutput = "/dev/null"\n' "$1" >>"$cfg"; done
+  local t0 t1
+  t0=$(date +%s.%N)
+  curl --parallel --parallel-immediate --parallel-max "$3" -s -K "$cfg"
+  t1=$(date +%s.%N)
+  awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f 0\n", b - a}'
+}
+client() { # name url n limit
+  case $1 in
+    luarun) "$LUARUN" bench/http_luarun.lua "$2" "$3" "$4" ;;
+    httpx) $PY bench/http_httpx.py "$2" "$3" "$4" ;;
+    aiohttp) $PY bench/http_aiohttp.py "$2" "$3" "$4" ;;
+    node) node bench/http_node.mjs "$2" "$3" "$4" ;;
+    curl) run_curl "$2" "$3" "$4" ;;
+  esac
+}
+clients="luarun httpx aiohttp node curl"
+
+echo "machine: $(nproc) cores, $(uname -r); curl $(curl --version | head -1 | cut -d' ' -f2)," \
+     "node $(node --version), httpx $($PY -c 'import httpx; print(httpx.__version__)')," \
+     "aiohttp $($PY -c 'import aiohttp; print(aiohttp.__version__)')"
+
+if [[ $parts == *a* ]]; then
+  echo
+  echo "(a) 100 x /delay/1, all at once: wall time (s)"
+  echo "| client | wall | failures |"
+  echo "|---|---|---|"
+  for c in $clients; do
+    read -r wall fails < <(client "$c" "$delay/delay/1" 100 100)
+    echo "| $c | $wall | $fails |"
+  done
+fi
+
+if [[ $parts == *b* ]]; then
+  echo
+  echo "(b) 1,000 x /delay/0.1: wall time (s) at 10 / 50 / 100 at once (ideal 10.00 / 2.00 / 1.00)"
+  echo "| client | 10 | 50 | 100 |"
+  echo "|---|---|---|---|"
+  for c in $clients; do
+    row="| $c |"
+    for lim in 10 50 100; do
+      read -r wall fails < <(client "$c" "$delay/delay/0.1" 1000 "$lim")
+      [ "$fails" = 0 ] || wall="$wall ($fails failed)"
+      row="$row $wall |"
+    done
+    echo "$row"
+  done
+fi
+
+if [[ $parts == *c* ]]; then
+  echo
+  echo "(c) 20,000 x small body from nginx, 64 at once: requests/s and peak RSS"
+  echo "| client | wall (s) | requests/s | peak RSS (MB) |"
+  echo "|---|---|---|---|"
+  for c in $clients; do
+    /usr/bin/time -f %M -o "$tmp/rss" bash -c "$(declare -f client run_curl); \
+      LUARUN='$LUARUN' PY='$PY' tmp='$tmp' client $c '$small' 20000 64" >"$tmp/out"
+    read -r wall fails <"$tmp/out"
+    rss=$(awk '{printf "%.1f", $1 / 1024}' "$tmp/rss")
+    rps=$(awk -v w="$wall" 'BEGIN {printf "%.0f", 20000 / w}')
+    [ "$fails" = 0 ] || rps="$rps ($fails failed)"
+    echo "| $c | $wall | $rps | $rss |"
+  done
+  wrk_rps=$(wrk -t2 -c64 -d5s "$small" | awk '/Requests\/sec/ {printf "%.0f", $2}')
+  echo "| wrk -t2 -c64 -d5s (ceiling) | | $wrk_rps | |"
+fi
