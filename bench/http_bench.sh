@@ -71,7 +71,7 @@ run_curl() { # url n limit
   for ((i = 0; i < $2; i++)); do printf 'url = "%s"\noutput = "/dev/null"\n' "$1" >>"$cfg"; done
   local t0 t1
   t0=$(date +%s.%N)
-  curl --parallel --parallel-immediate --parallel-max "$3" -s -K "$cfg"
+  curl --parallel --parallel-immediate --parallel-max "$3" -s --no-progress-meter -K "$cfg" 2>/dev/null
   t1=$(date +%s.%N)
   awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f 0\n", b - a}'
 }
