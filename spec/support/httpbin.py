@@ -1,10 +1,11 @@
 #!/usr/bin/python3
 """A local test server in the manner of httpbin, for spec/http_spec.lua and the demo.
 
-    httpbin.py [--port-file F] [--pid-file F] [--tls CERT KEY] [--port N]
+    httpbin.py [--port-file F] [--pid-file F] [--tls CERT KEY] [--port N] [--watch-pid P]
 
 Binds 127.0.0.1 (an ephemeral port unless --port), writes the port to --port-file
-(atomically) and its pid to --pid-file, then serves until killed. Threaded (one
+(atomically) and its pid to --pid-file, then serves until killed (or until process
+P, given by --watch-pid, is gone). Threaded (one
 daemon thread per connection), HTTP/1.1 with keep-alive. Endpoints:
 
   /get /anything[/...]   echo method, path, args, headers, body, form, json
@@ -245,6 +246,7 @@ def main(argv):
     port_file = pid_file = None
     tls = None
     port = 0
+    watch = None
     i = 1
     while i < len(argv):
         a = argv[i]
@@ -254,6 +256,8 @@ def main(argv):
             pid_file = argv[i + 1]; i += 2
         elif a == "--port":
             port = int(argv[i + 1]); i += 2
+        elif a == "--watch-pid":
+            watch = int(argv[i + 1]); i += 2
         elif a == "--tls":
             tls = (argv[i + 1], argv[i + 2]); i += 3
         else:
@@ -273,7 +277,19 @@ def main(argv):
             f.write("%d\n" % actual)
         os.rename(port_file + ".tmp", port_file)
     print(actual, flush=True)
+    if watch:
+        threading.Thread(target=watchdog, args=(watch,), daemon=True).start()
     srv.serve_forever()
+
+
+def watchdog(pid):
+    """Exits once the process that started us is gone (a spec run that crashed)."""
+    while True:
+        time.sleep(1)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(0)
 
 
 if __name__ == "__main__":

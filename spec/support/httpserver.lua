@@ -46,6 +46,9 @@ function M.httpbin(opts)
   local portf, pidf = dir .. "/port", dir .. "/pid"
   local cmd = q(M.python) .. " " .. q(M.httpbin_py) .. " --port-file " .. q(portf) ..
               " --pid-file " .. q(pidf)
+  local f = assert(io.open("/proc/self/stat"))
+  cmd = cmd .. " --watch-pid " .. f:read("a"):match("^(%d+)")
+  f:close()
   if opts.tls then cmd = cmd .. " --tls " .. q(opts.tls[1]) .. " " .. q(opts.tls[2]) end
   assert(os.execute(cmd .. " >/dev/null 2>&1 &"))
   local port = wait_for(function()
