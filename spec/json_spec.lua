@@ -5,19 +5,7 @@ local function roundtrip(v)
   return json.decode(json.encode(v))
 end
 
--- Deep equality that also compares number subtypes (integer vs float).
-local function same(a, b)
-  if type(a) ~= type(b) then return false end
-  if type(a) == "number" then
-    if math.type(a) ~= math.type(b) then return false end
-    if a ~= a then return b ~= b end
-    return a == b and (a ~= 0 or 1 / a == 1 / b)
-  end
-  if type(a) ~= "table" then return a == b end
-  for k, v in pairs(a) do if not same(v, b[k]) then return false end end
-  for k in pairs(b) do if a[k] == nil then return false end end
-  return true
-end
+local same = require("support.util").same
 
 describe("luarun.json", function()
   describe("encode", function()

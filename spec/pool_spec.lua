@@ -3,25 +3,7 @@ local lr = require "luarun"
 local json = require "luarun.json"
 local util = require "spec.support.util"
 
--- Deep equality that also compares number subtypes, NaN, -0.0 and table identity
--- structure (shared references map to shared references).
-local function same(a, b, seen)
-  seen = seen or {}
-  if type(a) ~= type(b) then return false end
-  if type(a) == "number" then
-    if math.type(a) ~= math.type(b) then return false end
-    if a ~= a then return b ~= b end
-    return a == b and (a ~= 0 or 1 / a == 1 / b)
-  end
-  if type(a) ~= "table" then return a == b end
-  if seen[a] then return seen[a] == b end
-  seen[a] = b
-  for k, v in pairs(a) do
-    if type(k) ~= "table" and not same(v, b[k], seen) then return false end
-  end
-  for k in pairs(b) do if type(k) ~= "table" and a[k] == nil then return false end end
-  return true
-end
+local same = util.same
 
 local function run(fn)
   local res = table.pack(lr.run(fn))

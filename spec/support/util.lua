@@ -49,4 +49,24 @@ function M.luarun(script, args)
   return code, out, err, path
 end
 
+--- Deep equality that also tells integers from floats, NaN, -0.0 and shared
+-- references (cycles included) apart.
+function M.same(a, b, seen)
+  seen = seen or {}
+  if type(a) ~= type(b) then return false end
+  if type(a) == "number" then
+    if math.type(a) ~= math.type(b) then return false end
+    if a ~= a then return b ~= b end
+    return a == b and (a ~= 0 or 1 / a == 1 / b)
+  end
+  if type(a) ~= "table" then return a == b end
+  if seen[a] then return seen[a] == b end
+  seen[a] = b
+  for k, v in pairs(a) do
+    if type(k) ~= "table" and not M.same(v, b[k], seen) then return false end
+  end
+  for k in pairs(b) do if type(k) ~= "table" and a[k] == nil then return false end end
+  return true
+end
+
 return M
