@@ -109,6 +109,10 @@ static const luaL_Reg funcs[] = {
   {"gather", lr_gather},
   {"map", lr_map},
   {"timeout", lr_timeout},
+  {"scope", lr_scope},
+  {"race", lr_race},
+  {"as_completed", lr_as_completed},
+  {"tasks", lr_tasks},
   {"run", l_run},
   {NULL, NULL}
 };
@@ -133,5 +137,8 @@ int luaopen_luarun(lua_State *L) {
   lua_pushliteral(L, LUARUN_VERSION);
   lua_setfield(L, -2, "version");
   lr_pool_install(L);
+  lr_sync_install(L);
+  lr_queue_install(L);
+  lr_scope_register(L);
   return 1;
 }

@@ -12,7 +12,7 @@
 
 #define container_of(p, type, field) ((type *)((char *)(p) - offsetof(type, field)))
 
-static int is_callable(lua_State *L, int idx) {
+int lr_is_callable(lua_State *L, int idx) {
   if (lua_isfunction(L, idx)) return 1;
   if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {
     lua_pop(L, 1);
@@ -207,7 +207,7 @@ static void check_item(lua_State *L, int idx, const char *fname, lua_Integer i, 
                              fname, (int)c->id);
     return;
   }
-  if (!is_callable(L, idx)) {
+  if (!lr_is_callable(L, idx)) {
     if (arg) luaL_typeerror(L, (int)i, "function or task");
     luaL_error(L, "%s: item %d is not a function or task (got %s)", fname, (int)i,
                luaL_typename(L, idx));
@@ -257,7 +257,7 @@ int lr_gather(lua_State *L) {
   uint32_t limit = UINT32_MAX;
   lua_Integer i, n;
   lr_task *t;
-  varargs = !(nargs >= 1 && lua_type(L, 1) == LUA_TTABLE && !is_callable(L, 1));
+  varargs = !(nargs >= 1 && lua_type(L, 1) == LUA_TTABLE && !lr_is_callable(L, 1));
   if (varargs) {
     for (i = 1; i <= nargs; i++) check_item(L, (int)i, "gather", i, 1);
     n = nargs;
@@ -292,7 +292,7 @@ int lr_map(lua_State *L) {
   uint32_t limit;
   lr_task *t;
   luaL_checktype(L, 1, LUA_TTABLE);
-  if (!is_callable(L, 2)) luaL_typeerror(L, 2, "function");
+  if (!lr_is_callable(L, 2)) luaL_typeerror(L, 2, "function");
   limit = opt_limit(L, 3, "map", &settle);
   t = lr_task_current(L, "map");
   lr_task_checkpoint(L, t);
@@ -359,7 +359,7 @@ int lr_timeout(lua_State *L) {
   timeout *m;
   uint64_t deadline;
   if (secs != secs) luaL_argerror(L, 1, "not a number (NaN)");
-  if (!is_callable(L, 2)) luaL_typeerror(L, 2, "function");
+  if (!lr_is_callable(L, 2)) luaL_typeerror(L, 2, "function");
   t = lr_task_current(L, "timeout");
   lr_task_checkpoint(L, t);
   nargs = lua_gettop(L) - 2;

@@ -81,6 +81,7 @@ lr_runtime *lr_runtime_get(lua_State *L) {
   rt->tasks_ref = new_table_ref(L, NULL);
   rt->where_ref = new_table_ref(L, NULL);
   rt->origin_ref = new_table_ref(L, NULL);
+  rt->names_ref = new_table_ref(L, NULL);
   raise_nofile_limit();
   return rt;
 }
@@ -119,15 +120,19 @@ static void describe_parked(lr_task *t, void *arg) {
   luaL_Buffer *b = arg;
   lua_State *L = b->L;
   if (t->state != LR_PARKED) return;
-  /* The buffer sits on L's stack: build each line on the side, then add it. */
+  /* The buffer sits on L's stack: build each entry on the side, then add it.
+   *   task 7 "consumer" (spawned at x.lua:12)
+   *     waits on Queue:get, queue empty
+   *     stack traceback: ... (indented) */
   lua_pushliteral(L, "\n  ");
   lr_report_push_taskname(L, t);
-  lua_pushliteral(L, ", waiting at:");
+  lua_pushliteral(L, "\n    waits on ");
+  lr_task_push_waiting(L, t);
+  lua_pushliteral(L, "\n    ");
   luaL_traceback(L, t->co, NULL, 0);
-  lua_pushliteral(L, "\n");
-  lua_concat(L, 5);
   luaL_gsub(L, lua_tostring(L, -1), "\n", "\n    ");
   lua_remove(L, -2);
+  lua_concat(L, 6);
   luaL_addvalue(b);
 }
 

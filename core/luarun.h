@@ -30,7 +30,8 @@ typedef struct lr_waitq {
 enum lr_state { LR_READY = 1, LR_RUNNING, LR_PARKED, LR_DONE };
 enum lr_result { LR_RES_NONE = 0, LR_RES_OK, LR_RES_FAILED, LR_RES_CANCELLED };
 /* Why a parked task was woken: its continuation reads this. */
-enum lr_wake { LR_WAKE_NONE = 0, LR_WAKE_DONE, LR_WAKE_TIMEOUT, LR_WAKE_CANCELLED };
+enum lr_wake { LR_WAKE_NONE = 0, LR_WAKE_DONE, LR_WAKE_TIMEOUT, LR_WAKE_CANCELLED,
+               LR_WAKE_CLOSED /* the queue it waited on was closed */ };
 
 /* Task flags. */
 #define LR_F_CANCEL 0x01   /* cancel requested: every wait from now on raises */
@@ -38,10 +39,15 @@ enum lr_wake { LR_WAKE_NONE = 0, LR_WAKE_DONE, LR_WAKE_TIMEOUT, LR_WAKE_CANCELLE
 #define LR_F_WAITED 0x04   /* someone observes the outcome: no unhandled report */
 #define LR_F_STARTED 0x08  /* the body has been entered */
 #define LR_F_MAIN 0x10     /* the main task of lr.run / the CLI */
+#define LR_F_NAMED 0x20    /* has a name in the runtime's names table (tasks.c) */
 
 /* Called when a parked task is cancelled. It must detach the task from whatever
  * would wake it and wake it (or arrange for it to be woken later). */
 typedef void (*lr_cancel_fn)(lr_task *t);
+
+/* Pushes onto L a short text saying what parked task t waits on ("Queue:get, queue
+ * empty"). Runs on the loop's thread, for reports and lr.tasks(). */
+typedef void (*lr_describe_fn)(lua_State *L, lr_task *t);
 
 /* Something that owns child tasks (gather, timeout) and hears when one ends. */
 struct lr_owner {
@@ -114,6 +120,7 @@ struct lr_runtime {
   volatile sig_atomic_t interrupted; /* SIGINT seen */
   int closing;
   int origin_ref;        /* registry: {err, report} of the last error relayed by wait */
+  int names_ref;         /* registry: task names, keyed by light userdata (tasks.c) */
   lua_State *running_co; /* the thread executing Lua right now (for SIGINT) */
   lr_closer closers[LR_MAX_CLOSERS]; /* subsystems to shut down, last first */
   int ncloser;
@@ -148,6 +155,15 @@ lr_task *lr_task_current(lua_State *L, const char *fname);
 /* Parks the current task: yields to the scheduler with continuation k. */
 int lr_task_park(lua_State *L, lr_task *t, lr_cancel_fn on_cancel, lua_KContext ctx,
                  lua_KFunction k);
+/* As lr_task_park, and says what the task waits on for reports: describe is kept
+ * beside the cancel hook (one pair per kind of wait). */
+int lr_task_park_on(lua_State *L, lr_task *t, lr_cancel_fn on_cancel, lr_describe_fn describe,
+                    lua_KContext ctx, lua_KFunction k);
+/* The describe function of the hook t is parked with, or NULL. */
+lr_describe_fn lr_task_describer(lr_task *t);
+/* The task whose code runs on L (also inside its own coroutines, and in its <close>
+ * handlers while it unwinds), or NULL. Never raises. */
+lr_task *lr_task_self(lua_State *L);
 /* Moves a parked task to the ready queue with the given wake reason. */
 void lr_task_wake(lr_task *t, int why);
 /* Requests cancellation; wakes the task if it is parked. */
@@ -163,6 +179,8 @@ int lr_task_push_results(lua_State *L, lr_task *t, int first_only);
 int lr_task_push_values(lua_State *L, lr_task *t, int max);
 void lr_task_push_error(lua_State *L, lr_task *t);
 void lr_task_push_report(lua_State *L, lr_task *t);
+/* "ready", "running", "waiting", "done", "failed" or "cancelled". */
+const char *lr_task_state_name(lr_task *t);
 /* Pushes the task's userdata. */
 void lr_task_push_self(lua_State *L, lr_task *t);
 
@@ -176,6 +194,33 @@ void lr_waitq_cancel(lr_task *t);
 int lr_gather(lua_State *L);
 int lr_map(lua_State *L);
 int lr_timeout(lua_State *L);
+
+/* True if the value at idx is a function or has __call. */
+int lr_is_callable(lua_State *L, int idx);
+
+/* ---- scope.c: structured groups (the Lua functions lr.scope/race/as_completed) ---- */
+int lr_scope(lua_State *L);
+int lr_race(lua_State *L);
+int lr_as_completed(lua_State *L);
+void lr_scope_register(lua_State *L);
+
+/* ---- sync.c and queue.c: Semaphore, Lock, Event, RateLimit, Queue ---- */
+/* Sets the constructors on the luarun module table at the top of L's stack. */
+void lr_sync_install(lua_State *L);
+void lr_queue_install(lua_State *L);
+
+/* ---- tasks.c: names, lr.tasks(), and the task dump (SIGQUIT) ---- */
+/* Pushes the name given with task:set_name, or nil. */
+void lr_task_push_name(lua_State *L, lr_task *t);
+/* Forgets t's name (its userdata is being collected). */
+void lr_task_forget_name(lua_State *L, lr_task *t);
+/* Pushes what parked task t waits on ("sleep, 0.25 s left", "Queue:get, queue empty"). */
+void lr_task_push_waiting(lua_State *L, lr_task *t);
+/* Writes every live task (name, state, wait, spawn site, traceback) to stderr. */
+void lr_tasks_dump(lr_runtime *rt);
+int lr_tasks(lua_State *L);
+int lr_task_name(lua_State *L);
+int lr_task_set_name(lua_State *L);
 
 /* ---- timer.c: sleeping tasks ---- */
 void lr_timer_init(lr_runtime *rt);

@@ -24,27 +24,33 @@ const char *lr_report_tostring(lua_State *L, int idx) {
   return lua_tostring(L, -1);
 }
 
+/* "task 7", "task 7 \"fetcher\"" with a name, then " (spawned at file:line)". */
 void lr_report_push_taskname(lua_State *L, lr_task *t) {
-  if (t->flags & LR_F_MAIN) {
-    lua_pushliteral(L, "main task");
-    return;
-  }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, t->rt->where_ref);
-  lua_rawgeti(L, -1, (lua_Integer)t->where);
-  lua_remove(L, -2);
-  if (lua_type(L, -1) == LUA_TSTRING && lua_rawlen(L, -1) > 2) {
-    /* luaL_where gives "file:line: ": drop the ": " */
-    size_t n;
-    const char *w = lua_tolstring(L, -1, &n);
-    lua_pushfstring(L, "task %d (spawned at ", (int)t->id);
-    lua_pushlstring(L, w, n - 2);
-    lua_pushliteral(L, ")");
-    lua_concat(L, 3);
+  int top = lua_gettop(L);
+  if (t->flags & LR_F_MAIN) lua_pushliteral(L, "main task");
+  else lua_pushfstring(L, "task %d", (int)t->id);
+  if (t->flags & LR_F_NAMED) {
+    lr_task_push_name(L, t);
+    lua_pushfstring(L, " \"%s\"", lua_tostring(L, -1));
     lua_remove(L, -2);
-  } else {
-    lua_pop(L, 1);
-    lua_pushfstring(L, "task %d", (int)t->id);
   }
+  if (!(t->flags & LR_F_MAIN)) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->rt->where_ref);
+    lua_rawgeti(L, -1, (lua_Integer)t->where);
+    lua_remove(L, -2);
+    if (lua_type(L, -1) == LUA_TSTRING && lua_rawlen(L, -1) > 2) {
+      /* luaL_where gives "file:line: ": drop the ": " */
+      size_t n;
+      const char *w = lua_tolstring(L, -1, &n);
+      lua_pushliteral(L, " (spawned at ");
+      lua_pushlstring(L, w, n - 2);
+      lua_pushliteral(L, ")");
+      lua_remove(L, -4);
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  lua_concat(L, lua_gettop(L) - top);
 }
 
 void lr_report_push_traceback(lua_State *L, lua_State *co, lr_task *t) {

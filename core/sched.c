@@ -5,6 +5,7 @@
  * done it is also anchored in the runtime's live-task table (slot t->ref), so a task
  * nobody references still runs to the end.
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include "luarun.h"
@@ -230,24 +231,27 @@ static void cancel_default(lr_task *t) {
 }
 
 /* Cancel hooks are kept in one table and a task stores a byte: 7 bytes a task saved.
- * Only the loop's thread parks tasks, so the table needs no lock. */
+ * Beside each hook, what a task parked with it waits on, for reports. Only the loop's
+ * thread parks tasks, so the table needs no lock. */
 #define MAX_HOOKS 64
 static lr_cancel_fn hooks[MAX_HOOKS] = {cancel_default};
+static lr_describe_fn describers[MAX_HOOKS];
 static int nhooks = 1;
 
-static uint8_t hook_index(lua_State *L, lr_cancel_fn fn) {
+static uint8_t hook_index(lua_State *L, lr_cancel_fn fn, lr_describe_fn describe) {
   int i;
-  if (fn == NULL) return 0;
+  if (fn == NULL) fn = cancel_default;
   for (i = 0; i < nhooks; i++)
-    if (hooks[i] == fn) return (uint8_t)i;
+    if (hooks[i] == fn && describers[i] == describe) return (uint8_t)i;
   if (nhooks == MAX_HOOKS) luaL_error(L, "luarun: too many kinds of cancel hook");
   hooks[nhooks] = fn;
+  describers[nhooks] = describe;
   return (uint8_t)nhooks++;
 }
 
-int lr_task_park(lua_State *L, lr_task *t, lr_cancel_fn on_cancel, lua_KContext ctx,
-                 lua_KFunction k) {
-  t->hook = hook_index(L, on_cancel);
+int lr_task_park_on(lua_State *L, lr_task *t, lr_cancel_fn on_cancel, lr_describe_fn describe,
+                    lua_KContext ctx, lua_KFunction k) {
+  t->hook = hook_index(L, on_cancel, describe);
   /* A task woken before it parks (sleep(0), a result already there) stays ready. */
   if (t->state == LR_RUNNING) {
     t->state = LR_PARKED;
@@ -255,6 +259,19 @@ int lr_task_park(lua_State *L, lr_task *t, lr_cancel_fn on_cancel, lua_KContext 
   }
   lua_pushlightuserdata(L, LR_SENTINEL);
   return lua_yieldk(L, 1, ctx, k);
+}
+
+int lr_task_park(lua_State *L, lr_task *t, lr_cancel_fn on_cancel, lua_KContext ctx,
+                 lua_KFunction k) {
+  return lr_task_park_on(L, t, on_cancel, NULL, ctx, k);
+}
+
+lr_describe_fn lr_task_describer(lr_task *t) {
+  return describers[t->hook];
+}
+
+lr_task *lr_task_self(lua_State *L) {
+  return (lr_task *)(*(uintptr_t *)lua_getextraspace(L) & ~(uintptr_t)1);
 }
 
 void lr_task_wake(lr_task *t, int why) {
@@ -518,6 +535,23 @@ static int wait_k(lua_State *L, int status, lua_KContext ctx) {
   return lr_task_push_results(L, target, 0);
 }
 
+#define container_of(p, type, field) ((type *)((char *)(p) - offsetof(type, field)))
+
+static void wait_describe(lua_State *L, lr_task *t) {
+  lr_task *target = container_of(t->inq, lr_task, waiters);
+  if (t->inq == NULL) {
+    lua_pushliteral(L, "task:wait()");
+    return;
+  }
+  lua_pushliteral(L, "task:wait() on ");
+  lr_report_push_taskname(L, target);
+  lua_concat(L, 2);
+}
+
+static void wait_cancel(lr_task *t) {
+  lr_task_wake(t, LR_WAKE_CANCELLED);
+}
+
 static int task_wait(lua_State *L) {
   lr_task *target = lr_task_check(L, 1);
   lr_task *self;
@@ -527,7 +561,7 @@ static int task_wait(lua_State *L) {
   if (self == target) return luaL_error(L, "wait: a task cannot wait for itself");
   lr_task_checkpoint(L, self);
   lr_waitq_push(&target->waiters, self);
-  return lr_task_park(L, self, NULL, (lua_KContext)target, wait_k);
+  return lr_task_park_on(L, self, wait_cancel, wait_describe, (lua_KContext)target, wait_k);
 }
 
 static int task_cancel(lua_State *L) {
@@ -540,7 +574,7 @@ static int task_done(lua_State *L) {
   return 1;
 }
 
-static const char *state_name(lr_task *t) {
+const char *lr_task_state_name(lr_task *t) {
   switch (t->state) {
     case LR_READY: return "ready";
     case LR_RUNNING: return "running";
@@ -552,7 +586,7 @@ static const char *state_name(lr_task *t) {
 }
 
 static int task_status(lua_State *L) {
-  lua_pushstring(L, state_name(lr_task_check(L, 1)));
+  lua_pushstring(L, lr_task_state_name(lr_task_check(L, 1)));
   return 1;
 }
 
@@ -563,14 +597,16 @@ static int task_id(lua_State *L) {
 
 static int task_tostring(lua_State *L) {
   lr_task *t = lr_task_check(L, 1);
-  lua_pushfstring(L, "luarun.Task %d (%s)", (int)t->id, state_name(t));
+  lua_pushfstring(L, "luarun.Task %d (%s)", (int)t->id, lr_task_state_name(t));
   return 1;
 }
 
 /* A done task's slot holds its outcome until nobody references the task. */
 static int task_gc(lua_State *L) {
   lr_task *t = lua_touserdata(L, 1);
-  if (t->state == LR_DONE && t->ref > 0 && !t->rt->closing) live_release(L, t->rt, t);
+  if (t->rt->closing) return 0;
+  if (t->flags & LR_F_NAMED) lr_task_forget_name(L, t);
+  if (t->state == LR_DONE && t->ref > 0) live_release(L, t->rt, t);
   return 0;
 }
 
@@ -580,6 +616,8 @@ static const luaL_Reg task_methods[] = {
   {"done", task_done},
   {"status", task_status},
   {"id", task_id},
+  {"name", lr_task_name},
+  {"set_name", lr_task_set_name},
   {NULL, NULL}
 };
 

@@ -1,0 +1,193 @@
+/* tasks.c: what the live tasks are doing, for people: names, lr.tasks(), and the
+ * task dump that SIGQUIT (Ctrl-\) prints while the process keeps running.
+ *
+ * Names live in a registry table keyed by the task's address, not in the task: most
+ * tasks never get one, and a task's struct is kept small on purpose (see luarun.h).
+ */
+#include <stdio.h>
+#include <string.h>
+#include "luarun.h"
+
+static void push_names(lua_State *L, lr_runtime *rt) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->names_ref);
+}
+
+void lr_task_push_name(lua_State *L, lr_task *t) {
+  if (!(t->flags & LR_F_NAMED)) {
+    lua_pushnil(L);
+    return;
+  }
+  push_names(L, t->rt);
+  lua_rawgetp(L, -1, t);
+  lua_remove(L, -2);
+}
+
+void lr_task_forget_name(lua_State *L, lr_task *t) {
+  push_names(L, t->rt);
+  lua_pushnil(L);
+  lua_rawsetp(L, -2, t);
+  lua_pop(L, 1);
+  t->flags &= (uint8_t)~LR_F_NAMED;
+}
+
+/* task:name() -> the name given with set_name, or "task N". */
+int lr_task_name(lua_State *L) {
+  lr_task *t = lr_task_check(L, 1);
+  lr_task_push_name(L, t);
+  if (lua_isnil(L, -1)) lua_pushfstring(L, "task %d", (int)t->id);
+  return 1;
+}
+
+/* task:set_name(name) -> task: the name shows in error reports, the deadlock report,
+ * the task dump and lr.tasks(). nil removes it. */
+int lr_task_set_name(lua_State *L) {
+  lr_task *t = lr_task_check(L, 1);
+  if (lua_isnoneornil(L, 2)) {
+    if (t->flags & LR_F_NAMED) lr_task_forget_name(L, t);
+  } else {
+    luaL_checktype(L, 2, LUA_TSTRING);
+    push_names(L, t->rt);
+    lua_pushvalue(L, 2);
+    lua_rawsetp(L, -2, t);
+    lua_pop(L, 1);
+    t->flags |= LR_F_NAMED;
+  }
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* Pushes "file:line" where t was spawned, or nil. */
+static void push_spawned_at(lua_State *L, lr_task *t) {
+  size_t n;
+  const char *w;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->rt->where_ref);
+  lua_rawgeti(L, -1, (lua_Integer)t->where);
+  lua_remove(L, -2);
+  w = lua_tolstring(L, -1, &n);
+  if (w == NULL || n <= 2) {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    return;
+  }
+  lua_pushlstring(L, w, n - 2); /* luaL_where's "file:line: " without ": " */
+  lua_remove(L, -2);
+}
+
+void lr_task_push_waiting(lua_State *L, lr_task *t) {
+  lr_describe_fn describe;
+  lua_Debug ar;
+  if (t->state != LR_PARKED) {
+    lua_pushnil(L);
+    return;
+  }
+  describe = lr_task_describer(t);
+  if (describe) {
+    describe(L, t);
+  } else if (t->heap_idx) {
+    uint64_t now = uv_hrtime();
+    double left = t->deadline > now ? (double)(t->deadline - now) / 1e9 : 0.0;
+    char buf[48];
+    snprintf(buf, sizeof buf, "sleep, %.3f s left", left);
+    lua_pushstring(L, buf);
+  } else if (t->co && lua_getstack(t->co, 0, &ar) && lua_getinfo(t->co, "n", &ar) &&
+             ar.name) {
+    /* Parked by a call that does not describe itself: name the call. */
+    lua_pushfstring(L, "%s()", ar.name);
+  } else {
+    lua_pushliteral(L, "a luarun call");
+  }
+}
+
+/* Pushes the record of one task: {id, name, state, waiting, spawned_at, traceback,
+ * main, task}. */
+static void push_record(lua_State *L, lr_task *t) {
+  lua_createtable(L, 0, 8);
+  lua_pushinteger(L, (lua_Integer)t->id);
+  lua_setfield(L, -2, "id");
+  lr_task_push_name(L, t);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    if (t->flags & LR_F_MAIN) lua_pushliteral(L, "main task");
+    else lua_pushfstring(L, "task %d", (int)t->id);
+  }
+  lua_setfield(L, -2, "name");
+  lua_pushstring(L, lr_task_state_name(t));
+  lua_setfield(L, -2, "state");
+  lr_task_push_waiting(L, t);
+  lua_setfield(L, -2, "waiting");
+  push_spawned_at(L, t);
+  lua_setfield(L, -2, "spawned_at");
+  if (t->co) {
+    luaL_traceback(L, t->co, NULL, 0);
+    lua_setfield(L, -2, "traceback");
+  }
+  lua_pushboolean(L, (t->flags & LR_F_MAIN) != 0);
+  lua_setfield(L, -2, "main");
+  lr_task_push_self(L, t);
+  lua_setfield(L, -2, "task");
+}
+
+typedef struct collect {
+  lua_State *L;
+  lua_Integer n;
+} collect;
+
+static void collect_one(lr_task *t, void *arg) {
+  collect *c = arg;
+  push_record(c->L, t);
+  lua_rawseti(c->L, -2, ++c->n);
+}
+
+/* lr.tasks() -> an array of records of every live task, in spawn order. */
+int lr_tasks(lua_State *L) {
+  lr_runtime *rt = lr_runtime_get(L);
+  collect c = {L, 0};
+  luaL_checkstack(L, 10, "tasks");
+  lua_createtable(L, (int)rt->live, 0);
+  lr_runtime_each_task(rt, collect_one, &c);
+  /* Slots are reused, so sort by id to list them in spawn order. */
+  lua_getglobal(L, "table");
+  if (lua_getfield(L, -1, "sort") == LUA_TFUNCTION && c.n > 1) {
+    lua_pushvalue(L, -3);
+    luaL_loadstring(L, "local a, b = ... return a.id < b.id");
+    lua_call(L, 2, 0);
+  } else {
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return 1;
+}
+
+static void dump_one(lr_task *t, void *arg) {
+  lua_State *L = arg;
+  int top = lua_gettop(L), rec;
+  push_record(L, t);
+  rec = lua_gettop(L);
+  lua_pushliteral(L, "  ");
+  lr_report_push_taskname(L, t);
+  lua_pushfstring(L, ": %s", lr_task_state_name(t));
+  if (lua_getfield(L, rec, "waiting") == LUA_TSTRING) {
+    lua_pushliteral(L, " on ");
+    lua_insert(L, -2);
+  } else {
+    lua_pop(L, 1);
+  }
+  if (lua_getfield(L, rec, "traceback") == LUA_TSTRING) {
+    luaL_gsub(L, lua_tostring(L, -1), "\n", "\n    ");
+    lua_remove(L, -2);
+  } else {
+    lua_pop(L, 1);
+  }
+  lua_pushliteral(L, "\n");
+  lua_concat(L, lua_gettop(L) - rec);
+  fputs(lua_tostring(L, -1), stderr);
+  lua_settop(L, top);
+}
+
+void lr_tasks_dump(lr_runtime *rt) {
+  lua_State *L = rt->L;
+  if (!lua_checkstack(L, 20)) return;
+  fprintf(stderr, "luarun: %zu live task%s\n", rt->live, rt->live == 1 ? "" : "s");
+  lr_runtime_each_task(rt, dump_one, L);
+  fflush(stderr);
+}
