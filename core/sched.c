@@ -379,7 +379,8 @@ void lr_task_push_self(lua_State *L, lr_task *t) {
     lua_pushvalue(rt->L, rt->current_idx);
     lua_xmove(rt->L, L, 1);
   } else if (t->co && t->state != LR_RUNNING) {
-    lua_pushvalue(t->co, LR_CO_SELF);
+    /* see run_task: index 1 before the first run, the top afterwards */
+    lua_pushvalue(t->co, (t->flags & LR_F_STARTED) ? -1 : LR_CO_SELF);
     lua_xmove(t->co, L, 1);
   } else {
     lua_pushnil(L);
@@ -468,6 +469,9 @@ static void finish(lr_runtime *rt, lr_task *t, int status, int nres) {
   }
   while ((w = t->waiters.head) != NULL) lr_task_wake(w, LR_WAKE_DONE);
   if (t->owner) t->owner->child_done(t->owner, t);
+  /* The main task failed: the run is over, so the others are cancelled (their
+   * cleanup runs) rather than waited for. */
+  if ((t->flags & LR_F_MAIN) && t->result == LR_RES_FAILED) lr_runtime_cancel_all(rt);
 }
 
 /* A task cancelled before it ever ran ends without running its body. */
@@ -477,6 +481,12 @@ static void finish_unstarted(lr_runtime *rt, lr_task *t) {
   finish(rt, t, LR_NEVER_RAN, 1);
 }
 
+/* Where a task's userdata is while the task does not run: at index 1 of its thread
+ * until it first runs (the base frame); afterwards, index 1 names the first argument
+ * of whatever C function it is suspended in, so the driver keeps the userdata on top
+ * of the suspended thread's stack instead, and takes it off before resuming it (the
+ * stack a continuation sees is exactly what it left). This costs no memory: a
+ * thread's stack has room to spare. */
 static void run_task(lr_runtime *rt, lr_task *t) {
   lua_State *co = t->co;
   int nargs = 0, nres = 0, status;
@@ -487,18 +497,15 @@ static void run_task(lr_runtime *rt, lr_task *t) {
       return;
     }
     nargs = lua_gettop(co) - 2; /* self, fn, args */
+    lua_pushvalue(co, LR_CO_SELF);
   }
   t->state = LR_RUNNING;
   rt->current = t;
   rt->running_co = co;
-  /* The running task's userdata waits on the driver's stack for lr.current(): from
-   * inside the task, index 1 of its own stack cannot be addressed. */
-  lua_pushvalue(co, LR_CO_SELF);
+  /* The running task's userdata waits on the driver's stack for lr.current(). */
   lua_xmove(co, rt->L, 1);
   rt->current_idx = lua_gettop(rt->L);
   status = lua_resume(co, rt->from, nargs, &nres);
-  lua_settop(rt->L, rt->current_idx - 1);
-  rt->current_idx = 0;
   rt->running_co = NULL;
   rt->current = NULL;
   if (status == LUA_YIELD) {
@@ -511,8 +518,15 @@ static void run_task(lr_runtime *rt, lr_task *t) {
       t->state = LR_PARKED;
       lr_task_wake(t, LR_WAKE_DONE);
     }
+    lua_checkstack(co, 1);
+    lua_pushvalue(rt->L, rt->current_idx);
+    lua_xmove(rt->L, co, 1); /* the userdata, kept on top while suspended */
+    lua_settop(rt->L, rt->current_idx - 1);
+    rt->current_idx = 0;
     return;
   }
+  lua_settop(rt->L, rt->current_idx - 1);
+  rt->current_idx = 0;
   finish(rt, t, status, nres);
 }
 

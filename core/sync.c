@@ -166,7 +166,9 @@ static int permits_with(lua_State *L) {
   permits *p = check_permits(L, 1);
   int nargs = lua_gettop(L) - 2;
   lr_task *t;
-  if (!lr_is_callable(L, 2)) luaL_typeerror(L, 2, "function");
+  if (!lr_is_callable(L, 2))
+    return luaL_error(L, "with: bad argument #1 (function expected, got %s)",
+                      luaL_typename(L, 2));
   t = waiting_task(L, "with");
   if (p->lock && p->owner == t)
     return luaL_error(L, "with: this task holds the lock already (acquiring it again "
