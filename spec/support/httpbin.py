@@ -26,6 +26,7 @@ daemon thread per connection), HTTP/1.1 with keep-alive. Endpoints:
   /json, /invalid-json   a JSON document / text that is not JSON
   /basic-auth/U/P        200 with the right credentials, else 401
   /stats                 {"connections": accepted so far, "requests": served so far}
+  /links/N/I             an HTML page linking to /links/N/0 .. N-1 (but I)
 """
 import gzip
 import json
@@ -230,6 +231,15 @@ class Handler(BaseHTTPRequestHandler):
         if name == "stats":
             with LOCK:
                 return self.send_json(dict(STATS))
+        if name == "links":
+            # /links/N/I: an HTML page linking to every page /links/N/0..N-1 but itself
+            # (a small site for crawler examples, as httpbin.org's /links).
+            self.body_bytes()
+            n, me = int(arg), int(parts[2]) if len(parts) > 2 else 0
+            links = "".join('<a href="/links/%d/%d">%d</a> ' % (n, i, i)
+                            for i in range(n) if i != me)
+            page = "<html><head><title>Links</title></head><body>%s</body></html>" % links
+            return self.send(200, page.encode(), "text/html")
         self.body_bytes()
         return self.send_json({"error": "not found", "path": u.path}, status=404)
 
