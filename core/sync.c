@@ -52,7 +52,8 @@ static void cancel_waiter(lr_task *t) {
 typedef struct permits {
   lr_waitq q;
   lua_Integer count, max;
-  lr_task *owner;        /* Lock: the holder, or NULL */
+  uint32_t owner;        /* Lock: the holder's task id, or 0 (an id, not a pointer:
+                            a holder may end, and be collected, holding the lock) */
   uint8_t lock;
 } permits;
 
@@ -66,10 +67,8 @@ static permits *check_permits(lua_State *L, int idx) {
 static void permits_describe(lua_State *L, lr_task *t) {
   permits *p = container_of(t->inq, permits, q);
   if (p->lock) {
-    lua_pushliteral(L, "Lock:acquire, held by ");
-    if (p->owner) lr_report_push_taskname(L, p->owner);
-    else lua_pushliteral(L, "nobody");
-    lua_concat(L, 2);
+    if (p->owner) lua_pushfstring(L, "Lock:acquire, held by task %d", (int)p->owner);
+    else lua_pushliteral(L, "Lock:acquire");
   } else {
     lua_pushfstring(L, "Semaphore:acquire, 0 of %d permits free", (int)p->max);
   }
@@ -93,13 +92,13 @@ static int acquire_k(lua_State *L, int status, lua_KContext ctx) {
 static int permits_acquire(lua_State *L) {
   permits *p = check_permits(L, 1);
   lr_task *t = waiting_task(L, "acquire");
-  if (p->lock && p->owner == t)
+  if (p->lock && p->owner == t->id)
     return luaL_error(L, "acquire: this task holds the lock already (acquiring it again "
                       "would wait forever)");
   lua_settop(L, 1);
   if (p->count > 0 && p->q.head == NULL) {
     p->count--;
-    if (p->lock) p->owner = t;
+    if (p->lock) p->owner = t->id;
     return 1;
   }
   lr_waitq_push(&p->q, t);
@@ -111,18 +110,19 @@ static int permits_acquire(lua_State *L) {
 static const char *permits_give(permits *p, lr_task *self) {
   lr_task *w;
   if (p->lock) {
-    if (p->owner == NULL) return "release: the lock is not held";
-    if (p->owner != self) return "release: the lock is held by another task";
+    if (p->owner == 0) return "release: the lock is not held";
+    if (self == NULL || p->owner != self->id)
+      return "release: the lock is held by another task";
   } else if (p->count >= p->max) {
     return "release: released more times than acquired";
   }
   w = lr_waitq_pop(&p->q);
   if (w) {
-    if (p->lock) p->owner = w;
+    if (p->lock) p->owner = w->id;
     lr_task_wake(w, LR_WAKE_DONE);
   } else {
     p->count++;
-    if (p->lock) p->owner = NULL;
+    if (p->lock) p->owner = 0;
   }
   return NULL;
 }
@@ -170,12 +170,12 @@ static int permits_with(lua_State *L) {
     return luaL_error(L, "with: bad argument #1 (function expected, got %s)",
                       luaL_typename(L, 2));
   t = waiting_task(L, "with");
-  if (p->lock && p->owner == t)
+  if (p->lock && p->owner == t->id)
     return luaL_error(L, "with: this task holds the lock already (acquiring it again "
                       "would wait forever)");
   if (p->count > 0 && p->q.head == NULL) {
     p->count--;
-    if (p->lock) p->owner = t;
+    if (p->lock) p->owner = t->id;
     return with_acquired_k(L, LUA_OK, (lua_KContext)nargs << 1);
   }
   lr_waitq_push(&p->q, t);

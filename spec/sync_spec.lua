@@ -187,6 +187,23 @@ describe("lr.Lock", function()
   end)
 end)
 
+describe("lr.Lock, forgotten", function()
+  it("a lock its holder never released shows in the deadlock report", function()
+    local util = require "support.util"
+    local code, _, err = util.luarun([[
+local lr = require "luarun"
+local lock = lr.Lock()
+local holder = lr.spawn(function() lock:acquire() end)
+holder:wait()
+collectgarbage()
+lr.spawn(function() lock:acquire() end):set_name("second")
+]])
+    assert.are.equal(1, code)
+    assert.matches('"second"', err, 1, true)
+    assert.matches("waits on Lock:acquire, held by task 2", err, 1, true)
+  end)
+end)
+
 describe("lr.Event", function()
   it("wakes every waiter when set; waits after that return at once", function()
     run(function()
