@@ -38,6 +38,7 @@ static int l_sleep(lua_State *L) {
     if (deadline != UINT64_MAX && lr_timer_add(t->rt, t, deadline) != 0)
       return luaL_error(L, "sleep: out of memory");
   }
+  if (t->rt->trace && s > 0) lr_trace_begin(t, LR_TRACE_SLEEP, NULL, NULL, s);
   return lr_task_park(L, t, NULL, (lua_KContext)t, sleep_k);
 }
 

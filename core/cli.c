@@ -5,6 +5,7 @@
  * The chunk runs as the main task; the process exits when it and every task it
  * spawned are done: 0, or 1 after an uncaught or unhandled error, or 130 after Ctrl-C.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,12 @@ static void usage(FILE *f) {
     "Runs a Lua 5.4 script as a task on an event loop (luarun %s).\n"
     "  script.lua   the script to run ('-' reads it from standard input)\n"
     "  -e CODE      run CODE instead of a script\n"
+    "  --debug[=MS] report tasks that run longer than MS (default 100) without\n"
+    "               yielding, with where they are stuck (also LUARUN_DEBUG=1,\n"
+    "               LUARUN_DEBUG_MS=MS)\n"
+    "  --trace FILE write a timeline of the tasks at exit: Chrome trace JSON for\n"
+    "               Perfetto, or a waterfall page if FILE ends in .html (also\n"
+    "               LUARUN_TRACE=FILE)\n"
     "  -v, --version  print the version\n"
     "  -h, --help     print this help\n"
     "Modules: luarun (tasks, sleep, gather, timeout), luarun.http, luarun.fs,\n"
@@ -31,6 +38,8 @@ struct opts {
   const char *code;   /* -e */
   int script;         /* index in argv of the script (or "-"), 0 if none */
   int first_arg;      /* index in argv of the first script argument */
+  int debug;          /* --debug: 1 + threshold in ms (0: off) */
+  const char *trace;  /* --trace FILE */
 };
 
 /* Returns 0 to run, 1 when done (help/version), -1 on a usage error. */
@@ -53,6 +62,20 @@ static int parse(int argc, char **argv, struct opts *o) {
       o->code = argv[++i];
       o->first_arg = i + 1;
       return 0;
+    } else if (strcmp(a, "--debug") == 0 || strncmp(a, "--debug=", 8) == 0) {
+      char *end = NULL;
+      long ms = a[7] ? strtol(a + 8, &end, 10) : 0;
+      if (a[7] && (end == a + 8 || *end || ms < 1 || ms > 3600000)) {
+        fprintf(stderr, "%s: '--debug=MS' needs a number of milliseconds\n", progname);
+        return -1;
+      }
+      o->debug = 1 + (int)ms;
+    } else if (strcmp(a, "--trace") == 0 || strncmp(a, "--trace=", 8) == 0) {
+      if (a[7] == '\0' && i + 1 >= argc) {
+        fprintf(stderr, "%s: '--trace' needs a file name\n", progname);
+        return -1;
+      }
+      o->trace = a[7] ? a + 8 : argv[++i];
     } else if (strcmp(a, "--") == 0) {
       if (i + 1 < argc) o->script = i + 1;
       break;
@@ -91,6 +114,21 @@ static int load_chunk(lua_State *L, const struct opts *o, char **argv) {
   return luaL_loadfile(L, argv[o->script]); /* skips a #! first line */
 }
 
+/* --trace: fail now, not after the run, if the file cannot be written. */
+static int start_trace(lr_runtime *rt, const char *path) {
+  FILE *f = fopen(path, "wb");
+  if (f == NULL) {
+    fprintf(stderr, "%s: --trace: cannot write %s: %s\n", progname, path, strerror(errno));
+    return -1;
+  }
+  fclose(f);
+  if (lr_trace_open(rt, path) != 0) {
+    fprintf(stderr, "%s: --trace: out of memory\n", progname);
+    return -1;
+  }
+  return 0;
+}
+
 struct run {
   int argc;
   char **argv;
@@ -107,6 +145,12 @@ static int pmain(lua_State *L) {
   luaL_requiref(L, "luarun", luaopen_luarun, 0);
   lua_pop(L, 1);
   rt = lr_runtime_get(L);
+  if (r->o.trace && start_trace(rt, r->o.trace) != 0) {
+    r->status = 1;
+    return 0;
+  }
+  if (r->o.debug && lr_watchdog_start(rt, (unsigned)(r->o.debug - 1)) != 0)
+    fprintf(stderr, "%s: --debug: cannot start the watchdog thread\n", progname);
   make_arg_table(L, r->argc, r->argv, &r->o);
   if (load_chunk(L, &r->o, r->argv) != LUA_OK) {
     fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));

@@ -485,6 +485,7 @@ int lr_fs_start(lua_State *L, lr_fs *r, lr_fs_result push) {
     r->status = rc;
     return finish(L, r);
   }
+  if (r->rt->trace) lr_trace_fs(r);
   lr_waitq_push(&r->q, t);
   return lr_task_park(L, t, fs_cancel, (lua_KContext)r, fs_k);
 }

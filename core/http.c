@@ -227,6 +227,7 @@ static void drain(lr_http_client *c) {
     r->result = res;
     r->done = 1;
     r->finished = uv_hrtime();
+    if (c->rt->trace) lr_trace_http(r, 0);
     if (r->task) lr_task_wake(r->task, LR_WAKE_DONE);
   }
 }
@@ -518,6 +519,7 @@ void lr_http_req_cancel(lr_task *t) {
       req_removed(c, r);
     }
   }
+  if (c->rt->trace) lr_trace_http(r, 1);
   lr_task_wake(t, LR_WAKE_CANCELLED);
 }
 

@@ -82,6 +82,7 @@ lr_runtime *lr_runtime_get(lua_State *L) {
   rt->where_ref = new_table_ref(L, NULL);
   rt->origin_ref = new_table_ref(L, NULL);
   rt->names_ref = new_table_ref(L, NULL);
+  lr_observe_init(rt);
   raise_nofile_limit();
   return rt;
 }
@@ -194,6 +195,7 @@ int lr_runtime_run_main(lua_State *L, lr_runtime *rt, int nargs, int *nres) {
   t->flags |= LR_F_MAIN | LR_F_WAITED;
   rt->main = t;
   rc = lr_runtime_drive(rt);
+  if (rt->trace) lr_trace_write(rt);
   rt->running = 0;
   rt->main = NULL;
   if (rc < 0) {

@@ -124,6 +124,10 @@ struct lr_runtime {
   lua_State *running_co; /* the thread executing Lua right now (for SIGINT) */
   lr_closer closers[LR_MAX_CLOSERS]; /* subsystems to shut down, last first */
   int ncloser;
+  /* observe: --trace and --debug (trace.c, watchdog.c); NULL/0 when off */
+  struct lr_trace *trace;
+  struct lr_watchdog *watchdog;
+  uint8_t observe;       /* trace or watchdog on: the scheduler calls lr_observe_* */
 };
 
 /* The yield value that marks "parked by luarun" as opposed to a user coroutine.yield. */
@@ -367,6 +371,38 @@ unsigned lr_pool_size(lr_runtime *rt);
 /* Before the pool starts: size (0: default) and per-worker memory cap in bytes (0:
  * none). Returns 0, or -1 if the pool already runs with other settings. */
 int lr_pool_configure(lr_runtime *rt, unsigned size, size_t mem_limit);
+
+/* ---- observe: trace.c (--trace, LUARUN_TRACE) and watchdog.c (--debug) ----
+ * Every hook is called behind one `if (rt->trace)` / `if (rt->observe)` test, so a
+ * run without --trace or --debug pays one predictable branch per site. */
+struct lr_http_req;
+enum { LR_TRACE_WAIT = 0, LR_TRACE_SLEEP, LR_TRACE_POOL, LR_TRACE_FS, LR_TRACE_HTTP };
+/* Reads LUARUN_TRACE, LUARUN_DEBUG and LUARUN_DEBUG_MS (lr_runtime_get). */
+void lr_observe_init(lr_runtime *rt);
+/* Around each resume of a task (sched.c run_task), when rt->observe. */
+void lr_observe_resume(lr_runtime *rt, lr_task *t);
+void lr_observe_yield(lr_runtime *rt, lr_task *t);
+/* Starts tracing into path (.html: a waterfall page, else Chrome trace JSON). Returns
+ * 0, or -1 if out of memory. */
+int lr_trace_open(lr_runtime *rt, const char *path);
+void lr_trace_spawn(lr_runtime *rt, lr_task *t);
+void lr_trace_done(lr_runtime *rt, lr_task *t);
+/* Opens a span of kind LR_TRACE_* for what t is about to wait on (strings copied,
+ * may be NULL; x: sleep seconds). The span ends when t is next resumed, or at
+ * lr_trace_end (a wait that ended without parking). */
+void lr_trace_begin(lr_task *t, int kind, const char *s1, const char *s2, double x);
+void lr_trace_end(lr_task *t);
+/* A file request is about to park its task (fs.c). */
+void lr_trace_fs(lr_fs *r);
+/* An HTTP transfer of r->task ended (or was cancelled): url, status, times. */
+void lr_trace_http(struct lr_http_req *r, int cancelled);
+/* Writes the trace file with everything recorded so far (end of each run). */
+void lr_trace_write(lr_runtime *rt);
+/* Starts the blocked-loop watchdog: reports runs longer than ms without a yield.
+ * Returns 0, or -1 if the thread cannot start. */
+int lr_watchdog_start(lr_runtime *rt, unsigned ms);
+void lr_watchdog_resume(lr_runtime *rt, lr_task *t);
+void lr_watchdog_yield(lr_runtime *rt, lr_task *t);
 
 /* ---- embedded Lua parts (generated at build time from lua/) ---- */
 /* Sets package.preload entries for every embedded Lua module. */

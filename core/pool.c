@@ -675,6 +675,7 @@ int lr_pool_call(lua_State *L, lr_task *t, int kind, lr_copybuf *code, lr_copybu
   job *j = calloc(1, sizeof *j);
   int spin;
   if (j == NULL) return luaL_error(L, "run_in_pool: out of memory");
+  if (t->rt->trace) lr_trace_begin(t, LR_TRACE_POOL, kind == LR_POOL_NAME ? code->p : NULL, NULL, 0);
   j->p = p;
   j->kind = kind;
   j->task = t;
@@ -693,6 +694,7 @@ int lr_pool_call(lua_State *L, lr_task *t, int kind, lr_copybuf *code, lr_copybu
   spin = p->qhead == j && p->nbusy < (int)p->nworkers && t->rt->ready.head == NULL;
   pthread_mutex_unlock(&p->mu);
   if (spin && spin_for_result(p, j)) {
+    if (t->rt->trace) lr_trace_end(t);
     j->task = NULL;
     return finish_job(L, j);
   }
