@@ -42,6 +42,7 @@ typedef struct ev {
 /* Per task id: what is open on its track. */
 typedef struct tstate {
   uint64_t spawn, run_start, wait_start;
+  char *what;            /* owned: what the open unlabelled wait is on, or NULL */
   uint32_t open;         /* index + 1 of its open labelled span, or 0 */
   uint32_t parent;
   uint8_t waiting;       /* an unlabelled wait is open since wait_start */
@@ -103,8 +104,12 @@ static void close_open(lr_trace *tr, tstate *s, uint32_t tid, uint64_t now) {
     s->open = 0;
   }
   if (s->waiting) {
+    long i = -1;
     s->waiting = 0;
-    if (now - s->wait_start >= MIN_SLICE_NS) add_ev(tr, LR_TRACE_WAIT, tid, s->wait_start, now);
+    if (now - s->wait_start >= MIN_SLICE_NS) i = add_ev(tr, LR_TRACE_WAIT, tid, s->wait_start, now);
+    if (i >= 0) tr->evs[i].s1 = s->what;
+    else free(s->what);
+    s->what = NULL;
   }
 }
 
@@ -143,6 +148,7 @@ static void free_trace(lr_runtime *rt) {
     free(tr->evs[i].s3);
   }
   free(tr->evs);
+  for (i = 0; i < tr->capts; i++) free(tr->ts[i].what);
   free(tr->ts);
   free(tr->path);
   free(tr);
@@ -172,8 +178,17 @@ void lr_observe_yield(lr_runtime *rt, lr_task *t) {
     if (s != NULL) {
       if (now - s->run_start >= MIN_SLICE_NS) add_ev(tr, EV_RUN, t->id, s->run_start, now);
       if (lua_status(t->co) == LUA_YIELD) { /* parked (not finished): a wait begins */
-        if (s->open) tr->evs[s->open - 1].start = now;
-        else s->waiting = 1, s->wait_start = now;
+        if (s->open) {
+          tr->evs[s->open - 1].start = now;
+        } else {
+          s->waiting = 1;
+          s->wait_start = now;
+          if (t->state == LR_PARKED) { /* say on what: "Queue:get, queue empty" */
+            lr_task_push_waiting(rt->L, t);
+            s->what = dup_str(lua_tostring(rt->L, -1));
+            lua_pop(rt->L, 1);
+          }
+        }
       }
     }
   }
@@ -263,6 +278,8 @@ void lr_trace_http(struct lr_http_req *r, int cancelled) {
   if (t == NULL || (s = task_state(tr = t->rt->trace, t->id)) == NULL) return;
   start = s->waiting && s->wait_start > r->started ? s->wait_start : r->started;
   s->waiting = 0;
+  free(s->what);
+  s->what = NULL;
   if (s->open) close_open(tr, s, t->id, uv_hrtime());
   if ((i = add_ev(tr, LR_TRACE_HTTP, t->id, start, r->finished ? r->finished : uv_hrtime())) < 0)
     return;
@@ -436,6 +453,9 @@ static void write_event(sbuf *b, lr_trace *tr, const ev *e, uint64_t now) {
     case LR_TRACE_SLEEP:
       put_key(b, "seconds");
       putf(b, "%.6g", e->x);
+      break;
+    case LR_TRACE_WAIT:
+      if (e->s1) put_key(b, "on"), put_str(b, e->s1);
       break;
     case LR_TRACE_POOL:
       put_key(b, "function");

@@ -47,9 +47,6 @@ struct lr_watchdog {
   uint64_t gen;           /* odd while a task runs */
   uint64_t start;         /* hrtime of the current resume */
   pthread_t loop;
-  uint32_t task_id;
-  uint16_t where;
-  uint8_t is_main;
   /* One report's handshake, by generation. */
   uint64_t signalled;     /* the watchdog asked for a traceback */
   uint64_t armed;         /* the signal handler set the hook */
@@ -57,10 +54,11 @@ struct lr_watchdog {
   uint64_t c_noted;       /* the watchdog printed the "inside a C function" note */
   lua_State *hooked;      /* loop thread: the thread carrying our hook, or NULL */
   lr_task *task;          /* loop thread: the task running now */
-  /* Spawn locations ("file:line") as C strings by t->where, for the watchdog's own
-   * note, which cannot use Lua. Under mu. */
-  char **where_str;
-  uint32_t nwhere;
+  /* The running task's name ("task 3 \"fetch\" (spawned at x.lua:5)"), for the
+   * watchdog's own note, which cannot use Lua. Under mu. */
+  lr_task *named;         /* the task name[] belongs to */
+  uint32_t named_id;
+  char name[256];
 };
 
 /* The watchdog the signal handler serves (one per process). */
@@ -115,45 +113,24 @@ static void on_signal(int sig) {
 
 /* ---- the scheduler's side (loop thread) ---- */
 
-/* Copies the spawn location `where` into where_str for the watchdog thread. */
-static void learn_where(lr_watchdog *wd, lr_runtime *rt, uint16_t where) {
+/* Copies the task's name for the watchdog thread (a task resumed again and again
+ * keeps its copy). */
+static void remember_name(lr_watchdog *wd, lr_runtime *rt, lr_task *t) {
   lua_State *L = rt->L;
-  char *s = NULL;
-  size_t n;
-  const char *w;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->where_ref);
-  lua_rawgeti(L, -1, (lua_Integer)where);
-  w = lua_tolstring(L, -1, &n);
-  if (w && n > 2 && (s = malloc(n - 1)) != NULL) { /* "file:line: " without ": " */
-    memcpy(s, w, n - 2);
-    s[n - 2] = 0;
-  }
-  lua_pop(L, 2);
+  lr_report_push_taskname(L, t);
   pthread_mutex_lock(&wd->mu);
-  if (where >= wd->nwhere) {
-    uint32_t cap = wd->nwhere ? wd->nwhere : 64;
-    char **p;
-    while (cap <= where) cap *= 2;
-    if ((p = realloc(wd->where_str, cap * sizeof *p)) != NULL) {
-      memset(p + wd->nwhere, 0, (cap - wd->nwhere) * sizeof *p);
-      wd->where_str = p;
-      wd->nwhere = cap;
-    }
-  }
-  if (where < wd->nwhere && wd->where_str[where] == NULL) wd->where_str[where] = s, s = NULL;
+  snprintf(wd->name, sizeof wd->name, "%s", lua_tostring(L, -1));
+  wd->named = t;
+  wd->named_id = t->id;
   pthread_mutex_unlock(&wd->mu);
-  free(s);
+  lua_pop(L, 1);
 }
 
 void lr_watchdog_resume(lr_runtime *rt, lr_task *t) {
   lr_watchdog *wd = rt->watchdog;
-  if (t->where && (t->where >= wd->nwhere || wd->where_str[t->where] == NULL))
-    learn_where(wd, rt, t->where);
+  if (wd->named != t || wd->named_id != t->id) remember_name(wd, rt, t);
   wd->task = t;
   __atomic_store_n(&wd->loop, pthread_self(), __ATOMIC_RELAXED);
-  __atomic_store_n(&wd->task_id, t->id, __ATOMIC_RELAXED);
-  __atomic_store_n(&wd->where, t->where, __ATOMIC_RELAXED);
-  __atomic_store_n(&wd->is_main, (uint8_t)((t->flags & LR_F_MAIN) != 0), __ATOMIC_RELAXED);
   __atomic_store_n(&wd->start, uv_hrtime(), __ATOMIC_RELAXED);
   __atomic_fetch_add(&wd->gen, 1, __ATOMIC_SEQ_CST); /* odd: running */
 }
@@ -196,15 +173,7 @@ void lr_watchdog_yield(lr_runtime *rt, lr_task *t) {
 
 /* Prints the note for a task stuck where no hook can run. Called with mu held. */
 static void note_stuck(lr_watchdog *wd, uint64_t g, uint64_t ran) {
-  char name[512];
-  uint32_t id = __atomic_load_n(&wd->task_id, __ATOMIC_RELAXED);
-  uint16_t where = __atomic_load_n(&wd->where, __ATOMIC_RELAXED);
-  if (__atomic_load_n(&wd->is_main, __ATOMIC_RELAXED))
-    snprintf(name, sizeof name, "main task");
-  else if (where < wd->nwhere && wd->where_str[where])
-    snprintf(name, sizeof name, "task %u (spawned at %s)", (unsigned)id, wd->where_str[where]);
-  else
-    snprintf(name, sizeof name, "task %u", (unsigned)id);
+  const char *name = wd->name; /* set before this run began (mu held) */
   if (LOAD(&wd->armed) == g)
     fprintf(stderr, "luarun: blocked loop: %s has been running for %u ms without yielding "
             "(threshold %u ms), inside a C function that blocks (os.execute, io.read, a C "
@@ -256,7 +225,6 @@ static void *wd_main(void *arg) {
 
 static void wd_close(lr_runtime *rt) {
   lr_watchdog *wd = rt->watchdog;
-  uint32_t i;
   if (wd == NULL) return;
   pthread_mutex_lock(&wd->mu);
   wd->stop = 1;
@@ -264,8 +232,6 @@ static void wd_close(lr_runtime *rt) {
   pthread_mutex_unlock(&wd->mu);
   pthread_join(wd->th, NULL);
   if (active == wd) active = NULL; /* the handler stays installed and does nothing */
-  for (i = 0; i < wd->nwhere; i++) free(wd->where_str[i]);
-  free(wd->where_str);
   pthread_cond_destroy(&wd->cv);
   pthread_mutex_destroy(&wd->mu);
   free(wd);

@@ -187,6 +187,28 @@ describe("--trace", function()
     assert_nested(tr)
   end)
 
+  it("names tracks after the tasks' names and says what other waits were on", function()
+    local out = tmpfile(".json")
+    local code, o, err = run([[
+      local lr = require "luarun"
+      local q = lr.Queue(1)
+      local c = lr.spawn(function() return q:get() end)
+      c:set_name("consumer")
+      lr.sleep(0.02)
+      q:put(42)
+      print(c:wait())
+    ]], out)
+    assert.are.equal(0, code, err)
+    assert.are.equal("42\n", o)
+    local tr = load_trace(out)
+    os.remove(out)
+    assert.is_truthy(tr.names[2]:find('^task 2 "consumer" %(spawned at '), tr.names[2])
+    local on
+    for _, e in ipairs(tr.spans.wait) do if e.tid == 2 then on = e.args.on end end
+    assert.are.equal("Queue:get, queue empty", on)
+    assert_nested(tr)
+  end)
+
   it("escapes strings so any path reads back (and cannot end the HTML's script)", function()
     local out = tmpfile(".json")
     local weird = "/nonexistent/q\"b\\s\n</script><b>&\1\xff"
