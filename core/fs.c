@@ -1,22 +1,29 @@
 /* fs.c: file requests on libuv's thread pool, for luarun.fs.
  *
- * Every call is one lr_fs request that drives one or more uv_fs_* requests in turn:
- * read_file is open, fstat, read..., close; an atomic write_file is open (a temporary
- * file), write..., fsync, close, rename. The steps chain inside the libuv callback,
- * without touching Lua, and the task is woken once, when the whole call has ended.
+ * Most calls are one lr_fs request around a uv_fs_t: stat, rename, file:read... are
+ * one uv_fs_* request each; mkdir with parents and file:write of a large string
+ * chain several inside the libuv callback, without touching Lua, and the task is
+ * woken once, when the whole call has ended.
+ *
+ * read_file and write_file are instead one job each (open, fstat, read..., close;
+ * open, write..., fsync, close, rename), run with plain system calls by this file's
+ * own runners on the thread pool (see "the job queue" below).
  *
  * Cancellation: the cancel hook marks the request orphaned (task = NULL), asks libuv
- * to drop it if it is still queued, and wakes the task at once. The request lives on
- * until libuv calls back: then the step machine stops, undoes what it must (closes an
- * fd that arrived late, removes a temporary file) and frees the request. Memory
- * handed to libuv (buffers, paths) is ours again only in that callback.
+ * to drop it if it is still queued (or takes a job back from the queue), and wakes
+ * the task at once. The request lives on until libuv or the runner is done with it:
+ * then it undoes what it must (closes an fd that arrived late, removes a temporary
+ * file) and is freed. Memory handed to libuv (buffers, paths) is ours again only in
+ * that callback.
  *
  * Write data is never handed to libuv straight from the Lua string: the string is
  * alive only while its task waits, so each chunk is first copied into the request's
- * own buffer, and an orphaned write never reads memory the collector may free.
+ * own buffer, and an orphaned write never reads memory the collector may free
+ * (write_file jobs: see write_file_job).
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -32,12 +39,12 @@
 #define READ_CHUNK ((size_t)32 << 20)  /* largest single read of read_file */
 #define WRITE_CHUNK ((size_t)4 << 20)  /* write data copied and written per step */
 #define FIRST_CAP ((size_t)64 << 10)   /* read_file's buffer when the size is unknown */
+#define SMALL_CAP ((size_t)8 << 10)    /* read_file's buffer given by the loop thread */
 #define TEMP_TRIES 8
 #define HUGE_MIN ((size_t)8 << 20)     /* blocks worth huge pages */
 
 /* The steps of a request. Single calls (stat, rename...) have one step: S_ONE. */
-enum { S_ONE = 1, S_OPEN, S_FSTAT, S_READ, S_WRITE, S_FSYNC, S_CLOSE, S_RENAME,
-       S_UNLINK, S_MKDIR, S_STAT };
+enum { S_ONE = 1, S_OPEN, S_WRITE, S_CLOSE, S_MKDIR, S_STAT, S_STAGED, S_PENDING };
 
 static void fs_cb(uv_fs_t *req);
 
@@ -87,7 +94,10 @@ lr_fs *lr_fs_new(lr_runtime *rt, lr_task *t, int op, const char *path, const cha
   return r;
 }
 
+static int keep_spare(lr_fs *r);
+
 void lr_fs_free(lr_fs *r) {
+  if (r->buf && r->jobq && r->cap == SMALL_CAP && keep_spare(r)) r->buf = NULL;
   uv_fs_req_cleanup(&r->req);
   if (r->file) lr_file_unref(r->file);
   free(r->path);
@@ -138,30 +148,58 @@ static int write_chunk(lr_fs *r, uv_file fd) {
   return uv_fs_write(&r->rt->loop, &r->req, fd, &b, 1, off, fs_cb);
 }
 
-/* read_file: reads the next chunk at the end of the data so far, growing the buffer. */
-static int read_chunk(lr_fs *r) {
-  size_t n;
-  uv_buf_t b;
-  if (r->len == r->cap) {
-    size_t cap = r->cap < FIRST_CAP ? FIRST_CAP : r->cap * 2;
-    char *p = realloc(r->buf, cap);
-    if (p == NULL) return UV_ENOMEM;
-    r->buf = p;
-    r->cap = cap;
-  }
-  n = r->cap - r->len;
-  if (n > READ_CHUNK) n = READ_CHUNK;
-  r->pos = n;
-  b = uv_buf_init(r->buf + r->len, (unsigned int)n);
-  r->step = S_READ;
-  return uv_fs_read(&r->rt->loop, &r->req, r->fd, &b, 1, (int64_t)r->len, fs_cb);
-}
-
 static int close_fd(lr_fs *r) {
   uv_file fd = r->fd;
   r->fd = -1;
   r->step = S_CLOSE;
   return uv_fs_close(&r->rt->loop, &r->req, fd, fs_cb);
+}
+
+/* ---- read_file and write_file: one thread-pool job each ----
+ *
+ * The whole call (open, fstat, read... or open, write..., fsync, rename, close) runs
+ * as plain system calls on one libuv worker: one queue round trip and one loop wakeup
+ * per call instead of one per step. The job touches only the request (never Lua)
+ * and ends with r->status (0 or a negative errno, which is libuv's code on Unix).
+ *
+ * Cancellation sets r->cancelled: the job stops at its next chunk boundary, and an
+ * atomic write removes its temporary file instead of renaming it. The task does not
+ * wait for that (the job is orphaned and frees the request when it ends) except while
+ * a write job still reads a borrowed Lua string (below).
+ *
+ * Write data: up to COPY_MAX bytes are copied into r->buf before the job is queued.
+ * A longer string is read in place (r->borrowed): it is anchored on the parked
+ * task's stack, so the cancel hook waits (lend_mu) until the job is done with it.
+ * Only regular files are written from the string directly; for anything else (a pipe
+ * could block forever) the job first copies it, so that wait stays short. */
+
+#define COPY_MAX ((size_t)256 << 10)  /* write data copied before the job starts */
+#define LONG_JOB ((size_t)1 << 20)     /* bytes after which a job tells the loop first */
+
+static pthread_mutex_t lend_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t lend_cv = PTHREAD_COND_INITIALIZER;
+
+static int is_cancelled(lr_fs *r) {
+  return __atomic_load_n(&r->cancelled, __ATOMIC_ACQUIRE);
+}
+
+static void flush(lr_fs *r);
+
+/* The job is done with the borrowed write data (worker thread). */
+static void give_back(lr_fs *r) {
+  if (!__atomic_load_n(&r->borrowed, __ATOMIC_ACQUIRE)) return;
+  pthread_mutex_lock(&lend_mu);
+  __atomic_store_n(&r->borrowed, 0, __ATOMIC_RELEASE);
+  pthread_cond_broadcast(&lend_cv);
+  pthread_mutex_unlock(&lend_mu);
+}
+
+/* The cancel hook: waits until the job no longer reads the task's string. */
+static void wait_given_back(lr_fs *r) {
+  if (!__atomic_load_n(&r->borrowed, __ATOMIC_ACQUIRE)) return;
+  pthread_mutex_lock(&lend_mu);
+  while (__atomic_load_n(&r->borrowed, __ATOMIC_ACQUIRE)) pthread_cond_wait(&lend_cv, &lend_mu);
+  pthread_mutex_unlock(&lend_mu);
 }
 
 /* write_file atomic: a new name for the temporary file beside the target. */
@@ -187,15 +225,400 @@ static int temp_name(lr_fs *r) {
   return 0;
 }
 
-static int open_target(lr_fs *r) {
-  const char *p = r->path;
-  int rc;
-  if (r->op == LR_FS_WRITE_FILE && (r->opts & LR_FS_ATOMIC)) {
-    if ((rc = temp_name(r)) < 0) return rc;
-    p = r->path2;
+/* Reads fd to its end into r->buf (r->len bytes). Returns 0 or a negative errno. */
+static int read_all(lr_fs *r, int fd, const struct stat *st) {
+  /* A regular file's size, plus one byte so that an unchanged file ends in a short
+   * read; /proc files say 0, so they start small and grow. */
+  int regular = S_ISREG(st->st_mode) && st->st_size > 0;
+  size_t want = regular ? (size_t)st->st_size + 1 : FIRST_CAP;
+  if (want > LONG_JOB) flush(r);
+  if (want > r->cap) { /* no spare buffer (runner_cb), or it is too small */
+    if (want < SMALL_CAP) want = SMALL_CAP; /* it may become a spare */
+    free(r->buf);
+    r->cap = 0;
+    if ((r->buf = malloc(want)) == NULL) return UV_ENOMEM;
+    r->cap = want;
   }
-  r->step = S_OPEN;
-  return uv_fs_open(&r->rt->loop, &r->req, p, r->flags, r->mode, fs_cb);
+  for (;;) {
+    size_t n = r->cap - r->len;
+    ssize_t got;
+    if (n == 0) {
+      char *p = realloc(r->buf, r->cap * 2);
+      if (p == NULL) return UV_ENOMEM;
+      r->buf = p;
+      r->cap *= 2;
+      continue;
+    }
+    if (n > READ_CHUNK) n = READ_CHUNK;
+    if (is_cancelled(r)) return UV_ECANCELED;
+    got = read(fd, r->buf + r->len, n);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) return -errno;
+    r->len += (size_t)got;
+    if (got == 0 || (regular && (size_t)got < n)) return 0;
+  }
+}
+
+static void read_file_job(lr_fs *r) {
+  struct stat st;
+  int fd = open(r->path, O_RDONLY | O_CLOEXEC), rc;
+  if (fd < 0) {
+    r->status = -errno;
+    return;
+  }
+  rc = fstat(fd, &st) < 0 ? -errno : read_all(r, fd, &st);
+  close(fd);
+  r->status = rc;
+}
+
+/* Writes all of the data to fd, chunk by chunk. Returns 0 or a negative errno. */
+static int write_all(lr_fs *r, int fd) {
+  const char *p = r->buf ? r->buf : r->data;
+  size_t pos = 0;
+  while (pos < r->dlen) {
+    size_t n = r->dlen - pos;
+    ssize_t put;
+    if (n > WRITE_CHUNK) n = WRITE_CHUNK;
+    if (is_cancelled(r)) return UV_ECANCELED;
+    put = write(fd, p + pos, n);
+    if (put < 0 && errno == EINTR) continue;
+    if (put < 0) return -errno;
+    if (put == 0) return UV_EIO;
+    pos += (size_t)put;
+  }
+  return 0;
+}
+
+/* Borrowed data goes to a regular file straight from the string; to anything else
+ * through a copy, so that the cancel hook never waits on a blocked pipe. */
+static int take_data(lr_fs *r, int fd) {
+  struct stat st;
+  if (!r->borrowed || (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))) return 0;
+  if ((r->buf = malloc(r->dlen)) == NULL) return UV_ENOMEM;
+  memcpy(r->buf, r->data, r->dlen);
+  give_back(r);
+  return 0;
+}
+
+static void write_file_job(lr_fs *r) {
+  int atomic = (r->opts & LR_FS_ATOMIC) != 0, tries = 0, fd, rc;
+  if (atomic || r->dlen > LONG_JOB) flush(r); /* an fsync, or much to write */
+  for (;;) {
+    if (atomic && (rc = temp_name(r)) < 0) goto done;
+    fd = open(atomic ? r->path2 : r->path, r->flags | O_CLOEXEC, r->mode);
+    if (fd >= 0 || errno != EEXIST || !atomic || ++tries >= TEMP_TRIES) break;
+  }
+  if (fd < 0) {
+    rc = -errno;
+    goto done;
+  }
+  if ((rc = take_data(r, fd)) == 0) rc = write_all(r, fd);
+  give_back(r);
+  if (rc == 0 && atomic && fsync(fd) < 0) rc = -errno;
+  if (close(fd) < 0 && rc == 0 && errno != EINTR) rc = -errno;
+  if (atomic) {
+    if (rc == 0 && is_cancelled(r)) rc = UV_ECANCELED;
+    if (rc == 0 && rename(r->path2, r->path) < 0) rc = -errno;
+    if (rc < 0) unlink(r->path2);
+  }
+done:
+  give_back(r);
+  r->status = rc;
+}
+
+/* ---- the job queue: runners on libuv's thread pool ----
+ *
+ * Jobs are not handed to libuv one by one: with a uv_work_t each, every job costs a
+ * wake-up of a pool thread and one of the loop, and 2,000 small reads spend more on
+ * those (futexes, eventfd, epoll; worse on a loaded machine) than on their system
+ * calls. Instead a runtime keeps one queue; up to MAX_RUNNERS "runners" (uv_work_t
+ * jobs) take requests from it until it is empty, and hand finished ones back through
+ * the done list: the loop is told (q->async) when a batch of BATCH is ready or the
+ * oldest has waited LATENCY_NS, before a job that may take long (a large file, an
+ * fsync), and otherwise by libuv's own completion of the runner when the queue runs
+ * dry. At most MAX_RUNNERS pool threads are busy with files, so the others stay free
+ * for getaddrinfo and uv_fs calls. */
+
+#define MAX_RUNNERS 4
+#define BATCH 32
+#define LATENCY_NS 200000u
+#define MAX_SPARE 64
+
+typedef struct lr_fsq {
+  lr_runtime *rt;
+  struct lr_fsq *next;       /* queues of other runtimes */
+  uv_async_t async;          /* runners -> loop: done requests to deliver */
+  pthread_mutex_t mu;        /* guards the fields below up to `alive` */
+  lr_fs *todo, *todo_tail;   /* waiting for a runner (step S_PENDING) */
+  int ntodo;
+  lr_fs *done, *done_tail;   /* finished, not yet delivered */
+  uint64_t done_since;       /* hrtime of the oldest in done */
+  int ndone, notified;
+  int runners;               /* runner loops going */
+  int closing;               /* the runtime closes: no more async sends */
+  /* Loop thread only: requests of this turn of the scheduler, handed over together
+   * just before the loop polls (prep), so that a burst costs one hand-over. */
+  lr_fs *staged, *staged_tail;
+  int nstaged;
+  uv_prepare_t prep;
+  /* Small read buffers to reuse (mu): a buffer malloc'd by a worker and freed by the
+   * loop thread costs more (arena locks, fresh pages) than reading 4 KiB into it. */
+  char *spare[MAX_SPARE];
+  int nspare;
+  int alive;                 /* runner jobs whose after_work is to come */
+  int nclosed;               /* handles (async, prep) closed */
+} fsq;
+
+typedef struct runner {
+  uv_work_t work;
+  fsq *q;
+} runner;
+
+static fsq *queues; /* touched by loop threads only, one runtime per loop thread */
+
+static int max_runners(void) {
+  static int n;
+  if (n == 0) {
+    const char *e = getenv("LR_FS_JOBS");
+    n = e && atoi(e) > 0 ? atoi(e) : MAX_RUNNERS;
+  }
+  return n;
+}
+
+static void push_done(fsq *q, lr_fs *r) {
+  r->next_job = NULL;
+  if (q->done_tail) q->done_tail->next_job = r;
+  else q->done = r, q->done_since = uv_hrtime();
+  q->done_tail = r;
+  q->ndone++;
+}
+
+/* Tells the loop about the done list (q->mu held). */
+static void notify_locked(fsq *q) {
+  if (q->ndone == 0 || q->notified || q->closing) return;
+  q->notified = 1;
+  uv_async_send(&q->async);
+}
+
+/* A job is about to do something that may take long: deliver what is done first. */
+static void flush(lr_fs *r) {
+  fsq *q = r->jobq;
+  pthread_mutex_lock(&q->mu);
+  notify_locked(q);
+  pthread_mutex_unlock(&q->mu);
+}
+
+static void runner_cb(uv_work_t *w) {
+  fsq *q = ((runner *)w)->q;
+  pthread_mutex_lock(&q->mu);
+  for (;;) {
+    lr_fs *r = q->todo;
+    if (r == NULL) break;
+    if ((q->todo = r->next_job) == NULL) q->todo_tail = NULL;
+    q->ntodo--;
+    r->step = S_ONE; /* running: the cancel hook can no longer take it back */
+    if (r->op == LR_FS_READ_FILE && q->nspare > 0) {
+      r->buf = q->spare[--q->nspare];
+      r->cap = SMALL_CAP;
+    }
+    pthread_mutex_unlock(&q->mu);
+    if (r->op == LR_FS_READ_FILE) read_file_job(r);
+    else write_file_job(r);
+    pthread_mutex_lock(&q->mu);
+    push_done(q, r);
+    if (q->todo && (q->ndone >= BATCH || uv_hrtime() - q->done_since > LATENCY_NS))
+      notify_locked(q);
+  }
+  q->runners--; /* libuv's completion of this runner delivers the rest */
+  pthread_mutex_unlock(&q->mu);
+}
+
+static void end(lr_fs *r);
+
+/* Hands the done requests to their tasks (loop thread). */
+static void drain(fsq *q) {
+  lr_fs *r;
+  pthread_mutex_lock(&q->mu);
+  r = q->done;
+  q->done = q->done_tail = NULL;
+  q->ndone = q->notified = 0;
+  pthread_mutex_unlock(&q->mu);
+  while (r) {
+    lr_fs *next = r->next_job;
+    if (q->rt->closing) lr_fs_free(r); /* nothing will resume a task any more */
+    else end(r);
+    r = next;
+  }
+}
+
+static void maybe_free_queue(fsq *q) {
+  fsq **pp;
+  if (q->nclosed < 2 || q->alive > 0) return;
+  for (pp = &queues; *pp != q; pp = &(*pp)->next) {}
+  *pp = q->next;
+  while (q->nspare > 0) free(q->spare[--q->nspare]);
+  pthread_mutex_destroy(&q->mu);
+  free(q);
+}
+
+static void runner_done_cb(uv_work_t *w, int status) {
+  fsq *q = ((runner *)w)->q;
+  (void)status; /* runners are never cancelled */
+  free(w);
+  q->alive--;
+  drain(q);
+  maybe_free_queue(q);
+}
+
+static void async_cb(uv_async_t *a) {
+  drain(container_of(a, fsq, async));
+}
+
+static void closed_cb(uv_handle_t *h) {
+  fsq *q = h->data;
+  q->nclosed++;
+  maybe_free_queue(q);
+}
+
+static fsq *find_queue(lr_runtime *rt) {
+  fsq *q;
+  for (q = queues; q; q = q->next)
+    if (q->rt == rt) return q;
+  return NULL;
+}
+
+/* The runtime closes (before its loop): runners still going finish on their own. */
+static void close_queue(lr_runtime *rt) {
+  fsq *q = find_queue(rt);
+  if (q == NULL) return;
+  pthread_mutex_lock(&q->mu);
+  q->closing = 1;
+  pthread_mutex_unlock(&q->mu);
+  drain(q);
+  uv_close((uv_handle_t *)&q->async, closed_cb);
+  uv_close((uv_handle_t *)&q->prep, closed_cb);
+  /* Staged requests never started: their tasks will not be resumed any more. */
+  while (q->staged) {
+    lr_fs *r = q->staged;
+    q->staged = r->next_job;
+    lr_fs_free(r);
+  }
+}
+
+static fsq *get_queue(lr_runtime *rt) {
+  fsq *q = find_queue(rt);
+  if (q) return q;
+  if ((q = calloc(1, sizeof *q)) == NULL) return NULL;
+  if (uv_async_init(&rt->loop, &q->async, async_cb) < 0) {
+    free(q);
+    return NULL;
+  }
+  uv_unref((uv_handle_t *)&q->async); /* running runners keep the loop alive */
+  uv_prepare_init(&rt->loop, &q->prep);
+  q->async.data = q->prep.data = q;
+  pthread_mutex_init(&q->mu, NULL);
+  q->rt = rt;
+  q->next = queues;
+  queues = q;
+  lr_runtime_on_close(rt, close_queue);
+  return q;
+}
+
+/* Keeps r's small read buffer for another read (loop thread); 0 if not wanted. */
+static int keep_spare(lr_fs *r) {
+  fsq *q = r->jobq;
+  int kept = 0;
+  pthread_mutex_lock(&q->mu);
+  if (q->nspare < MAX_SPARE && !q->closing) {
+    q->spare[q->nspare++] = r->buf;
+    kept = 1;
+  }
+  pthread_mutex_unlock(&q->mu);
+  return kept;
+}
+
+/* Takes r back if no runner has started it (cancel hook). */
+static int unqueue(lr_fs *r) {
+  fsq *q = r->jobq;
+  lr_fs **pp, **head, *prev = NULL;
+  lr_fs **tail;
+  int found = 0;
+  if (r->step == S_STAGED) {
+    head = &q->staged, tail = &q->staged_tail;
+  } else {
+    pthread_mutex_lock(&q->mu);
+    head = &q->todo, tail = &q->todo_tail;
+  }
+  if (r->step == S_STAGED || r->step == S_PENDING) {
+    for (pp = head; *pp != r; pp = &(*pp)->next_job) prev = *pp;
+    *pp = r->next_job;
+    if (*tail == r) *tail = prev;
+    if (r->step == S_STAGED) q->nstaged--;
+    else q->ntodo--;
+    found = 1;
+  }
+  if (head == &q->todo) pthread_mutex_unlock(&q->mu);
+  return found;
+}
+
+/* Just before the loop polls: hands this turn's requests to the runners, starting
+ * as many runners as there are requests, up to max_runners(). */
+static void prep_cb(uv_prepare_t *h) {
+  fsq *q = h->data;
+  lr_fs *r;
+  int want;
+  uv_prepare_stop(h);
+  for (r = q->staged; r; r = r->next_job) r->step = S_PENDING;
+  pthread_mutex_lock(&q->mu);
+  if (q->staged) {
+    if (q->todo_tail) q->todo_tail->next_job = q->staged;
+    else q->todo = q->staged;
+    q->todo_tail = q->staged_tail;
+    q->ntodo += q->nstaged;
+    q->staged = q->staged_tail = NULL;
+    q->nstaged = 0;
+  }
+  want = max_runners() - q->runners;
+  if (want > q->ntodo) want = q->ntodo;
+  if (want < 0) want = 0;
+  q->runners += want;
+  pthread_mutex_unlock(&q->mu);
+  while (want-- > 0) {
+    runner *w = malloc(sizeof *w);
+    if (w) {
+      w->q = q;
+      if (uv_queue_work(&q->rt->loop, &w->work, runner_cb, runner_done_cb) == 0) {
+        q->alive++;
+        continue;
+      }
+      free(w);
+    }
+    pthread_mutex_lock(&q->mu);
+    if (--q->runners == 0 && q->todo) uv_prepare_start(h, prep_cb); /* retry next turn */
+    pthread_mutex_unlock(&q->mu);
+  }
+}
+
+/* Stages the job of a read_file or write_file (loop thread). */
+static int start_job(lr_fs *r) {
+  fsq *q = get_queue(r->rt);
+  if (q == NULL) return UV_ENOMEM;
+  if (r->op == LR_FS_WRITE_FILE) {
+    if (r->dlen > COPY_MAX) {
+      r->borrowed = 1;
+    } else if (r->dlen > 0) {
+      if ((r->buf = malloc(r->dlen)) == NULL) return UV_ENOMEM;
+      memcpy(r->buf, r->data, r->dlen);
+    }
+  }
+  r->jobq = q;
+  r->step = S_STAGED;
+  r->next_job = NULL;
+  if (q->staged_tail) q->staged_tail->next_job = r;
+  else q->staged = r, uv_prepare_start(&q->prep, prep_cb);
+  q->staged_tail = r;
+  q->nstaged++;
+  return 0;
 }
 
 /* mkdir with parents: moves r->pos to the end of the next prefix; 0 if none is left. */
@@ -229,8 +652,11 @@ static int begin(lr_fs *r) {
   uv_buf_t b;
   r->step = S_ONE;
   switch (r->op) {
-    case LR_FS_OPEN: case LR_FS_READ_FILE: case LR_FS_WRITE_FILE:
-      return open_target(r);
+    case LR_FS_OPEN:
+      r->step = S_OPEN;
+      return uv_fs_open(lp, q, r->path, r->flags, r->mode, fs_cb);
+    case LR_FS_READ_FILE: case LR_FS_WRITE_FILE:
+      return start_job(r);
     case LR_FS_CLOSE: return uv_fs_close(lp, q, r->fd, fs_cb);
     case LR_FS_READ:
       b = uv_buf_init(r->buf, (unsigned int)r->cap);
@@ -255,96 +681,6 @@ static int begin(lr_fs *r) {
     case LR_FS_MKDTEMP: return uv_fs_mkdtemp(lp, q, r->path, fs_cb);
     default: return UV_EINVAL;
   }
-}
-
-/* A step failed or the task went away: undo, keeping the first error. Returns 1 if
- * a cleanup step is in flight. */
-static int unwind(lr_fs *r, int status) {
-  if (r->status == 0) r->status = status;
-  if (r->fd >= 0) return close_fd(r) == 0;
-  if (r->op == LR_FS_WRITE_FILE && (r->opts & LR_FS_ATOMIC) && r->path2 &&
-      r->step != S_UNLINK && r->step != S_OPEN) {
-    r->step = S_UNLINK;
-    return uv_fs_unlink(&r->rt->loop, &r->req, r->path2, fs_cb) == 0;
-  }
-  return 0;
-}
-
-/* read_file and write_file: the step after `step` ended with res. Returns 1 if the
- * next step is in flight, 0 when the call has ended. */
-static int next_file_step(lr_fs *r, ssize_t res) {
-  int rc = 0, orphan = r->task == NULL;
-  switch (r->step) {
-    case S_OPEN:
-      if (res == UV_EEXIST && (r->opts & LR_FS_ATOMIC) && ++r->tries < TEMP_TRIES && !orphan)
-        return open_target(r) == 0 || unwind(r, UV_EIO);
-      if (res < 0) return unwind(r, (int)res);
-      r->fd = (uv_file)res;
-      if (orphan) return unwind(r, UV_ECANCELED);
-      if (r->op == LR_FS_READ_FILE) {
-        r->step = S_FSTAT;
-        rc = uv_fs_fstat(&r->rt->loop, &r->req, r->fd, fs_cb);
-      } else if (r->dlen > 0) {
-        rc = write_chunk(r, r->fd);
-      } else {
-        goto after_write;
-      }
-      break;
-    case S_FSTAT:
-      if (res < 0 || orphan) return unwind(r, res < 0 ? (int)res : UV_ECANCELED);
-      r->regular = S_ISREG(r->req.statbuf.st_mode) && r->req.statbuf.st_size > 0;
-      if (r->regular) {
-        /* One byte more than the size, so that an unchanged file ends in a short read. */
-        r->cap = (size_t)r->req.statbuf.st_size + 1;
-        if ((r->buf = malloc(r->cap)) == NULL) return unwind(r, UV_ENOMEM);
-        lr_fs_advise_huge(r->buf, r->cap);
-      }
-      rc = read_chunk(r);
-      break;
-    case S_READ:
-      if (res < 0 || orphan) return unwind(r, res < 0 ? (int)res : UV_ECANCELED);
-      r->len += (size_t)res;
-      if (res == 0 || (r->regular && (size_t)res < r->pos)) return close_fd(r) == 0 ||
-                                                                    unwind(r, UV_EIO);
-      rc = read_chunk(r);
-      break;
-    case S_WRITE:
-      if (res < 0 || orphan) return unwind(r, res < 0 ? (int)res : UV_ECANCELED);
-      if (res == 0) return unwind(r, UV_EIO);
-      r->dpos += (size_t)res;
-      if (r->dpos < r->dlen) {
-        rc = write_chunk(r, r->fd);
-        break;
-      }
-    after_write:
-      if (r->opts & LR_FS_ATOMIC) {
-        r->step = S_FSYNC;
-        rc = uv_fs_fsync(&r->rt->loop, &r->req, r->fd, fs_cb);
-      } else {
-        rc = close_fd(r);
-      }
-      break;
-    case S_FSYNC:
-      if (res < 0 || orphan) return unwind(r, res < 0 ? (int)res : UV_ECANCELED);
-      rc = close_fd(r);
-      break;
-    case S_CLOSE:
-      if (res < 0 && r->status == 0 && r->op == LR_FS_WRITE_FILE) r->status = (int)res;
-      if (r->status != 0 || orphan) return unwind(r, orphan ? UV_ECANCELED : r->status);
-      if (r->op == LR_FS_WRITE_FILE && (r->opts & LR_FS_ATOMIC)) {
-        r->step = S_RENAME;
-        rc = uv_fs_rename(&r->rt->loop, &r->req, r->path2, r->path, fs_cb);
-        break;
-      }
-      return 0;
-    case S_RENAME:
-      if (res < 0) return unwind(r, (int)res);
-      return 0;
-    case S_UNLINK:
-      return 0;
-  }
-  if (rc < 0) return unwind(r, rc);
-  return 1;
 }
 
 /* mkdir with parents. */
@@ -399,8 +735,6 @@ static int end_single(lr_fs *r, ssize_t res) {
 /* Returns 1 if another step of r is in flight. */
 static int advance(lr_fs *r, ssize_t res) {
   switch (r->op) {
-    case LR_FS_READ_FILE: case LR_FS_WRITE_FILE:
-      return next_file_step(r, res);
     case LR_FS_MKDIR_P:
       return next_mkdir_step(r, res);
     case LR_FS_OPEN:
@@ -448,7 +782,17 @@ static void fs_cb(uv_fs_t *req) {
 static void fs_cancel(lr_task *t) {
   lr_fs *r = container_of(t->inq, lr_fs, q);
   r->task = NULL; /* orphaned: the callback undoes and frees */
-  uv_cancel((uv_req_t *)&r->req); /* drops it if still queued in the thread pool */
+  if (r->op == LR_FS_READ_FILE || r->op == LR_FS_WRITE_FILE) {
+    __atomic_store_n(&r->cancelled, 1, __ATOMIC_RELEASE);
+    if (unqueue(r)) { /* never started */
+      lr_task_wake(t, LR_WAKE_CANCELLED);
+      lr_fs_free(r);
+      return;
+    }
+    wait_given_back(r); /* the job may be reading this task's string */
+  } else {
+    uv_cancel((uv_req_t *)&r->req); /* drops it if still queued in the thread pool */
+  }
   lr_task_wake(t, LR_WAKE_CANCELLED);
 }
 

@@ -312,6 +312,11 @@ struct lr_fs {
   int tries;             /* write_file: temporary names tried */
   int regular;           /* read_file: a regular file (a short read is the end) */
   uv_stat_t st;
+  /* read_file and write_file: one thread-pool job each (fs.c) instead of uv_fs_t steps. */
+  struct lr_fsq *jobq;   /* its runtime's job queue (fs.c) */
+  int cancelled;         /* set by the cancel hook, read by the job (__atomic builtins) */
+  int borrowed;          /* write_file: the job reads `data` itself until it clears this */
+  lr_fs *next_job;       /* in the queue of jobs waiting for a slot (fs.c) */
 };
 
 /* Allocates a request for task t (NULL: nobody waits). Copies the paths. NULL on
