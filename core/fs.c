@@ -42,6 +42,8 @@
 #define SMALL_CAP ((size_t)8 << 10)    /* read_file's buffer given by the loop thread */
 #define TEMP_TRIES 8
 #define HUGE_MIN ((size_t)8 << 20)     /* blocks worth huge pages */
+#define PAR_MIN ((size_t)16 << 20)     /* files read in parallel slices */
+#define PAR_MAX 4                      /* at most this many slices */
 
 /* The steps of a request. Single calls (stat, rename...) have one step: S_ONE. */
 enum { S_ONE = 1, S_OPEN, S_WRITE, S_CLOSE, S_MKDIR, S_STAT, S_STAGED, S_PENDING };
@@ -97,12 +99,13 @@ lr_fs *lr_fs_new(lr_runtime *rt, lr_task *t, int op, const char *path, const cha
 static int keep_spare(lr_fs *r);
 
 void lr_fs_free(lr_fs *r) {
-  if (r->buf && r->jobq && r->cap == SMALL_CAP && keep_spare(r)) r->buf = NULL;
+  if (r->buf && r->jobq && r->boff == 0 && r->cap == SMALL_CAP && keep_spare(r))
+    r->buf = NULL;
   uv_fs_req_cleanup(&r->req);
   if (r->file) lr_file_unref(r->file);
   free(r->path);
   free(r->path2);
-  free(r->buf);
+  free(LR_FS_BLOCK(r));
   free(r);
 }
 
@@ -226,26 +229,112 @@ static int temp_name(lr_fs *r) {
 }
 
 /* Reads fd to its end into r->buf (r->len bytes). Returns 0 or a negative errno. */
+/* Reads [off, off + n) of fd into p with pread. Returns the count read (short at the
+ * end of the file) or a negative errno. */
+static ssize_t pread_all(lr_fs *r, int fd, char *p, size_t n, off_t off) {
+  size_t done = 0;
+  while (done < n) {
+    size_t k = n - done;
+    ssize_t got;
+    if (k > READ_CHUNK) k = READ_CHUNK;
+    if (is_cancelled(r)) return UV_ECANCELED;
+    got = pread(fd, p + done, k, off + (off_t)done);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) return -errno;
+    if (got == 0) break;
+    done += (size_t)got;
+  }
+  return (ssize_t)done;
+}
+
+/* One slice of a parallel read (parallel_read). */
+struct slice {
+  lr_fs *r;
+  int fd;
+  char *p;
+  size_t n;
+  off_t off;
+  ssize_t got;
+  pthread_t th;
+};
+
+static void *slice_main(void *arg) {
+  struct slice *s = arg;
+  s->got = pread_all(s->r, s->fd, s->p, s->n, s->off);
+  return NULL;
+}
+
+/* Reads the first `size` bytes of a large regular file in PAR_MAX slices at once, on
+ * helper threads beside this one: copying out of the page cache and faulting in the
+ * fresh buffer are what a large read costs, and both go as fast as there are cores.
+ * Returns 1 if all of it was read, 0 if the file turned out shorter (the caller then
+ * reads it from the start again), or a negative errno. */
+static int parallel_read(lr_fs *r, int fd, size_t size) {
+  struct slice sl[PAR_MAX];
+  unsigned n = uv_available_parallelism(), i, started;
+  size_t per;
+  int rc = 1;
+  if (n > PAR_MAX) n = PAR_MAX;
+  if (n < 2) return 0;
+  per = (size / n + ((size_t)2 << 20) - 1) & ~(((size_t)2 << 20) - 1); /* whole huge pages */
+  for (i = 0; i < n; i++) {
+    size_t off = per * i;
+    sl[i].r = r;
+    sl[i].fd = fd;
+    sl[i].p = r->buf + (off < size ? off : size);
+    sl[i].n = off >= size ? 0 : size - off < per ? size - off : per;
+    sl[i].off = (off_t)(off < size ? off : size);
+  }
+  for (started = 1; started < n; started++) /* slice 0 is ours */
+    if (pthread_create(&sl[started].th, NULL, slice_main, &sl[started]) != 0) break;
+  for (i = started; i < n; i++) slice_main(&sl[i]); /* no thread: read it here */
+  slice_main(&sl[0]);
+  for (i = 1; i < started; i++) pthread_join(sl[i].th, NULL);
+  for (i = 0; i < n; i++) {
+    if (sl[i].got < 0) return (int)sl[i].got;
+    if ((size_t)sl[i].got < sl[i].n) rc = 0;
+  }
+  return rc;
+}
+
+/* Allocates r->buf for cap bytes of data, with r->hdr bytes of room before it when
+ * the block is not a reusable small one. */
+static int alloc_buf(lr_fs *r, size_t cap) {
+  size_t room = cap > SMALL_CAP ? r->hdr : 0;
+  char *p;
+  if (cap < SMALL_CAP) cap = SMALL_CAP; /* it may become a spare */
+  free(LR_FS_BLOCK(r));
+  r->buf = NULL;
+  r->cap = 0;
+  if ((p = malloc(room + cap)) == NULL) return UV_ENOMEM;
+  r->buf = p + room;
+  r->boff = room;
+  r->cap = cap;
+  if (cap >= HUGE_MIN) lr_fs_advise_huge(p, room + cap);
+  return 0;
+}
+
+/* Reads fd to its end into r->buf (r->len bytes). Returns 0 or a negative errno. */
 static int read_all(lr_fs *r, int fd, const struct stat *st) {
   /* A regular file's size, plus one byte so that an unchanged file ends in a short
    * read; /proc files say 0, so they start small and grow. */
-  int regular = S_ISREG(st->st_mode) && st->st_size > 0;
+  int regular = S_ISREG(st->st_mode) && st->st_size > 0, rc;
   size_t want = regular ? (size_t)st->st_size + 1 : FIRST_CAP;
   if (want > LONG_JOB) flush(r);
-  if (want > r->cap) { /* no spare buffer (runner_cb), or it is too small */
-    if (want < SMALL_CAP) want = SMALL_CAP; /* it may become a spare */
-    free(r->buf);
-    r->cap = 0;
-    if ((r->buf = malloc(want)) == NULL) return UV_ENOMEM;
-    r->cap = want;
+  if (want > r->cap && (rc = alloc_buf(r, want)) < 0) return rc;
+  if (regular && want > PAR_MIN) {
+    if ((rc = parallel_read(r, fd, want - 1)) < 0) return rc;
+    /* All read: go on from there (the file may have grown). Else start again. */
+    r->len = rc ? want - 1 : 0;
+    if (lseek(fd, (off_t)r->len, SEEK_SET) < 0) return -errno;
   }
   for (;;) {
     size_t n = r->cap - r->len;
     ssize_t got;
     if (n == 0) {
-      char *p = realloc(r->buf, r->cap * 2);
+      char *p = realloc(LR_FS_BLOCK(r), r->boff + r->cap * 2);
       if (p == NULL) return UV_ENOMEM;
-      r->buf = p;
+      r->buf = p + r->boff;
       r->cap *= 2;
       continue;
     }

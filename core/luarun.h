@@ -317,7 +317,12 @@ struct lr_fs {
   int cancelled;         /* set by the cancel hook, read by the job (__atomic builtins) */
   int borrowed;          /* write_file: the job reads `data` itself until it clears this */
   lr_fs *next_job;       /* in the queue of jobs waiting for a slot (fs.c) */
+  size_t hdr;            /* read_file: room wanted before the data for a Lua string
+                            header, so that the block can become the string (0: no) */
+  size_t boff;           /* room actually left before buf: free(buf - boff) */
 };
+/* The block under r->buf (its data starts boff bytes in). */
+#define LR_FS_BLOCK(r) ((r)->buf ? (r)->buf - (r)->boff : NULL)
 
 /* Allocates a request for task t (NULL: nobody waits). Copies the paths. NULL on
  * out-of-memory. */
