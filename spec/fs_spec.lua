@@ -35,6 +35,25 @@ local function fd_count()
   return #assert(fs.readdir("/proc/self/fd"))
 end
 
+-- Waits (a bounded number of turns) until the descriptor count is back to `want`:
+-- orphaned jobs finish on the thread pool in their own time.
+local function fd_count_back_to(want)
+  local n
+  for _ = 1, 200 do
+    n = fd_count()
+    if n == want then break end
+  end
+  return n
+end
+
+local function temp_files(dir)
+  local left = {}
+  for _, e in ipairs(assert(fs.readdir(dir))) do
+    if e.name:find("%.tmp$") then left[#left + 1] = e.name end
+  end
+  return left
+end
+
 local function expect_err(kind, v, err)
   assert.is_nil(v)
   assert.are.equal("table", type(err))
@@ -137,6 +156,50 @@ describe("luarun.fs", function()
       local ls = io.popen("ls -A " .. q(dir)):read("a")
       assert.are.equal("child.lua\ndata\nplain\n", ls)
       os.execute("rm -rf " .. q(dir))
+    end)
+
+    it("reads large files (parallel slices, string built in place) and files that change", function()
+      with_dir(function(dir)
+        -- 20 MB of varied bytes: above the size read in parallel slices.
+        local parts = {}
+        for i = 1, 20 * 1024 do parts[i] = ("%07d"):format(i):rep(147) .. ("\0\255\n"):rep(5) end
+        local big = table.concat(parts)
+        assert.is_true(#big > 16 * 1024 * 1024)
+        assert(fs.write_file(dir .. "/big", big))
+        local got = assert(fs.read_file(dir .. "/big"))
+        assert.are.equal(#big, #got)
+        assert.is_true(big == got)
+        -- The string behaves as any other: used as a key, concatenated, collected.
+        local t = { [got] = 1 }
+        assert.are.equal(1, t[big])
+        assert.are.equal(#big + 1, #(got .. "x"))
+        got, t = nil, nil
+        collectgarbage()
+        -- Just above and below the small buffers, and sizes around a huge page.
+        for _, n in ipairs({ 8191, 8192, 8193, 65537, 2 * 1024 * 1024 + 3 }) do
+          local data = ("ab\0"):rep(n // 3 + 1):sub(1, n)
+          assert(fs.write_file(dir .. "/n", data))
+          assert.is_true(fs.read_file(dir .. "/n") == data, n)
+        end
+        -- A file rewritten shorter and longer between reads.
+        assert(fs.write_file(dir .. "/big", big:sub(1, 17 * 1024 * 1024)))
+        assert.is_true(fs.read_file(dir .. "/big") == big:sub(1, 17 * 1024 * 1024))
+        assert(fs.write_file(dir .. "/big", big .. "tail"))
+        assert.is_true(fs.read_file(dir .. "/big") == big .. "tail")
+      end)
+    end)
+
+    it("writes large strings to regular files and to devices", function()
+      with_dir(function(dir)
+        local data = ("0123456789"):rep(100000) -- 1 MB: written from the string itself
+        assert.is_true(fs.write_file(dir .. "/a", data))
+        assert.is_true(fs.write_file(dir .. "/a", data, { append = true }))
+        assert.is_true(fs.read_file(dir .. "/a") == data .. data)
+        assert.is_true(fs.write_file(dir .. "/b", data, { atomic = true }))
+        assert.is_true(fs.read_file(dir .. "/b") == data)
+        assert.is_true(fs.write_file("/dev/null", data)) -- not a regular file: copied first
+        assert.are.same({}, temp_files(dir))
+      end)
     end)
 
     it("reads 1,000 files concurrently", function()
@@ -475,6 +538,51 @@ describe("luarun.fs", function()
   end)
 
   describe("cancellation", function()
+    it("of read_file and write_file jobs, at every stage, leaks no descriptor or temporary file", function()
+      with_dir(function(dir)
+        local small = ("s"):rep(3000)
+        local large = ("L"):rep(3 * 1024 * 1024) -- borrowed by the job, not copied
+        assert(fs.write_file(dir .. "/src", large))
+        local before = fd_count()
+        -- Cancelled before the jobs are handed over (same turn), while they wait for a
+        -- runner or run (after 0 or more turns), and after they ended.
+        for round = 1, 12 do
+          local tasks = {}
+          for i = 1, 40 do
+            local k = i % 4
+            if k == 0 then
+              tasks[i] = lr.spawn(fs.write_file, ("%s/a%d"):format(dir, i), small, { atomic = true })
+            elseif k == 1 then
+              tasks[i] = lr.spawn(fs.write_file, ("%s/b%d"):format(dir, i), large, { atomic = true })
+            elseif k == 2 then
+              tasks[i] = lr.spawn(fs.write_file, ("%s/c%d"):format(dir, i), large)
+            else
+              tasks[i] = lr.spawn(fs.read_file, dir .. "/src")
+            end
+          end
+          for _ = 1, round % 4 do lr.sleep(0) end
+          if round > 8 then lr.sleep(0.002 * round) end
+          for _, t in ipairs(tasks) do t:cancel() end
+          for i, t in ipairs(tasks) do
+            local ok, v = pcall(t.wait, t)
+            if ok then
+              assert.truthy(v, i)
+            else
+              assert.are.equal("cancelled", v.kind)
+            end
+          end
+        end
+        assert.are.equal(before, fd_count_back_to(before))
+        assert.are.same({}, temp_files(dir))
+        -- An atomic write happened wholly or not at all.
+        for _, e in ipairs(assert(fs.readdir(dir))) do
+          local data = fs.read_file(dir .. "/" .. e.name)
+          if e.name:sub(1, 1) == "a" then assert.is_true(data == small, e.name) end
+          if e.name:sub(1, 1) == "b" then assert.is_true(data == large, e.name) end
+        end
+      end)
+    end)
+
     it("raises cancelled and lets the in-flight request finish on its own", function()
       with_dir(function(dir)
         local big = ("z"):rep(8 * 1024 * 1024)
