@@ -173,7 +173,7 @@ static int push_data(lua_State *L, lr_fs *r) {
   int rc;
   /* In place only for a block the string nearly fills (a file of /proc grows its
    * buffer by doubling), and never for a short (interned) string. */
-  if (r->boff == 0 || r->boff != str_header || r->len < 4096 || r->cap - r->len > r->len / 4) {
+  if (r->boff == 0 || r->boff != str_header || r->len <= 64 || r->cap - r->len > r->len / 4) {
     lua_pushlstring(L, r->buf ? r->buf : "", r->len);
     return 1;
   }

@@ -39,7 +39,6 @@
 #define READ_CHUNK ((size_t)32 << 20)  /* largest single read of read_file */
 #define WRITE_CHUNK ((size_t)4 << 20)  /* write data copied and written per step */
 #define FIRST_CAP ((size_t)64 << 10)   /* read_file's buffer when the size is unknown */
-#define SMALL_CAP ((size_t)8 << 10)    /* read_file's buffer given by the loop thread */
 #define TEMP_TRIES 8
 #define HUGE_MIN ((size_t)8 << 20)     /* blocks worth huge pages */
 #define PAR_MIN ((size_t)16 << 20)     /* files read in parallel slices */
@@ -96,11 +95,7 @@ lr_fs *lr_fs_new(lr_runtime *rt, lr_task *t, int op, const char *path, const cha
   return r;
 }
 
-static int keep_spare(lr_fs *r);
-
 void lr_fs_free(lr_fs *r) {
-  if (r->buf && r->jobq && r->boff == 0 && r->cap == SMALL_CAP && keep_spare(r))
-    r->buf = NULL;
   uv_fs_req_cleanup(&r->req);
   if (r->file) lr_file_unref(r->file);
   free(r->path);
@@ -297,15 +292,10 @@ static int parallel_read(lr_fs *r, int fd, size_t size) {
   return rc;
 }
 
-/* Allocates r->buf for cap bytes of data, with r->hdr bytes of room before it when
- * the block is not a reusable small one. */
+/* Allocates r->buf for cap bytes of data, with r->hdr bytes of room before it. */
 static int alloc_buf(lr_fs *r, size_t cap) {
-  size_t room = cap > SMALL_CAP ? r->hdr : 0;
+  size_t room = r->hdr;
   char *p;
-  if (cap < SMALL_CAP) cap = SMALL_CAP; /* it may become a spare */
-  free(LR_FS_BLOCK(r));
-  r->buf = NULL;
-  r->cap = 0;
   if ((p = malloc(room + cap)) == NULL) return UV_ENOMEM;
   r->buf = p + room;
   r->boff = room;
@@ -321,7 +311,7 @@ static int read_all(lr_fs *r, int fd, const struct stat *st) {
   int regular = S_ISREG(st->st_mode) && st->st_size > 0, rc;
   size_t want = regular ? (size_t)st->st_size + 1 : FIRST_CAP;
   if (want > LONG_JOB) flush(r);
-  if (want > r->cap && (rc = alloc_buf(r, want)) < 0) return rc;
+  if ((rc = alloc_buf(r, want)) < 0) return rc;
   if (regular && want > PAR_MIN) {
     if ((rc = parallel_read(r, fd, want - 1)) < 0) return rc;
     /* All read: go on from there (the file may have grown). Else start again. */
@@ -420,18 +410,22 @@ done:
  * Jobs are not handed to libuv one by one: with a uv_work_t each, every job costs a
  * wake-up of a pool thread and one of the loop, and 2,000 small reads spend more on
  * those (futexes, eventfd, epoll; worse on a loaded machine) than on their system
- * calls. Instead a runtime keeps one queue; up to MAX_RUNNERS "runners" (uv_work_t
- * jobs) take requests from it until it is empty, and hand finished ones back through
- * the done list: the loop is told (q->async) when a batch of BATCH is ready or the
- * oldest has waited LATENCY_NS, before a job that may take long (a large file, an
- * fsync), and otherwise by libuv's own completion of the runner when the queue runs
- * dry. At most MAX_RUNNERS pool threads are busy with files, so the others stay free
- * for getaddrinfo and uv_fs calls. */
+ * calls. Instead:
+ * - start_job only stages a request (loop thread, no lock). Just before the loop
+ *   polls (q->prep, after the scheduler has run every ready task), the staged ones
+ *   join the queue in one go, and runners are started for them: "runners" are
+ *   uv_work_t jobs that take requests from the queue until it is empty, at most
+ *   max_runners() at once, so the other pool threads stay free for getaddrinfo and
+ *   the uv_fs_* calls.
+ * - Runners hand finished requests back through the done list. The loop is told
+ *   (q->async) when BATCH are waiting or the oldest has waited LATENCY_NS, before a
+ *   job that may take long (a large file, an fsync), and otherwise by libuv's own
+ *   completion of the runner when the queue has run dry.
+ * 2,000 reads then cost about a hundred wake-ups instead of several per read. */
 
 #define MAX_RUNNERS 4
 #define BATCH 32
 #define LATENCY_NS 200000u
-#define MAX_SPARE 64
 
 typedef struct lr_fsq {
   lr_runtime *rt;
@@ -450,10 +444,6 @@ typedef struct lr_fsq {
   lr_fs *staged, *staged_tail;
   int nstaged;
   uv_prepare_t prep;
-  /* Small read buffers to reuse (mu): a buffer malloc'd by a worker and freed by the
-   * loop thread costs more (arena locks, fresh pages) than reading 4 KiB into it. */
-  char *spare[MAX_SPARE];
-  int nspare;
   int alive;                 /* runner jobs whose after_work is to come */
   int nclosed;               /* handles (async, prep) closed */
 } fsq;
@@ -465,11 +455,14 @@ typedef struct runner {
 
 static fsq *queues; /* touched by loop threads only, one runtime per loop thread */
 
+/* One runner per core (file I/O from the page cache is CPU work, and creating files
+ * in one directory serialises on its lock anyway), at least 2 so that a slow disk
+ * read does not hold up everything else, at most MAX_RUNNERS. */
 static int max_runners(void) {
   static int n;
   if (n == 0) {
-    const char *e = getenv("LR_FS_JOBS");
-    n = e && atoi(e) > 0 ? atoi(e) : MAX_RUNNERS;
+    unsigned cores = uv_available_parallelism();
+    n = cores < 2 ? 2 : cores > MAX_RUNNERS ? MAX_RUNNERS : (int)cores;
   }
   return n;
 }
@@ -506,10 +499,6 @@ static void runner_cb(uv_work_t *w) {
     if ((q->todo = r->next_job) == NULL) q->todo_tail = NULL;
     q->ntodo--;
     r->step = S_ONE; /* running: the cancel hook can no longer take it back */
-    if (r->op == LR_FS_READ_FILE && q->nspare > 0) {
-      r->buf = q->spare[--q->nspare];
-      r->cap = SMALL_CAP;
-    }
     pthread_mutex_unlock(&q->mu);
     if (r->op == LR_FS_READ_FILE) read_file_job(r);
     else write_file_job(r);
@@ -545,7 +534,6 @@ static void maybe_free_queue(fsq *q) {
   if (q->nclosed < 2 || q->alive > 0) return;
   for (pp = &queues; *pp != q; pp = &(*pp)->next) {}
   *pp = q->next;
-  while (q->nspare > 0) free(q->spare[--q->nspare]);
   pthread_mutex_destroy(&q->mu);
   free(q);
 }
@@ -611,19 +599,6 @@ static fsq *get_queue(lr_runtime *rt) {
   queues = q;
   lr_runtime_on_close(rt, close_queue);
   return q;
-}
-
-/* Keeps r's small read buffer for another read (loop thread); 0 if not wanted. */
-static int keep_spare(lr_fs *r) {
-  fsq *q = r->jobq;
-  int kept = 0;
-  pthread_mutex_lock(&q->mu);
-  if (q->nspare < MAX_SPARE && !q->closing) {
-    q->spare[q->nspare++] = r->buf;
-    kept = 1;
-  }
-  pthread_mutex_unlock(&q->mu);
-  return kept;
 }
 
 /* Takes r back if no runner has started it (cancel hook). */
