@@ -5,7 +5,9 @@
 # sequential open()), and plain lua5.4 with sequential io.open. Times are measured
 # inside each program (monotonic clocks) around the work only; the median of REPS
 # runs is shown, each small-files run in a fresh directory. The 200 MB read is also
-# timed as a whole process with hyperfine against `cat file > /dev/null`.
+# timed as a whole process with hyperfine against `cat file > /dev/null` (which
+# copies through one hot 128 KiB buffer and keeps nothing) and against `dd bs=200M`
+# (one read into a fresh 200 MB buffer: the data kept, as a read_file must).
 #
 #   bench/fs.sh            LUARUN_BUILD (default build), REPS (default 5),
 #                          FS_BENCH_DIR (default a new directory under /tmp)
@@ -65,7 +67,8 @@ row lua5.4-sequential env LUA_CPATH="$build/?.so;;" lua5.4 "$root/bench/fs_lua_s
 echo
 echo "200 MB read as a whole process (hyperfine, $reps runs after 2 warm-ups):"
 hyperfine -N -w 2 -r "$reps" --export-markdown "$work/h.md" \
-  "cat $big" "$luarun $root/bench/fs_luarun.lua large $big" \
+  "cat $big" "dd if=$big of=/dev/null bs=200M count=1 iflag=fullblock status=none" \
+  "$luarun $root/bench/fs_luarun.lua large $big" \
   "node $root/bench/fs_node.js large $big" \
   "/usr/bin/python3 $root/bench/fs_python.py large $big seq" >/dev/null 2>&1
 sed "s#$work/##g; s#$root/##g" "$work/h.md"
