@@ -4,7 +4,8 @@
 # Promise.all), Python (aiofiles and asyncio.to_thread, gathered; and plain
 # sequential open()), and plain lua5.4 with sequential io.open. Times are measured
 # inside each program (monotonic clocks) around the work only; the median of REPS
-# runs is shown, each small-files run in a fresh directory. The 200 MB read is also
+# runs is shown, each small-files run in a fresh directory, the runtimes taking
+# turns within each repetition. The 200 MB read is also
 # timed as a whole process with hyperfine against `cat file > /dev/null` (which
 # copies through one hot 128 KiB buffer and keeps nothing) and against `dd bs=200M`
 # (one read into a fresh 200 MB buffer: the data kept, as a read_file must).
@@ -38,31 +39,55 @@ median() { sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 
 echo "luarun files benchmark: HEAD $(git rev-parse --short HEAD)," \
      "binary $luarun, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-22s %10s %10s %10s %12s\n' runtime write_s read_s total_s read200MB_s
-row() { # label, command... (the command takes MODE PATH)
-  local label=$1 i d out
-  shift
-  : >"$work/w"; : >"$work/r"; : >"$work/t"; : >"$work/l"
-  for ((i = 0; i < reps; i++)); do
-    d=$work/small$i
-    rm -rf "$d" && mkdir "$d"
-    out=$("$@" small "$d")
-    echo "$out" | awk '{print $1}' >>"$work/w"
-    echo "$out" | awk '{print $2}' >>"$work/r"
-    echo "$out" | awk '{print $1 + $2}' >>"$work/t"
-    rm -rf "$d"
-    "$@" large "$big" >>"$work/l"
-  done
-  printf '%-22s %10s %10s %10s %12s\n' "$label" "$(median <"$work/w")" \
-    "$(median <"$work/r")" "$(median <"$work/t")" "$(median <"$work/l")"
-}
 py() { /usr/bin/python3 "$root/bench/fs_python.py" "$2" "$3" "$1"; }
-row luarun "$luarun" "$root/bench/fs_luarun.lua"
-row node node "$root/bench/fs_node.js"
-row python-aiofiles py aiofiles
-row python-to_thread py to_thread
-row python-sequential py seq
-row lua5.4-sequential env LUA_CPATH="$build/?.so;;" lua5.4 "$root/bench/fs_lua_seq.lua"
+labels=(luarun node python-aiofiles python-to_thread python-sequential lua5.4-sequential)
+run() { # label mode path: one run of that runtime
+  case $1 in
+    luarun) "$luarun" "$root/bench/fs_luarun.lua" "$2" "$3" ;;
+    node) node "$root/bench/fs_node.js" "$2" "$3" ;;
+    python-aiofiles) py aiofiles "$2" "$3" ;;
+    python-to_thread) py to_thread "$2" "$3" ;;
+    python-sequential) py seq "$2" "$3" ;;
+    lua5.4-sequential) LUA_CPATH="$build/?.so;;" lua5.4 "$root/bench/fs_lua_seq.lua" "$2" "$3" ;;
+  esac
+}
+# Side by side: every repetition runs each runtime once, in turn, so that a change
+# of load on the shared machine hits them all alike.
+for ((i = 0; i < reps; i++)); do
+  for label in "${labels[@]}"; do
+    d=$work/small-$label
+    rm -rf "$d" && mkdir "$d"
+    out=$(run "$label" small "$d")
+    echo "$out" | awk '{print $1}' >>"$work/$label.w"
+    echo "$out" | awk '{print $2}' >>"$work/$label.r"
+    echo "$out" | awk '{print $1 + $2}' >>"$work/$label.t"
+    rm -rf "$d"
+    run "$label" large "$big" >>"$work/$label.l"
+  done
+done
+printf '%-22s %10s %10s %10s %12s\n' runtime write_s read_s total_s read200MB_s
+for label in "${labels[@]}"; do
+  printf '%-22s %10s %10s %10s %12s\n' "$label" "$(median <"$work/$label.w")" \
+    "$(median <"$work/$label.r")" "$(median <"$work/$label.t")" "$(median <"$work/$label.l")"
+done
+
+# The 200 MB read as whole processes, taking turns (bash's $EPOCHREALTIME: no fork).
+wall() { # file, command...: appends the command's wall time in ms
+  local f=$1 t0
+  shift
+  t0=$EPOCHREALTIME
+  "$@" >/dev/null
+  echo "$EPOCHREALTIME $t0" | awk '{printf "%.1f\n", ($1 - $2) * 1000}' >>"$f"
+}
+for ((i = 0; i < reps + 2; i++)); do
+  wall "$work/p.cat" cat "$big"
+  wall "$work/p.dd" dd if="$big" of=/dev/null bs=200M count=1 iflag=fullblock status=none
+  wall "$work/p.luarun" "$luarun" "$root/bench/fs_luarun.lua" large "$big"
+done
+echo
+echo "200 MB read as a whole process, taking turns ($((reps + 2)) runs each, median ms):" \
+     "cat $(median <"$work/p.cat"), dd bs=200M $(median <"$work/p.dd")," \
+     "luarun $(median <"$work/p.luarun")"
 
 echo
 echo "200 MB read as a whole process (hyperfine, $reps runs after 2 warm-ups):"

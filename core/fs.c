@@ -177,6 +177,8 @@ static int close_fd(lr_fs *r) {
 static pthread_mutex_t lend_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t lend_cv = PTHREAD_COND_INITIALIZER;
 
+static void dir_done(lr_fs *r);
+
 static int is_cancelled(lr_fs *r) {
   return __atomic_load_n(&r->cancelled, __ATOMIC_ACQUIRE);
 }
@@ -391,6 +393,7 @@ static void write_file_job(lr_fs *r) {
     rc = -errno;
     goto done;
   }
+  dir_done(r);
   if ((rc = take_data(r, fd)) == 0) rc = write_all(r, fd);
   give_back(r);
   if (rc == 0 && atomic && fsync(fd) < 0) rc = -errno;
@@ -438,6 +441,8 @@ typedef struct lr_fsq {
   uint64_t done_since;       /* hrtime of the oldest in done */
   int ndone, notified;
   int runners;               /* runner loops going */
+  uint32_t wdir[MAX_RUNNERS]; /* directories that a runner writes a file in now */
+  int nwdir;
   int closing;               /* the runtime closes: no more async sends */
   /* Loop thread only: requests of this turn of the scheduler, handed over together
    * just before the loop polls (prep), so that a burst costs one hand-over. */
@@ -490,23 +495,64 @@ static void flush(lr_fs *r) {
   pthread_mutex_unlock(&q->mu);
 }
 
+static int dir_busy(fsq *q, uint32_t dir) {
+  int i;
+  for (i = 0; i < q->nwdir; i++)
+    if (q->wdir[i] == dir) return 1;
+  return 0;
+}
+
+/* The first request in the queue that may start now (q->mu held), or NULL. Writes
+ * into a directory where another runner is writing wait: creating files in one
+ * directory takes its lock, and a second writer only spins on it (twice the CPU for
+ * the same time), while it could be reading something else. */
+static lr_fs *take(fsq *q) {
+  lr_fs *r, *prev = NULL;
+  for (r = q->todo; r; prev = r, r = r->next_job)
+    if (r->op != LR_FS_WRITE_FILE || !dir_busy(q, r->dir)) break;
+  if (r == NULL) return NULL;
+  if (prev) prev->next_job = r->next_job;
+  else q->todo = r->next_job;
+  if (q->todo_tail == r) q->todo_tail = prev;
+  q->ntodo--;
+  if (r->op == LR_FS_WRITE_FILE) q->wdir[q->nwdir++] = r->dir;
+  r->step = S_ONE; /* running: the cancel hook can no longer take it back */
+  return r;
+}
+
+/* The write job r no longer needs its directory to itself (q->mu held). */
+static void untake(fsq *q, lr_fs *r) {
+  int i;
+  if (r->op != LR_FS_WRITE_FILE || r->dir_free) return;
+  for (i = 0; q->wdir[i] != r->dir; i++) {}
+  q->wdir[i] = q->wdir[--q->nwdir];
+  r->dir_free = 1;
+}
+
+/* write_file_job: the file is open (created), the rest does not take the directory
+ * lock: another runner may create the next file meanwhile. */
+static void dir_done(lr_fs *r) {
+  fsq *q = r->jobq;
+  pthread_mutex_lock(&q->mu);
+  untake(q, r);
+  pthread_mutex_unlock(&q->mu);
+}
+
 static void runner_cb(uv_work_t *w) {
   fsq *q = ((runner *)w)->q;
+  lr_fs *r;
   pthread_mutex_lock(&q->mu);
-  for (;;) {
-    lr_fs *r = q->todo;
-    if (r == NULL) break;
-    if ((q->todo = r->next_job) == NULL) q->todo_tail = NULL;
-    q->ntodo--;
-    r->step = S_ONE; /* running: the cancel hook can no longer take it back */
+  while ((r = take(q)) != NULL) {
     pthread_mutex_unlock(&q->mu);
     if (r->op == LR_FS_READ_FILE) read_file_job(r);
     else write_file_job(r);
     pthread_mutex_lock(&q->mu);
+    untake(q, r);
     push_done(q, r);
     if (q->todo && (q->ndone >= BATCH || uv_hrtime() - q->done_since > LATENCY_NS))
       notify_locked(q);
   }
+  /* Nothing that may start: the runner writing in that directory goes on with it. */
   q->runners--; /* libuv's completion of this runner delivers the rest */
   pthread_mutex_unlock(&q->mu);
 }
@@ -663,6 +709,14 @@ static void prep_cb(uv_prepare_t *h) {
   }
 }
 
+/* FNV-1a of the directory part of path ("" for a bare name). */
+static uint32_t dir_hash(const char *path) {
+  const char *end = strrchr(path, '/');
+  uint32_t h = 2166136261u;
+  for (; end && path < end; path++) h = (h ^ (unsigned char)*path) * 16777619u;
+  return h;
+}
+
 /* Stages the job of a read_file or write_file (loop thread). */
 static int start_job(lr_fs *r) {
   fsq *q = get_queue(r->rt);
@@ -675,6 +729,7 @@ static int start_job(lr_fs *r) {
       memcpy(r->buf, r->data, r->dlen);
     }
   }
+  if (r->op == LR_FS_WRITE_FILE) r->dir = dir_hash(r->path);
   r->jobq = q;
   r->step = S_STAGED;
   r->next_job = NULL;

@@ -320,6 +320,8 @@ struct lr_fs {
   size_t hdr;            /* read_file: room wanted before the data for a Lua string
                             header, so that the block can become the string (0: no) */
   size_t boff;           /* room actually left before buf: free(buf - boff) */
+  uint32_t dir;          /* write_file: hash of the target's directory */
+  int dir_free;          /* write_file: done with the directory's lock (fs.c) */
 };
 /* The block under r->buf (its data starts boff bytes in). */
 #define LR_FS_BLOCK(r) ((r)->buf ? (r)->buf - (r)->boff : NULL)
