@@ -428,6 +428,7 @@ done:
 
 #define MAX_RUNNERS 4
 #define BATCH 32
+#define HANDOVER 64
 #define LATENCY_NS 200000u
 
 typedef struct lr_fsq {
@@ -671,10 +672,13 @@ static int unqueue(lr_fs *r) {
   return found;
 }
 
-/* Just before the loop polls: hands this turn's requests to the runners, starting
- * as many runners as there are requests, up to max_runners(). */
-static void prep_cb(uv_prepare_t *h) {
-  fsq *q = h->data;
+static void prep_cb(uv_prepare_t *h);
+
+/* Hands the staged requests to the runners (just before the loop polls, or once
+ * HANDOVER are staged), starting as many runners as there are requests, up to
+ * max_runners(). */
+static void hand_over(fsq *q) {
+  uv_prepare_t *h = &q->prep;
   lr_fs *r;
   int want;
   uv_prepare_stop(h);
@@ -709,6 +713,10 @@ static void prep_cb(uv_prepare_t *h) {
   }
 }
 
+static void prep_cb(uv_prepare_t *h) {
+  hand_over(h->data);
+}
+
 /* FNV-1a of the directory part of path ("" for a bare name). */
 static uint32_t dir_hash(const char *path) {
   const char *end = strrchr(path, '/');
@@ -736,7 +744,8 @@ static int start_job(lr_fs *r) {
   if (q->staged_tail) q->staged_tail->next_job = r;
   else q->staged = r, uv_prepare_start(&q->prep, prep_cb);
   q->staged_tail = r;
-  q->nstaged++;
+  /* A long burst goes in parts, so that the runners start while it is being made. */
+  if (++q->nstaged >= HANDOVER) hand_over(q);
   return 0;
 }
 
