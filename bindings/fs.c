@@ -6,6 +6,7 @@
  * failures return nil, err (kind, message, path, code).
  */
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -104,6 +105,7 @@ static int push_true(lua_State *L, lr_fs *r) {
  * realloc/free wrapper: the CLI and stock lua5.4), since Lua will later free the
  * block with it, and only if the header size could be measured (probe_header). */
 
+static pthread_once_t probed = PTHREAD_ONCE_INIT;
 static lua_Alloc std_alloc; /* luaL_newstate's allocator */
 static size_t str_header;   /* bytes before a long string's contents, 0 if unknown */
 
@@ -147,20 +149,20 @@ static int push_wrapped(lua_State *L, struct in_place *h, const char *s, size_t 
   return rc;
 }
 
-/* Measures the string header once: the size of a long string's allocation minus its
- * length and terminating zero. Leaves str_header 0 if that looks wrong. */
-static void probe_header(lua_State *L) {
+/* Measures the string header, once per process (pthread_once: pool workers may load
+ * this module too), on a state of its own: the size of a long string's allocation
+ * minus its length and terminating zero. Leaves str_header 0 if that looks wrong. */
+static void probe_header(void) {
   static const char text[] = "a string long enough not to be interned by Lua 5.4, 64 bytes.";
   struct in_place h = {0};
-  lua_State *tmp;
-  if (std_alloc) return;
-  if ((tmp = luaL_newstate()) == NULL) return;
-  std_alloc = lua_getallocf(tmp, NULL);
-  lua_close(tmp);
-  if (push_wrapped(L, &h, text, sizeof text - 1) == LUA_OK &&
-      h.seen > sizeof text && h.seen - sizeof text <= 64)
+  lua_State *tmp = luaL_newstate();
+  if (tmp == NULL) return;
+  if (push_wrapped(tmp, &h, text, sizeof text - 1) == LUA_OK &&
+      h.seen > sizeof text && h.seen - sizeof text <= 64) {
     str_header = h.seen - sizeof text;
-  lua_pop(L, 1);
+    std_alloc = h.f;
+  }
+  lua_close(tmp);
 }
 
 /* Room to ask the read_file job for: the header, if this state can take the block. */
@@ -619,7 +621,7 @@ int luaopen_luarun_fs(lua_State *L) {
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);
-  probe_header(L);
+  pthread_once(&probed, probe_header);
   luaL_newlib(L, funcs);
   add_lines(L);
   return 1;
