@@ -254,7 +254,9 @@ int lr_watchdog_start(lr_runtime *rt, unsigned ms) {
   struct sigaction sa;
   sigset_t all, old;
   int rc;
-  if (wd) { /* a second setting (the CLI's option after the environment) */
+  if (wd) { /* a second setting (the CLI's option after the environment): a bare
+             * --debug (ms 0) keeps the threshold LUARUN_DEBUG_MS gave */
+    if (ms == 0) return 0;
     pthread_mutex_lock(&wd->mu);
     set_threshold(wd, ms);
     pthread_mutex_unlock(&wd->mu);
