@@ -17,7 +17,7 @@
 
 #define CLIENT_MT "luarun.http.Client"
 #define RESPONSE_MT "luarun.http.Response"
-#define DEFAULT_UA "luarun/" LUARUN_VERSION
+static const char DEFAULT_UA[] = "luarun/" LUARUN_VERSION; /* compared by address */
 
 static const char DEFAULT_KEY = 'd';
 
@@ -217,6 +217,7 @@ typedef struct reqspec {
   const char *ca_file, *proxy, *output, *user_agent, *user, *password;
   curl_off_t max_body;
   int headers_idx;            /* a table name_lower -> "Name: value", or 0 */
+  int nheaders;               /* headers merged into it (0: the table is empty) */
 } reqspec;
 
 static int valid_token(const char *s) {
@@ -230,7 +231,7 @@ static int valid_token(const char *s) {
 
 /* Adds the headers table at -1 into the merged table at merged (lower-case name ->
  * header line), checking names and values. Pops the table. */
-static void merge_headers(lua_State *L, int merged, const char *fname) {
+static void merge_headers(lua_State *L, int merged, const char *fname, int *count) {
   int tbl = lua_gettop(L);
   lua_pushnil(L);
   while (lua_next(L, tbl)) {
@@ -262,6 +263,7 @@ static void merge_headers(lua_State *L, int merged, const char *fname) {
     lua_insert(L, -2);
     lua_rawset(L, merged);      /* key value */
     lua_pop(L, 1);
+    ++*count;
   }
   lua_pop(L, 1);
 }
@@ -287,11 +289,11 @@ static void read_options(lua_State *L, reqspec *q, int opts, int defs) {
   q->headers_idx = lua_gettop(L);
   if (defs && lua_getfield(L, defs, "headers") != LUA_TNIL) {
     if (!lua_istable(L, -1)) opt_type_error(L, f, "headers", "a table");
-    merge_headers(L, q->headers_idx, f);
+    merge_headers(L, q->headers_idx, f, &q->nheaders);
   } else if (defs) lua_pop(L, 1);
   if (opts && lua_getfield(L, opts, "headers") != LUA_TNIL) {
     if (!lua_istable(L, -1)) opt_type_error(L, f, "headers", "a table");
-    merge_headers(L, q->headers_idx, f);
+    merge_headers(L, q->headers_idx, f, &q->nheaders);
   } else if (opts) lua_pop(L, 1);
   /* the body: at most one of body, json, form */
   if (get_opt(L, opts, defs, "body") != LUA_TNIL) {
@@ -417,67 +419,119 @@ done:
   return ok;
 }
 
-/* Sets every option of the request on its easy handle. Returns 0 or -1 (out of
- * memory building the header list). */
+/* Option setters for a reused handle: each sets the option only if the handle's
+ * last request left another value (r->applied). */
+static void set_long(lr_http_req *r, CURLoption opt, long *cur, long v) {
+  if (*cur == v) return;
+  lr_curl.easy_setopt(r->easy, opt, v);
+  *cur = v;
+}
+
+static void set_flag(lr_http_req *r, CURLoption opt, uint8_t *cur, int v) {
+  if (*cur == (uint8_t)v) return;
+  lr_curl.easy_setopt(r->easy, opt, (long)v);
+  *cur = (uint8_t)v;
+}
+
+/* The method: curl's request kind (GET, HEAD through NOBODY, POST through
+ * POSTFIELDS) plus CUSTOMREQUEST for the other names. Returns -1 out of memory. */
+static int apply_method(lr_http_req *r, const reqspec *q) {
+  CURL *e = r->easy;
+  lr_http_applied *a = &r->applied;
+  const char *custom = NULL;
+  int kind;
+  if (strcmp(q->method, "GET") == 0 && !q->has_body) kind = LR_HTTP_GET;
+  else if (strcmp(q->method, "HEAD") == 0) kind = LR_HTTP_HEAD;
+  else {
+    /* CURLOPT_POST(FIELDS), not a custom "POST", so 301/302/303 turn it into a GET
+     * as browsers do, and 307/308 resend the body. */
+    kind = strcmp(q->method, "POST") == 0 || q->has_body ? LR_HTTP_POST : LR_HTTP_GET;
+    if (strcmp(q->method, "POST") != 0) custom = q->method;
+  }
+  /* HTTPGET clears both a POST and a NOBODY left by the last request. */
+  if (a->method != kind && a->method != LR_HTTP_GET) lr_curl.easy_setopt(e, CURLOPT_HTTPGET, 1L);
+  if (kind == LR_HTTP_HEAD && a->method != LR_HTTP_HEAD)
+    lr_curl.easy_setopt(e, CURLOPT_NOBODY, 1L);
+  if (kind == LR_HTTP_POST) { /* the body is new every time */
+    lr_curl.easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->body_len);
+    lr_curl.easy_setopt(e, CURLOPT_POSTFIELDS, q->has_body ? q->body : "");
+  }
+  a->method = (uint8_t)kind;
+  if (custom ? (a->custom == NULL || strcmp(a->custom, custom) != 0) : a->custom != NULL) {
+    char *copy = NULL;
+    if (custom && (copy = strdup(custom)) == NULL) return -1;
+    lr_curl.easy_setopt(e, CURLOPT_CUSTOMREQUEST, custom);
+    free(a->custom);
+    a->custom = copy;
+  }
+  return 0;
+}
+
+/* Sets the options of the request on its easy handle: the URL, and whatever differs
+ * from what the handle's last request left. Returns 0 or -1 (out of memory). */
 static int apply(lua_State *L, lr_http_req *r, reqspec *q, const char *url) {
   CURL *e = r->easy;
+  lr_http_applied *a = &r->applied;
   struct curl_slist *h = NULL, *n;
   lr_curl.easy_setopt(e, CURLOPT_URL, url);
-  if (strcmp(q->method, "GET") == 0 && !q->has_body) {
-    lr_curl.easy_setopt(e, CURLOPT_HTTPGET, 1L);
-  } else if (strcmp(q->method, "HEAD") == 0) {
-    lr_curl.easy_setopt(e, CURLOPT_NOBODY, 1L);
-  } else {
-    if (strcmp(q->method, "POST") == 0 || q->has_body) {
-      /* CURLOPT_POST, not a custom "POST", so 301/302/303 turn it into a GET as
-       * browsers do, and 307/308 resend the body. */
-      lr_curl.easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->body_len);
-      lr_curl.easy_setopt(e, CURLOPT_POSTFIELDS, q->has_body ? q->body : "");
+  if (apply_method(r, q) != 0) return -1;
+  if (q->nheaders) {
+    lua_pushnil(L);
+    while (lua_next(L, q->headers_idx)) {
+      n = lr_curl.slist_append(h, lua_tostring(L, -1));
+      lua_pop(L, 1);
+      if (n == NULL) goto oom;
+      h = n;
     }
-    if (strcmp(q->method, "POST") != 0)
-      lr_curl.easy_setopt(e, CURLOPT_CUSTOMREQUEST, q->method);
-  }
-  lua_pushnil(L);
-  while (lua_next(L, q->headers_idx)) {
-    n = lr_curl.slist_append(h, lua_tostring(L, -1));
-    lua_pop(L, 1);
-    if (n == NULL) goto oom;
-    h = n;
   }
   if (q->content_type) {
     if ((n = lr_curl.slist_append(h, q->content_type)) == NULL) goto oom;
     h = n;
   }
-  if (q->has_body && !has_header(L, q->headers_idx, "expect")) {
+  if (q->has_body && !(q->nheaders && has_header(L, q->headers_idx, "expect"))) {
     /* No "Expect: 100-continue" round trip for bodies we already hold. */
     if ((n = lr_curl.slist_append(h, "Expect:")) == NULL) goto oom;
     h = n;
   }
-  r->headers = h;
+  r->headers = h; /* the release unsets it */
   if (h) lr_curl.easy_setopt(e, CURLOPT_HTTPHEADER, h);
-  if (q->timeout_ms) lr_curl.easy_setopt(e, CURLOPT_TIMEOUT_MS, q->timeout_ms);
-  if (q->connect_timeout_ms)
-    lr_curl.easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, q->connect_timeout_ms);
-  lr_curl.easy_setopt(e, CURLOPT_FOLLOWLOCATION, (long)q->follow);
-  lr_curl.easy_setopt(e, CURLOPT_MAXREDIRS, q->max_redirects);
+  set_long(r, CURLOPT_TIMEOUT_MS, &a->timeout_ms, q->timeout_ms);
+  set_long(r, CURLOPT_CONNECTTIMEOUT_MS, &a->connect_timeout_ms, q->connect_timeout_ms);
+  set_flag(r, CURLOPT_FOLLOWLOCATION, &a->follow, q->follow);
+  set_long(r, CURLOPT_MAXREDIRS, &a->max_redirects, q->max_redirects);
+  set_long(r, CURLOPT_HTTP_VERSION, &a->http_version,
+           q->http_version ? q->http_version : CURL_HTTP_VERSION_2TLS);
+  /* Wait for a connection that may multiplex rather than open a second one. */
+  set_flag(r, CURLOPT_PIPEWAIT, &a->pipewait,
+           q->https || q->http_version == CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+  if (q->user_agent != DEFAULT_UA || !a->ua_default) {
+    lr_curl.easy_setopt(e, CURLOPT_USERAGENT, q->user_agent);
+    a->ua_default = q->user_agent == DEFAULT_UA;
+  }
+  r->max_body = q->max_body;
+  if ((q->max_body >= 0 ? q->max_body : 0) != a->max_body) {
+    a->max_body = q->max_body >= 0 ? q->max_body : 0;
+    lr_curl.easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, a->max_body);
+  }
+  /* Rare options with no simple way back to curl's defaults: the handle is reset
+   * when this request is released. */
   if (!q->verify) {
     lr_curl.easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
     lr_curl.easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+    r->tainted = 1;
   }
-  if (q->ca_file) lr_curl.easy_setopt(e, CURLOPT_CAINFO, q->ca_file);
-  if (q->proxy) lr_curl.easy_setopt(e, CURLOPT_PROXY, q->proxy);
-  if (q->user_agent) lr_curl.easy_setopt(e, CURLOPT_USERAGENT, q->user_agent);
+  if (q->ca_file) {
+    lr_curl.easy_setopt(e, CURLOPT_CAINFO, q->ca_file);
+    r->tainted = 1;
+  }
+  if (q->proxy) {
+    lr_curl.easy_setopt(e, CURLOPT_PROXY, q->proxy);
+    r->tainted = 1;
+  }
   if (q->user) {
     lr_curl.easy_setopt(e, CURLOPT_USERNAME, q->user);
     lr_curl.easy_setopt(e, CURLOPT_PASSWORD, q->password);
-  }
-  if (q->http_version) lr_curl.easy_setopt(e, CURLOPT_HTTP_VERSION, (long)q->http_version);
-  /* Wait for a connection that may multiplex rather than open a second one. */
-  if (q->https || q->http_version == CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE)
-    lr_curl.easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
-  if (q->max_body >= 0) {
-    r->max_body = q->max_body;
-    lr_curl.easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, q->max_body);
+    r->tainted = 1;
   }
   return 0;
 oom:

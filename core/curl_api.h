@@ -62,16 +62,33 @@ typedef struct lr_buf {
   size_t n, cap;
 } lr_buf;
 
-/* One transfer. Owned by its client from lr_http_req_new to lr_http_req_release. */
+/* The options a reused easy handle carries over from its last request, so that the
+ * next one sets only what differs (curl keeps options between transfers). Options
+ * that are awkward to put back to curl's defaults (verify, ca_file, proxy, auth)
+ * mark the request `tainted` instead: its handle is reset when it is released. */
+enum { LR_HTTP_GET = 0, LR_HTTP_HEAD, LR_HTTP_POST };
+typedef struct lr_http_applied {
+  long timeout_ms, connect_timeout_ms, max_redirects, http_version;
+  curl_off_t max_body;      /* CURLOPT_MAXFILESIZE_LARGE, 0 = none */
+  char *custom;             /* CURLOPT_CUSTOMREQUEST (a copy), or NULL */
+  uint8_t method;           /* LR_HTTP_GET/HEAD/POST: the request kind set */
+  uint8_t follow, pipewait, ua_default;
+} lr_http_applied;
+
+/* One transfer. Owned by its client from lr_http_req_new to lr_http_req_release;
+ * then kept, with its easy handle and buffers, on the client's free list for the
+ * next request (the fields from `task` on are cleared for each request). */
 struct lr_http_req {
   lr_waitq q;               /* the task parks here (cancel finds us via t->inq) */
   lr_http_client *client;
-  lr_task *task;            /* the task waiting, or NULL */
   CURL *easy;
-  struct curl_slist *headers;
-  lr_http_req *prev, *next; /* the client's list of live requests */
+  lr_http_req *prev, *next; /* the client's list of live requests, or free list */
   lr_buf body;              /* response body (unless streamed to out_fd) */
   lr_buf head;              /* header lines of the last response */
+  lr_http_applied applied;  /* options set on easy (kept across reuse) */
+  /* ---- per request ---- */
+  lr_task *task;            /* the task waiting, or NULL */
+  struct curl_slist *headers;
   int out_fd;               /* output file, or -1 */
   curl_off_t max_body;      /* max_body_size, or -1 */
   curl_off_t received;      /* body bytes seen */
@@ -79,6 +96,7 @@ struct lr_http_req {
   uint64_t finished;
   CURLcode result;
   uint8_t in_multi, done, too_large, write_failed, aborted;
+  uint8_t tainted;          /* options set that only a reset of the handle undoes */
   int write_errno;
   char errbuf[CURL_ERROR_SIZE];
 };
@@ -99,16 +117,18 @@ int lr_http_client_closed(const lr_http_client *c);
 /* The Lua object that owned the client was collected: close it, and free it once
  * its handles have closed. */
 void lr_http_client_unown(lr_http_client *c);
-/* A request with a clean easy handle (from the free list, or new) with the options
- * every request has (callbacks, NOSIGNAL, protocols) already set. NULL if out of
- * memory. The caller sets the rest, then lr_http_req_submit. */
+/* A request with an easy handle (from the free list, or new) with the options every
+ * request has (callbacks, NOSIGNAL, protocols) already set and r->applied telling
+ * what else its last request left set. NULL if out of memory. The caller sets the
+ * rest, then lr_http_req_submit. */
 lr_http_req *lr_http_req_new(lr_http_client *c);
 /* Adds the request to the multi handle. Returns 0, or -1 (then release it). */
 int lr_http_req_submit(lr_http_req *r, lr_task *t);
 /* The cancel hook for a task parked on a request: removes the transfer from curl at
  * once and wakes the task with LR_WAKE_CANCELLED. */
 void lr_http_req_cancel(lr_task *t);
-/* Gives the easy handle back to the free list and frees the rest. */
+/* Gives the request, with its easy handle and buffers, back to the free list (a
+ * tainted handle is reset first); frees it if the list is full or the client closed. */
 void lr_http_req_release(lr_http_req *r);
 
 /* Counters for specs: live requests, sockets curl has open, poll handles. */

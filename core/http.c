@@ -25,7 +25,8 @@
 #include "curl_api.h"
 
 #define container_of(p, type, field) ((type *)((char *)(p) - offsetof(type, field)))
-#define FREE_EASY_MAX 256
+#define FREE_REQ_MAX 256     /* requests (with their easy handles) kept for reuse */
+#define BUF_KEEP (64 * 1024) /* a recycled request keeps buffers up to this size */
 
 typedef struct sockctx {
   uv_poll_t poll;            /* data points back here */
@@ -47,11 +48,13 @@ struct lr_http_client {
   int cancel_pending;        /* cancels deferred while inside curl */
   int active;                /* transfers in the multi handle */
   lr_http_req *live;
-  CURL **free_easy;
+  lr_http_req *free_reqs;    /* released requests, linked through next */
   int nfree;
   lr_http_client *next_client;
   uint8_t closed, in_curl, lua_owned;
 };
+
+static void req_free(lr_http_req *r);
 
 /* Every client, so the runtime closer can find those of its runtime. */
 static pthread_mutex_t clients_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -96,7 +99,6 @@ static void maybe_free(lr_http_client *c) {
     }
   pthread_mutex_unlock(&clients_lock);
   free(c->socks);
-  free(c->free_easy);
   free(c);
 }
 
@@ -381,9 +383,8 @@ lr_http_client *lr_http_client_new(lr_runtime *rt, const lr_http_limits *lim) {
   if (c == NULL) return NULL;
   c->rt = rt;
   c->lua_owned = 1;
-  c->free_easy = malloc(FREE_EASY_MAX * sizeof *c->free_easy);
   c->multi = lr_curl.multi_init();
-  if (c->free_easy == NULL || c->multi == NULL) goto fail;
+  if (c->multi == NULL) goto fail;
   uv_timer_init(&rt->loop, &c->timer);
   c->timer.data = c;
   uv_unref((uv_handle_t *)&c->timer); /* an idle client does not keep the loop alive */
@@ -408,8 +409,6 @@ lr_http_client *lr_http_client_new(lr_runtime *rt, const lr_http_limits *lim) {
   register_closer(rt);
   return c;
 fail:
-  if (c->multi) lr_curl.multi_cleanup(c->multi);
-  free(c->free_easy);
   free(c);
   return NULL;
 }
@@ -420,7 +419,7 @@ int lr_http_client_closed(const lr_http_client *c) {
 
 void lr_http_client_close(lr_http_client *c) {
   lr_http_req *r;
-  int fd, i;
+  int fd;
   if (c->closed) return;
   c->closed = 1;
   /* Order (NOTES.md): requests out of the multi, multi cleanup (curl closes its
@@ -434,7 +433,10 @@ void lr_http_client_close(lr_http_client *c) {
       if (r->task) lr_task_wake(r->task, LR_WAKE_DONE);
     }
   }
-  for (i = 0; i < c->nfree; i++) lr_curl.easy_cleanup(c->free_easy[i]);
+  while ((r = c->free_reqs) != NULL) {
+    c->free_reqs = r->next;
+    req_free(r);
+  }
   c->nfree = 0;
   lr_curl.multi_cleanup(c->multi);
   c->multi = NULL;
@@ -461,24 +463,18 @@ void lr_http_client_counts(const lr_http_client *c, int *reqs, int *sockets, int
 
 /* ---- requests ---- */
 
-lr_http_req *lr_http_req_new(lr_http_client *c) {
-  lr_http_req *r;
-  CURL *e;
-  if (c->closed) return NULL;
-  r = calloc(1, sizeof *r);
-  if (r == NULL) return NULL;
-  e = c->nfree > 0 ? c->free_easy[--c->nfree] : lr_curl.easy_init();
-  if (e == NULL) {
-    free(r);
-    return NULL;
-  }
-  r->client = c;
-  r->easy = e;
-  r->out_fd = -1;
-  r->max_body = -1;
-  r->next = c->live;
-  if (c->live) c->live->prev = r;
-  c->live = r;
+static void req_free(lr_http_req *r) {
+  lr_curl.easy_cleanup(r->easy);
+  buf_free(&r->body);
+  buf_free(&r->head);
+  free(r->applied.custom);
+  free(r);
+}
+
+/* The options every request has; r->applied as curl's defaults for the rest. */
+static void easy_base(lr_http_req *r) {
+  lr_http_client *c = r->client;
+  CURL *e = r->easy;
   lr_curl.easy_setopt(e, CURLOPT_PRIVATE, r);
   lr_curl.easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
   lr_curl.easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
@@ -493,6 +489,37 @@ lr_http_req *lr_http_req_new(lr_http_client *c) {
   lr_curl.easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   lr_curl.easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   lr_curl.easy_setopt(e, CURLOPT_ACCEPT_ENCODING, ""); /* every decoder curl has */
+  free(r->applied.custom);
+  memset(&r->applied, 0, sizeof r->applied);
+  r->applied.max_redirects = -1; /* libcurl 7.x's default: no limit */
+  r->applied.http_version = CURL_HTTP_VERSION_2TLS; /* the default since 7.62 */
+}
+
+lr_http_req *lr_http_req_new(lr_http_client *c) {
+  lr_http_req *r;
+  if (c->closed) return NULL;
+  if ((r = c->free_reqs) != NULL) {
+    c->free_reqs = r->next;
+    c->nfree--;
+    /* Clear the per-request part; the handle, buffers and r->applied stay. */
+    memset(&r->task, 0, sizeof *r - offsetof(lr_http_req, task));
+    r->body.n = r->head.n = 0;
+  } else {
+    r = calloc(1, sizeof *r);
+    if (r == NULL) return NULL;
+    r->client = c;
+    if ((r->easy = lr_curl.easy_init()) == NULL) {
+      free(r);
+      return NULL;
+    }
+    easy_base(r);
+  }
+  r->out_fd = -1;
+  r->max_body = -1;
+  r->prev = NULL;
+  r->next = c->live;
+  if (c->live) c->live->prev = r;
+  c->live = r;
   return r;
 }
 
@@ -523,6 +550,12 @@ void lr_http_req_cancel(lr_task *t) {
   lr_task_wake(t, LR_WAKE_CANCELLED);
 }
 
+/* A buffer kept for the next request, unless it grew large. */
+static void buf_recycle(lr_buf *b) {
+  if (b->cap > BUF_KEEP) buf_free(b);
+  b->n = 0;
+}
+
 void lr_http_req_release(lr_http_req *r) {
   lr_http_client *c = r->client;
   if (c->multi) req_removed(c, r);
@@ -530,13 +563,27 @@ void lr_http_req_release(lr_http_req *r) {
   if (r->prev) r->prev->next = r->next;
   else c->live = r->next;
   if (r->next) r->next->prev = r->prev;
-  lr_curl.easy_reset(r->easy); /* drops its pointers to our headers and buffers */
-  if (!c->closed && c->nfree < FREE_EASY_MAX) c->free_easy[c->nfree++] = r->easy;
-  else lr_curl.easy_cleanup(r->easy);
-  lr_curl.slist_free_all(r->headers);
-  buf_free(&r->body);
-  buf_free(&r->head);
   if (r->out_fd >= 0) close(r->out_fd);
-  free(r);
-  if (c->closed) maybe_free(c);
+  r->out_fd = -1;
+  if (c->closed || c->nfree >= FREE_REQ_MAX) {
+    lr_curl.slist_free_all(r->headers);
+    req_free(r);
+    if (c->closed) maybe_free(c);
+    return;
+  }
+  if (r->tainted) {
+    lr_curl.easy_reset(r->easy);
+    easy_base(r);
+  } else if (r->headers) {
+    /* curl must not keep a pointer to the list freed below. */
+    lr_curl.easy_setopt(r->easy, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
+  }
+  lr_curl.slist_free_all(r->headers);
+  r->headers = NULL;
+  buf_recycle(&r->body);
+  buf_recycle(&r->head);
+  r->task = NULL;
+  r->next = c->free_reqs;
+  c->free_reqs = r;
+  c->nfree++;
 }
