@@ -622,15 +622,22 @@ static int push_failure(lua_State *L, lr_http_req *r, const char *url) {
   return 2;
 }
 
-/* Sets headers and header_list on the response table at res from the raw lines. */
-static void push_headers(lua_State *L, int res, const lr_buf *head) {
-  const char *p = head->p, *end = head->p + head->n;
+/* Response headers are parsed when the script first reads res.headers or
+ * res.header_list: until then the raw header block waits in a weak-keyed table
+ * (response -> string), and most responses of a crawl are never asked for them.
+ * The response table gets both fields at once, as plain fields. */
+static const char RAW_HEADERS_KEY = 'h';
+
+/* Sets headers and header_list on the response table at res from the raw block
+ * (the lines of the last response, status line first). */
+static void parse_headers(lua_State *L, int res, const char *p, size_t len) {
+  const char *end = p + len;
   int hdrs, list, n = 0, first = 1;
   lua_newtable(L);
   hdrs = lua_gettop(L);
   lua_newtable(L);
   list = lua_gettop(L);
-  while (p && p < end) {
+  while (p < end) {
     const char *eol = memchr(p, '\n', (size_t)(end - p));
     const char *line = p, *colon, *v, *ve;
     if (eol == NULL) eol = end;
@@ -671,6 +678,29 @@ static void push_headers(lua_State *L, int res, const lr_buf *head) {
   lua_setfield(L, res, "headers");
 }
 
+/* Response.__index: the headers on first use, and the methods (upvalue 1). */
+static int res_index(lua_State *L) {
+  const char *k = lua_tostring(L, 2);
+  if (k && (strcmp(k, "headers") == 0 || strcmp(k, "header_list") == 0)) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &RAW_HEADERS_KEY);
+    lua_pushvalue(L, 1);
+    if (lua_rawget(L, -2) == LUA_TSTRING) { /* stack: res key raw_table raw */
+      size_t len;
+      const char *p = lua_tolstring(L, -1, &len);
+      parse_headers(L, 1, p, len);
+      lua_pushvalue(L, 1);
+      lua_pushnil(L);
+      lua_rawset(L, 3);
+    }
+    lua_settop(L, 2);
+    lua_rawget(L, 1);
+    return 1;
+  }
+  lua_settop(L, 2);
+  lua_gettable(L, lua_upvalueindex(1));
+  return 1;
+}
+
 static void push_response(lua_State *L, lr_http_req *r, const char *output) {
   long status = 0, ver = 0, nconn = 0;
   char *eff = NULL;
@@ -686,7 +716,11 @@ static void push_response(lua_State *L, lr_http_req *r, const char *output) {
   lua_setfield(L, res, "status");
   lua_pushboolean(L, status >= 200 && status < 300);
   lua_setfield(L, res, "ok");
-  push_headers(L, res, &r->head);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &RAW_HEADERS_KEY);
+  lua_pushvalue(L, res);
+  lua_pushlstring(L, r->head.p ? r->head.p : "", r->head.n);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
   lua_pushlstring(L, r->body.p ? r->body.p : "", r->body.n);
   lua_setfield(L, res, "body");
   lua_pushstring(L, eff ? eff : "");
@@ -994,10 +1028,12 @@ static int res_json(lua_State *L) {
   lua_getfield(L, -1, "decode");
   lua_pushvalue(L, -3);
   if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    /* Both strings first: lr_report_tostring pushes, and C leaves the order in
+     * which arguments are evaluated open. */
+    const char *why = lr_report_tostring(L, -1), *url;
     lua_getfield(L, 1, "url");
-    return luaL_error(L, "res:json: the body of %s is not valid JSON: %s",
-                      lua_isstring(L, -1) ? lua_tostring(L, -1) : "the response",
-                      lr_report_tostring(L, -2));
+    url = lua_isstring(L, -1) ? lua_tostring(L, -1) : "the response";
+    return luaL_error(L, "res:json: the body of %s is not valid JSON: %s", url, why);
   }
   return 1;
 }
@@ -1039,7 +1075,17 @@ int luaopen_luarun_http(lua_State *L) {
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, res_json);
     lua_setfield(L, -2, "json");
+    lua_pushcclosure(L, res_index, 1);
     lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &RAW_HEADERS_KEY) != LUA_TTABLE) {
+    lua_newtable(L); /* response -> raw header block, until parsed */
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &RAW_HEADERS_KEY);
   }
   lua_pop(L, 1);
   luaL_newlib(L, funcs);

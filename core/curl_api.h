@@ -97,6 +97,7 @@ struct lr_http_req {
   CURLcode result;
   uint8_t in_multi, done, too_large, write_failed, aborted;
   uint8_t tainted;          /* options set that only a reset of the handle undoes */
+  uint32_t closes_at_submit; /* the client's count of closed sockets at submit */
   int write_errno;
   char errbuf[CURL_ERROR_SIZE];
 };

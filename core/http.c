@@ -47,6 +47,7 @@ struct lr_http_client {
   int pending_closes;        /* uv handles whose close callback has not run */
   int cancel_pending;        /* cancels deferred while inside curl */
   int active;                /* transfers in the multi handle */
+  uint32_t closes;           /* sockets closed so far (see lr_http_req_release) */
   lr_http_req *live;
   lr_http_req *free_reqs;    /* released requests, linked through next */
   int nfree;
@@ -185,6 +186,7 @@ static curl_socket_t opensocket_cb(void *clientp, curlsocktype purpose,
 static int closesocket_cb(void *clientp, curl_socket_t fd) {
   lr_http_client *c = clientp;
   sockctx *ctx = sock_get(c, fd);
+  c->closes++;
   if (ctx) {
     if (ctx->owned) c->nsockets--;
     sock_retire(c, ctx);
@@ -528,6 +530,7 @@ int lr_http_req_submit(lr_http_req *r, lr_task *t) {
   if (c->closed || lr_curl.multi_add_handle(c->multi, r->easy) != CURLM_OK) return -1;
   req_added(c, r);
   r->task = t;
+  r->closes_at_submit = c->closes;
   r->started = uv_hrtime();
   lr_waitq_push(&r->q, t);
   return 0;
@@ -570,6 +573,17 @@ void lr_http_req_release(lr_http_req *r) {
     req_free(r);
     if (c->closed) maybe_free(c);
     return;
+  }
+  if (!r->tainted) {
+    /* libcurl before 8.17 counts "connection died, retrying a fresh connect" per
+     * handle, not per request, and only curl_easy_reset clears the count: after five
+     * retries over a handle's life, a request fails with "Connection died, tried 5
+     * times" (curl #18926). A retry closes the dead connection and opens or takes
+     * another, so a request that saw a socket closed or a connection made resets
+     * its handle; steady keep-alive traffic does neither. */
+    long nconn = 0;
+    lr_curl.easy_getinfo(r->easy, CURLINFO_NUM_CONNECTS, &nconn);
+    if (nconn > 0 || c->closes != r->closes_at_submit) r->tainted = 1;
   }
   if (r->tainted) {
     lr_curl.easy_reset(r->easy);

@@ -23,6 +23,8 @@ daemon thread per connection), HTTP/1.1 with keep-alive. Endpoints:
   /close-mid-body        promises 1000 bytes, sends 100, closes
   /malformed             a reply that is not HTTP
   /hang                  reads the request and never answers (closes after 60 s)
+  /close-on-next         answers, then reads the next request on this connection and
+                         closes it unanswered (a keep-alive connection that died)
   /json, /invalid-json   a JSON document / text that is not JSON
   /basic-auth/U/P        200 with the right credentials, else 401
   /stats                 {"connections": accepted so far, "requests": served so far}
@@ -126,6 +128,10 @@ class Handler(BaseHTTPRequestHandler):
     def handle_any(self):
         with LOCK:
             STATS["requests"] += 1
+        if getattr(self, "drop_next", False):
+            self.body_bytes()
+            self.close_connection = True
+            return None
         u = urllib.parse.urlsplit(self.path)
         q = urllib.parse.parse_qs(u.query, keep_blank_values=True)
         parts = [p for p in u.path.split("/") if p]
@@ -218,6 +224,10 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(60)
             self.close_connection = True
             return None
+        if name == "close-on-next":
+            self.body_bytes()
+            self.drop_next = True
+            return self.send_json({"ok": True})
         if name == "json":
             return self.send_json({"a": 1, "b": [1, 2, 3], "c": "d"})
         if name == "invalid-json":
