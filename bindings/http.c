@@ -208,6 +208,7 @@ static void encode_json(lua_State *L) {
 
 typedef struct reqspec {
   const char *fname, *method, *url;
+  int url_arg;                /* the URL's stack index */
   const char *body;           /* on the stack until the continuation */
   size_t body_len;
   const char *content_type;   /* for json/form, unless the script set one */
@@ -389,6 +390,17 @@ static int build_url(lua_State *L, reqspec *q, int opts, int defs, const char **
                                            : "the URL does not parse";
     goto done;
   }
+  if (get_opt(L, opts, defs, "query") == LUA_TNIL &&
+      (strncmp(q->url, "http://", 7) == 0 || strncmp(q->url, "https://", 8) == 0)) {
+    /* The common case: the URL as given (curl parses it again from CURLOPT_URL), no
+     * need to have curl put it back together. */
+    lua_pop(L, 1);
+    q->https = q->url[4] == 's';
+    lua_pushvalue(L, q->url_arg);
+    ok = 1;
+    goto done;
+  }
+  lua_pop(L, 1);
   if (lr_curl.url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
       (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)) {
     *why = "only http and https URLs are accepted";
@@ -701,7 +713,7 @@ static int res_index(lua_State *L) {
   return 1;
 }
 
-static void push_response(lua_State *L, lr_http_req *r, const char *output) {
+static void push_response(lua_State *L, lr_http_req *r, int url_idx, const char *output) {
   long status = 0, ver = 0, nconn = 0;
   char *eff = NULL;
   int res;
@@ -723,7 +735,8 @@ static void push_response(lua_State *L, lr_http_req *r, const char *output) {
   lua_pop(L, 1);
   lua_pushlstring(L, r->body.p ? r->body.p : "", r->body.n);
   lua_setfield(L, res, "body");
-  lua_pushstring(L, eff ? eff : "");
+  if (eff && strcmp(eff, lua_tostring(L, url_idx)) == 0) lua_pushvalue(L, url_idx);
+  else lua_pushstring(L, eff ? eff : ""); /* after redirects, or as curl wrote it */
   lua_setfield(L, res, "url");
   lua_pushstring(L, ver == CURL_HTTP_VERSION_1_0 ? "1.0" : ver == CURL_HTTP_VERSION_2_0 ? "2"
                     : ver == CURL_HTTP_VERSION_3 ? "3" : "1.1");
@@ -772,7 +785,7 @@ static int request_k(lua_State *L, int status, lua_KContext ctx) {
     lr_http_req_release(r);
     return n;
   }
-  push_response(L, r, output);
+  push_response(L, r, p->url_idx, output);
   lr_http_req_release(r);
   return 1;
 }
@@ -804,6 +817,7 @@ static int do_request(lua_State *L, int cidx, const char *method, int urlarg, in
     return luaL_error(L, "%s: the URL must be a string (got %s)", fname,
                       luaL_typename(L, urlarg));
   q.url = lua_tostring(L, urlarg);
+  q.url_arg = urlarg;
   if (!lua_isnoneornil(L, optarg)) {
     if (!lua_istable(L, optarg))
       return luaL_error(L, "%s: the options must be a table (got %s)", fname,
