@@ -33,6 +33,7 @@ typedef struct sockctx {
   lr_http_client *c;
   curl_socket_t fd;
   int events;                /* CURL_CSELECT_IN/OUT that curl asked us to watch */
+  int polled;                /* UV_READABLE/WRITABLE the poll handle is started for */
   uint8_t inited, owned;
 } sockctx;
 
@@ -259,6 +260,14 @@ static void action(lr_http_client *c, curl_socket_t fd, int flags) {
 static void poll_cb(uv_poll_t *h, int status, int events) {
   sockctx *ctx = (sockctx *)h;
   int flags = 0;
+  if (ctx->events == 0) {
+    /* An idle connection curl stopped watching (see socket_cb) became readable:
+     * the server closed it, most likely. Stop polling; curl finds out when it next
+     * checks the connection. */
+    uv_poll_stop(&ctx->poll);
+    ctx->polled = 0;
+    return;
+  }
   if (status == UV_EAGAIN) return; /* a spurious wake-up */
   if (status < 0) {
     /* libuv reports POLLERR as UV_EBADF and nothing else. curl must hear of it, or
@@ -288,7 +297,15 @@ static int timer_cb(CURLM *m, long timeout_ms, void *userp) {
   return 0;
 }
 
-/* CURLMOPT_SOCKETFUNCTION: start, change or stop polling one descriptor. */
+/* CURLMOPT_SOCKETFUNCTION: start, change or stop polling one descriptor.
+ *
+ * curl stops watching a keep-alive connection between two requests and watches it
+ * again for the next one; with libuv, each stop and start is an epoll_ctl call
+ * (uv_poll_start re-adds the descriptor even for the same events). So a REMOVE of a
+ * socket we own leaves the poll handle started, only unref'd (an idle connection
+ * must not keep the loop alive), and a start for the events already polled does
+ * nothing. The poll handle is stopped for real before its descriptor is closed
+ * (closesocket_cb) or when the idle socket turns readable (poll_cb). */
 static int socket_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp) {
   lr_http_client *c = userp;
   sockctx *ctx = sock_get(c, fd);
@@ -298,7 +315,8 @@ static int socket_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *soc
   if (what == CURL_POLL_REMOVE) {
     if (ctx == NULL) return 0;        /* already closed, or never seen: fine */
     if (ctx->owned) {
-      if (ctx->inited) uv_poll_stop(&ctx->poll); /* closesocket_cb retires it */
+      if (ctx->inited) uv_unref((uv_handle_t *)&ctx->poll);
+      ctx->events = 0;                /* closesocket_cb retires it */
     } else {
       sock_retire(c, ctx);
     }
@@ -315,9 +333,13 @@ static int socket_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *soc
   }
   if (what & CURL_POLL_IN) events |= UV_READABLE;
   if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
+  uv_ref((uv_handle_t *)&ctx->poll);
   ctx->events = ((what & CURL_POLL_IN) ? CURL_CSELECT_IN : 0) |
                 ((what & CURL_POLL_OUT) ? CURL_CSELECT_OUT : 0);
-  uv_poll_start(&ctx->poll, events, poll_cb);
+  if (events != ctx->polled) {
+    uv_poll_start(&ctx->poll, events, poll_cb);
+    ctx->polled = events;
+  }
   return 0;
 }
 

@@ -368,6 +368,21 @@ describe("luarun.http", function()
       end)
     end)
 
+    it("an idle connection that the server closes is dropped without spinning", function()
+      run(function()
+        local c <close> = http.client()
+        for i = 1, 3 do
+          assert.are.equal(200, assert(c:get(base .. "/close-idle")).status, i)
+          -- curl no longer watches the idle socket; it turns readable (EOF) now.
+          local cpu = os.clock()
+          lr.sleep(0.3)
+          assert.is_true(os.clock() - cpu < 0.1, "busy while idle: " .. (os.clock() - cpu))
+          assert.is_true(c:stats().sockets <= 1)
+        end
+        assert.are.equal(200, assert(c:get(base .. "/get")).status)
+      end)
+    end)
+
     it("a reused handle survives many dead keep-alive connections (curl #18926)", function()
       run(function()
         local c <close> = http.client()

@@ -23,6 +23,7 @@ daemon thread per connection), HTTP/1.1 with keep-alive. Endpoints:
   /close-mid-body        promises 1000 bytes, sends 100, closes
   /malformed             a reply that is not HTTP
   /hang                  reads the request and never answers (closes after 60 s)
+  /close-idle            answers as if keeping the connection alive, then closes it
   /close-on-next         answers, then reads the next request on this connection and
                          closes it unanswered (a keep-alive connection that died)
   /json, /invalid-json   a JSON document / text that is not JSON
@@ -222,6 +223,12 @@ class Handler(BaseHTTPRequestHandler):
             return None
         if name == "hang":
             time.sleep(60)
+            self.close_connection = True
+            return None
+        if name == "close-idle":
+            self.body_bytes()
+            self.send_json({"ok": True})
+            self.wfile.flush()
             self.close_connection = True
             return None
         if name == "close-on-next":
