@@ -379,10 +379,22 @@ static void read_options(lua_State *L, reqspec *q, int opts, int defs) {
  * scheme. Pushes the final URL and returns 1, or returns 0 (nothing pushed) with a
  * reason in why when the URL is invalid. */
 static int build_url(lua_State *L, reqspec *q, int opts, int defs, const char **why) {
-  CURLU *u = lr_curl.url();
+  CURLU *u;
   CURLUcode rc;
   char *scheme = NULL, *full = NULL;
   int ok = 0;
+  if (get_opt(L, opts, defs, "query") == LUA_TNIL &&
+      (strncmp(q->url, "http://", 7) == 0 || strncmp(q->url, "https://", 8) == 0)) {
+    /* The common case goes to curl as given: curl parses it anyway (with the scheme
+     * written out, its parser and ours agree), and a URL that does not parse fails
+     * the transfer with CURLE_URL_MALFORMAT, reported as invalid_url like here. */
+    lua_pop(L, 1);
+    q->https = q->url[4] == 's';
+    lua_pushvalue(L, q->url_arg);
+    return 1;
+  }
+  lua_pop(L, 1);
+  u = lr_curl.url();
   if (u == NULL) luaL_error(L, "%s: out of memory", q->fname);
   rc = lr_curl.url_set(u, CURLUPART_URL, q->url, 0);
   if (rc != CURLUE_OK) {
@@ -390,17 +402,6 @@ static int build_url(lua_State *L, reqspec *q, int opts, int defs, const char **
                                            : "the URL does not parse";
     goto done;
   }
-  if (get_opt(L, opts, defs, "query") == LUA_TNIL &&
-      (strncmp(q->url, "http://", 7) == 0 || strncmp(q->url, "https://", 8) == 0)) {
-    /* The common case: the URL as given (curl parses it again from CURLOPT_URL), no
-     * need to have curl put it back together. */
-    lua_pop(L, 1);
-    q->https = q->url[4] == 's';
-    lua_pushvalue(L, q->url_arg);
-    ok = 1;
-    goto done;
-  }
-  lua_pop(L, 1);
   if (lr_curl.url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
       (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)) {
     *why = "only http and https URLs are accepted";
@@ -609,6 +610,12 @@ static const char *curl_code_name(CURLcode c) {
   }
 }
 
+static long redirects(lr_http_req *r) {
+  long n = 0;
+  lr_curl.easy_getinfo(r->easy, CURLINFO_REDIRECT_COUNT, &n);
+  return n;
+}
+
 static int push_failure(lua_State *L, lr_http_req *r, const char *url) {
   const char *kind = curl_kind(r);
   const char *name = curl_code_name(r->result);
@@ -617,6 +624,8 @@ static int push_failure(lua_State *L, lr_http_req *r, const char *url) {
                     (lua_Integer)r->max_body);
   } else if (r->write_failed) {
     lua_pushfstring(L, "cannot write the output file: %s", strerror(r->write_errno));
+  } else if (r->result == CURLE_URL_MALFORMAT && redirects(r) == 0) {
+    lua_pushliteral(L, "the URL does not parse"); /* the URL as given (build_url) */
   } else if (r->result == CURLE_FILESIZE_EXCEEDED) {
     lua_pushfstring(L, "the response body is larger than max_body_size (%I bytes)",
                     (lua_Integer)r->max_body);

@@ -290,11 +290,15 @@ describe("luarun.http", function()
 
     it("invalid_url for URLs that do not parse or are not http/https", function()
       run(function()
-        for _, u in ipairs({"not a url", "ftp://127.0.0.1/", "file:///etc/passwd", "//x", "http://"}) do
+        for _, u in ipairs({"not a url", "ftp://127.0.0.1/", "file:///etc/passwd", "//x", "http://",
+                            "https://", "http://127.0.0.1:99999/", "http://a b/", "http://[::1/",
+                            "HTTP://a b/"}) do
           local res, err = http.get(u)
           assert.is_nil(res)
           assert.are.equal("invalid_url", err.kind, u)
           assert.are.equal(u, err.url)
+          assert.is_true(err.message == "the URL does not parse"
+                         or err.message == "only http and https URLs are accepted", err.message)
         end
       end)
     end)
