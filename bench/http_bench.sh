@@ -5,8 +5,10 @@
 #   (b) 1,000 x /delay/0.1 with 10, 50, 100 at once: wall time
 #   (c) 20,000 small responses from nginx, 64 at once: requests/s and peak RSS,
 #       with wrk -c64 as the ceiling
-# Delays come from bench/http_delay_server.py (asyncio: one loop, no thread per
-# connection). Every server binds 127.0.0.1 and is stopped by its pid.
+# Delays come from nginx with the echo module (echo_sleep: nginx's own timers, no
+# interpreter), or with DELAY=python from bench/http_delay_server.py (asyncio, which
+# adds ~1 ms to every delay; the run prints what each server adds). Every server
+# binds 127.0.0.1 and is stopped by its pid.
 #   bash bench/http_bench.sh [a] [b] [c]      (default: all three)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,11 +34,14 @@ wait_file() { for _ in $(seq 100); do [ -s "$1" ] && return 0; sleep 0.1; done; 
 $PY bench/http_delay_server.py "$tmp/delay.port" "$tmp/delay.pid" 2>"$tmp/delay.log" &
 wait_file "$tmp/delay.pid" && wait_file "$tmp/delay.port" || { cat "$tmp/delay.log"; exit 1; }
 pids+=("$(cat "$tmp/delay.pid")")
-delay="http://127.0.0.1:$(cat "$tmp/delay.port")"
+pydelay="http://127.0.0.1:$(cat "$tmp/delay.port")"
 
 nginx_port=$($PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 mkdir -p "$tmp/nginx"
-cat >"$tmp/nginx/nginx.conf" <<CONF
+echo_mod=/usr/lib/nginx/modules/ngx_http_echo_module.so
+{
+  [ -f $echo_mod ] && echo "load_module $echo_mod;"
+  cat <<CONF
 worker_processes 1;
 daemon off;
 pid $tmp/nginx/nginx.pid;
@@ -52,10 +57,20 @@ http {
   scgi_temp_path $tmp/nginx/scgi;
   server {
     listen 127.0.0.1:$nginx_port;
+CONF
+  [ -f $echo_mod ] && cat <<'CONF'
+    location ~ ^/delay/(?<secs>[0-9.]+)$ {
+      default_type application/json;
+      echo_sleep $secs;
+      echo -n '{"delay": $secs}';
+    }
+CONF
+  cat <<CONF
     location / { default_type application/json; return 200 '{"ok": true}'; }
   }
 }
 CONF
+} >"$tmp/nginx/nginx.conf"
 nginx -c "$tmp/nginx/nginx.conf" -p "$tmp/nginx" 2>"$tmp/nginx.log" &
 pids+=("$!")
 for _ in $(seq 100); do
@@ -63,6 +78,13 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 small="http://127.0.0.1:$nginx_port/small"
+if [ "${DELAY:-nginx}" = python ] || [ ! -f $echo_mod ]; then
+  delay=$pydelay
+  delay_name="bench/http_delay_server.py (asyncio)"
+else
+  delay="http://127.0.0.1:$nginx_port"
+  delay_name="nginx echo_sleep"
+fi
 
 # ---- clients: each prints "wall_seconds failures" ----
 run_curl() { # url n limit
@@ -78,6 +100,7 @@ run_curl() { # url n limit
 client() { # name url n limit
   case $1 in
     luarun) "$LUARUN" bench/http_luarun.lua "$2" "$3" "$4" ;;
+    luarun-workers) "$LUARUN" bench/http_luarun.lua "$2" "$3" "$4" workers ;;
     httpx) $PY bench/http_httpx.py "$2" "$3" "$4" ;;
     aiohttp) $PY bench/http_aiohttp.py "$2" "$3" "$4" ;;
     node) node bench/http_node.mjs "$2" "$3" "$4" ;;
@@ -89,6 +112,16 @@ clients="luarun httpx aiohttp node curl"
 echo "machine: $(nproc) cores, $(uname -r); curl $(curl --version | head -1 | cut -d' ' -f2)," \
      "node $(node --version), httpx $($PY -c 'import httpx; print(httpx.__version__)')," \
      "aiohttp $($PY -c 'import aiohttp; print(aiohttp.__version__)')"
+
+echo "load: $(cut -d' ' -f1-3 /proc/loadavg); commit $(git rev-parse --short HEAD 2>/dev/null || echo ?)"
+echo "delay server: $delay_name"
+echo
+echo "What a delay server adds: 20 x /delay/0.1 one after another from luarun, ms a request"
+for srv in "nginx echo_sleep=http://127.0.0.1:$nginx_port" "asyncio server=$pydelay"; do
+  [ -f $echo_mod ] || [[ $srv != nginx* ]] || continue
+  read -r wall _ < <("$LUARUN" bench/http_luarun.lua "${srv#*=}/delay/0.1" 20 1)
+  echo "  ${srv%%=*}: $(awk -v w="$wall" 'BEGIN {printf "%.2f", w * 1000 / 20}')"
+done
 
 if [[ $parts == *a* ]]; then
   echo
@@ -122,7 +155,7 @@ if [[ $parts == *c* ]]; then
   echo "(c) 20,000 x small body from nginx, 64 at once: requests/s and peak RSS"
   echo "| client | wall (s) | requests/s | peak RSS (MB) |"
   echo "|---|---|---|---|"
-  for c in $clients; do
+  for c in $clients luarun-workers; do
     /usr/bin/time -f %M -o "$tmp/rss" bash -c "$(declare -f client run_curl); \
       LUARUN='$LUARUN' PY='$PY' tmp='$tmp' client $c '$small' 20000 64" >"$tmp/out"
     read -r wall fails <"$tmp/out"
@@ -131,6 +164,8 @@ if [[ $parts == *c* ]]; then
     [ "$fails" = 0 ] || rps="$rps ($fails failed)"
     echo "| $c | $wall | $rps | $rss |"
   done
-  wrk_rps=$(wrk -t2 -c64 -d5s "$small" | awk '/Requests\/sec/ {printf "%.0f", $2}')
-  echo "| wrk -t2 -c64 -d5s (ceiling) | | $wrk_rps | |"
+  for t in 1 2; do
+    wrk_rps=$(wrk -t$t -c64 -d5s "$small" | awk '/Requests\/sec/ {printf "%.0f", $2}')
+    echo "| wrk -t$t -c64 -d5s (ceiling) | | $wrk_rps | |"
+  done
 fi
