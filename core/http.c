@@ -26,7 +26,7 @@
 
 #define container_of(p, type, field) ((type *)((char *)(p) - offsetof(type, field)))
 #define FREE_REQ_MAX 256     /* requests (with their easy handles) kept for reuse */
-#define BUF_KEEP (64 * 1024) /* a recycled request keeps buffers up to this size */
+#define BUF_KEEP (16 * 1024) /* a recycled request keeps buffers up to this size */
 
 typedef struct sockctx {
   uv_poll_t poll;            /* data points back here */
