@@ -54,6 +54,7 @@ struct lr_http_client {
   int nfree;
   lr_http_client *next_client;
   uint8_t closed, in_curl, lua_owned;
+  uint8_t env_proxy;         /* a proxy variable was set when the client was made */
 };
 
 static void req_free(lr_http_req *r);
@@ -402,10 +403,23 @@ static void register_closer(lr_runtime *rt) {
 
 /* ---- clients ---- */
 
+/* Whether libcurl would find a proxy setting in the environment. */
+static int env_has_proxy(void) {
+  static const char *const names[] = {
+    "http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY",
+    "no_proxy", "NO_PROXY", NULL
+  };
+  int i;
+  for (i = 0; names[i]; i++)
+    if (getenv(names[i])) return 1;
+  return 0;
+}
+
 lr_http_client *lr_http_client_new(lr_runtime *rt, const lr_http_limits *lim) {
   lr_http_client *c = calloc(1, sizeof *c);
   if (c == NULL) return NULL;
   c->rt = rt;
+  c->env_proxy = (uint8_t)env_has_proxy();
   c->lua_owned = 1;
   c->multi = lr_curl.multi_init();
   if (c->multi == NULL) goto fail;
@@ -513,6 +527,12 @@ static void easy_base(lr_http_req *r) {
   lr_curl.easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   lr_curl.easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   lr_curl.easy_setopt(e, CURLOPT_ACCEPT_ENCODING, ""); /* every decoder curl has */
+  if (!c->env_proxy) {
+    /* No proxy variables: say so, or libcurl looks up five of them in the
+     * environment for every request. */
+    lr_curl.easy_setopt(e, CURLOPT_PROXY, "");
+    lr_curl.easy_setopt(e, CURLOPT_NOPROXY, "");
+  }
   free(r->applied.custom);
   memset(&r->applied, 0, sizeof r->applied);
   r->applied.max_redirects = -1; /* libcurl 7.x's default: no limit */

@@ -186,6 +186,32 @@ describe("luarun.http", function()
       end)
     end)
 
+    it("a proxy from the environment (http_proxy, no_proxy) is used as libcurl does", function()
+      local path = os.tmpname() .. ".lua"
+      local f = assert(io.open(path, "wb"))
+      f:write([[
+        local http = require "luarun.http"
+        local res, err = http.get("http://example.invalid/anything?p=1")
+        print(res and res:json().headers["Host"] or err.kind)
+      ]])
+      f:close()
+      local function run_with(env)
+        return util.sh("env -u http_proxy -u HTTP_PROXY -u all_proxy -u ALL_PROXY -u no_proxy "
+                       .. "-u NO_PROXY " .. env .. " timeout 30 " .. util.quote(util.bin) .. " "
+                       .. util.quote(path))
+      end
+      local code, out, err = run_with("http_proxy=" .. util.quote(base))
+      assert.are.equal(0, code, err)
+      assert.are.equal("example.invalid\n", out)
+      code, out, err = run_with("http_proxy=" .. util.quote(base) .. " no_proxy=example.invalid")
+      assert.are.equal(0, code, err)
+      assert.are.equal("dns\n", out)
+      code, out, err = run_with("")
+      assert.are.equal(0, code, err)
+      assert.are.equal("dns\n", out)
+      os.remove(path)
+    end)
+
     it("output streams the body to a file, truncating it first", function()
       local dir = srv.tmpdir()
       local path = dir .. "/out.bin"
