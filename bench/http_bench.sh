@@ -116,11 +116,21 @@ echo "machine: $(nproc) cores, $(uname -r); curl $(curl --version | head -1 | cu
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg); commit $(git rev-parse --short HEAD 2>/dev/null || echo ?)"
 echo "delay server: $delay_name"
 echo
-echo "What a delay server adds: 20 x /delay/0.1 one after another from luarun, ms a request"
+# wrk is the client that adds least: its mean latency on /delay/0.1, less 100 ms, is
+# what the server itself adds to every request at that concurrency.
+wrk_ms() { # url connections -> mean latency in ms
+  wrk -t1 -c"$2" -d3s "$1" | awk '$1 == "Latency" {
+    v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v)
+    printf "%.2f", (u == "s") ? v * 1000 : (u == "us") ? v / 1000 : v }'
+}
+echo "What a delay server adds to /delay/0.1 (wrk's mean latency less 100 ms) at 1 / 10 / 100 connections"
 for srv in "nginx echo_sleep=http://127.0.0.1:$nginx_port" "asyncio server=$pydelay"; do
   [ -f $echo_mod ] || [[ $srv != nginx* ]] || continue
-  read -r wall _ < <("$LUARUN" bench/http_luarun.lua "${srv#*=}/delay/0.1" 20 1)
-  echo "  ${srv%%=*}: $(awk -v w="$wall" 'BEGIN {printf "%.2f", w * 1000 / 20}')"
+  row="  ${srv%%=*}:"
+  for c in 1 10 100; do
+    row="$row $(awk -v m="$(wrk_ms "${srv#*=}/delay/0.1" $c)" 'BEGIN {printf "%.2f ms", m - 100}')"
+  done
+  echo "$row"
 done
 
 if [[ $parts == *a* ]]; then
