@@ -6,8 +6,13 @@
 #   (b) 10,000 trivial calls, microseconds per call, awaited one after another and
 #       all submitted at once (goal: under 10 us, ahead of both peers);
 #   (c) one call with a 1 MB string argument returned as the result (1 MB each way):
-#       microseconds per call, against a plain memcpy of 1 MB (bench/pool/memcpy.c)
-#       (goal: within 2 x a memcpy of the data, i.e. of the 2 MB that cross).
+#       microseconds per call, against a plain memcpy of the data measured in the
+#       same run (goal: within 2 x). The baseline, c_memcpy_us from
+#       bench/pool/memcpy.c: one thread memcpy's the 1 MB argument into a buffer and
+#       that buffer into another (the result), three buffers allocated once. Also
+#       printed: memcpy_1mb_us (one 1 MB copy between two L2-resident buffers) and
+#       c_xthread_us (the same two copies split between two threads as the pool
+#       must: the floor for any design that copies on both sides).
 #
 #   bench/pool.sh [job_iterations]      default 20000000 (about 0.15 s per job in luarun)
 #
@@ -24,7 +29,7 @@ if [ ! -x "$build/luarun" ]; then
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-gcc -O2 -o "$tmp/memcpy" bench/pool/memcpy.c
+gcc -O2 -pthread -o "$tmp/memcpy" bench/pool/memcpy.c
 
 echo "commit $(git rev-parse --short HEAD), $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg), iterations $iter"
 "$tmp/memcpy" | tee "$tmp/memcpy.txt"
@@ -42,3 +47,12 @@ for k in $keys; do
   done
   printf '\n'
 done
+
+c=$(awk '$1 == "c_1mb_roundtrip_us" { print $2 }' "$tmp/luarun.txt")
+awk -v c="$c" '
+  { v[$1] = $2 }
+  END {
+    printf "\n(c) luarun %.1f us = %.2f x c_memcpy_us (%.1f, goal <= 2), ", c, c / v["c_memcpy_us"], v["c_memcpy_us"]
+    printf "%.2f x 2 * memcpy_1mb_us (%.1f), ", c / (2 * v["memcpy_1mb_us"]), 2 * v["memcpy_1mb_us"]
+    printf "%.2f x c_xthread_us (%.1f)\n", c / v["c_xthread_us"], v["c_xthread_us"]
+  }' "$tmp/memcpy.txt"

@@ -20,6 +20,12 @@
  *
  * The async handle is referenced only while some task waits on the pool, so an idle
  * pool never keeps lr.run from returning, and an orphaned job never delays exit.
+ *
+ * Short jobs: waking a sleeping thread costs 40-100 us on a VM, more than a short
+ * job, so the three threads involved poll for a while before they sleep: a worker
+ * for the next job (wait_for_job), a caller for a small job's result
+ * (spin_for_result) and the loop, about to block in epoll, for a result due soon
+ * (prepare_cb). How long comes from the jobs just before (pool.job_ns).
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -52,8 +58,10 @@ struct job {
   int status;           /* J_OK or J_ERROR (out holds the message) */
   int orphaned;         /* loop thread: result to be dropped */
   int reading;          /* the worker may still read the caller's strings (mutex) */
+  int caller_spinning;  /* the caller polls for the result: no async wake (mutex) */
   int out_anchor;       /* worker registry ref anchoring long result strings, or 0 */
   struct worker *w;     /* the worker holding out_anchor */
+  uint64_t ns;          /* how long the worker took (set before J_DONE) */
   lr_copybuf code, in, out;
 };
 
@@ -86,8 +94,14 @@ struct pool {
   unsigned nworkers;
   worker *workers;
   int nspinning;        /* workers polling the queue before they sleep (mutex) */
+  int nqueued;          /* jobs in the queue (mutex) */
+  unsigned spin_gen;    /* bumped when a worker starts polling (atomic; under the mutex) */
   int nbusy;            /* workers running a job (mutex) */
   size_t waiting;       /* loop thread: jobs whose task waits (async ref'd if > 0) */
+  uint64_t job_ns;      /* loop thread: moving average of recent jobs' durations */
+  unsigned done_seq;    /* bumped when a job is done (atomic; written under the mutex) */
+  int nclosing;         /* handles still to close at shutdown */
+  uv_prepare_t prepare; /* active (unref'd) while a task waits: see prepare_cb */
   uv_async_t async;
 };
 
@@ -354,6 +368,7 @@ static void set_error(job *j, const char *msg, size_t n) {
 
 static void run_job(worker *w, job *j) {
   lua_State *L = w->L;
+  uint64_t t0 = uv_hrtime();
   int st;
   drain_releases(w);
   lua_settop(L, 0);
@@ -375,13 +390,30 @@ static void run_job(worker *w, job *j) {
     set_error(j, msg, n);
   }
   lua_settop(L, 0);
+  j->ns = uv_hrtime() - t0;
 }
 
-/* After a job, a worker polls the queue this long before it sleeps on the condition
- * variable: a caller that sends one small job after another then finds it awake, and
- * skips a futex wake-up (tens of microseconds on a busy machine) per call. */
+/* After a job, a worker polls the queue before it sleeps on the condition variable:
+ * a caller that sends one job after another then finds it awake, and skips a futex
+ * wake-up (40-50 us on this 2-core VM) per call. It polls WORKER_SPIN_NS, plus twice
+ * the job's duration when that stays under SPIN_MAX_NS: while it waits, the caller
+ * copies the results, which takes about as long as the worker took to copy the
+ * arguments (1 MB each way: the caller's next job came ~100 us after the last result
+ * and found every worker asleep). A worker polls only when no job is queued. */
 #define WORKER_SPIN_NS 50000
+/* A caller polls for its job's result at most this long, and only if recent jobs
+ * took less (spin_for_result). */
 #define CALLER_SPIN_NS 20000
+/* The loop, about to block, polls for a result due soon (prepare_cb): twice the
+ * recent jobs' duration plus this, when that stays under SPIN_MAX_NS. */
+#define LOOP_SPIN_NS 20000
+#define SPIN_MAX_NS 250000
+
+/* base plus twice the duration of recent jobs, or base if that passes SPIN_MAX_NS. */
+static uint64_t spin_ns(uint64_t base, uint64_t job_ns) {
+  uint64_t spin = base + 2 * job_ns;
+  return spin <= SPIN_MAX_NS ? spin : base;
+}
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -389,16 +421,27 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-/* Called and returns with the mutex held. Returns once the queue has a job or stop. */
-static void wait_for_job(pool *p) {
+/* Called and returns with the mutex held. Returns once the queue has a job or stop;
+ * polls for spin nanoseconds before it sleeps. Only the worker that finished last
+ * polls: an earlier poller stops when a newer one starts (spin_gen). One poller is
+ * enough to catch the next job, and with as many workers as cores a second one takes
+ * the core of the thread doing the work (seen in bench/pool.sh (c): both workers and
+ * the caller polling on 2 cores, every copy slowed down). The newest one polls
+ * because its poll lasts longest from now, so the next job most likely finds a
+ * poller (letting the older one poll on instead left every worker asleep when the
+ * next job came, and each call paid a futex wake-up). */
+static void wait_for_job(pool *p, uint64_t spin) {
   uint64_t until;
+  unsigned gen;
   int i = 0;
   if (p->qhead || p->stop) return;
   p->nspinning++;
+  gen = __atomic_add_fetch(&p->spin_gen, 1, __ATOMIC_RELAXED);
   pthread_mutex_unlock(&p->mu);
-  until = uv_hrtime() + WORKER_SPIN_NS;
+  until = uv_hrtime() + spin;
   while (__atomic_load_n(&p->qhead, __ATOMIC_RELAXED) == NULL &&
-         !__atomic_load_n(&p->stop, __ATOMIC_RELAXED)) {
+         !__atomic_load_n(&p->stop, __ATOMIC_RELAXED) &&
+         __atomic_load_n(&p->spin_gen, __ATOMIC_RELAXED) == gen) {
     cpu_relax();
     if ((++i & 63) == 0 && uv_hrtime() > until) break;
   }
@@ -411,6 +454,11 @@ static void *worker_main(void *arg) {
   worker *w = arg;
   pool *p = w->p;
   job *volatile j = NULL;
+  volatile uint64_t spin = WORKER_SPIN_NS;
+  int notify;
+  char name[16];
+  snprintf(name, sizeof name, "luarun-pool-%u", w->id % 1000);
+  pthread_setname_np(pthread_self(), name); /* top -H, perf and gdb name the workers */
   if (setjmp(w->panic)) {
     /* Lua panicked in a job: fail it, abandon the state, build a fresh one. */
     static const char msg[] = "pool worker: Lua panic (the worker was restarted)";
@@ -421,9 +469,10 @@ static void *worker_main(void *arg) {
   }
   pthread_mutex_lock(&p->mu);
   for (;;) {
-    wait_for_job(p);
+    wait_for_job(p, spin);
     if (p->stop || w->L == NULL) break;
     j = p->qhead;
+    p->nqueued--;
     __atomic_store_n(&p->qhead, j->next, __ATOMIC_RELAXED);
     if (p->qhead) p->qhead->prev = NULL;
     else p->qtail = NULL;
@@ -436,6 +485,7 @@ static void *worker_main(void *arg) {
     run_job(w, j);
     pthread_mutex_lock(&p->mu);
   finished:
+    spin = spin_ns(WORKER_SPIN_NS, j->ns);
     if (j->reading) { /* decoding failed before args_done */
       j->reading = 0;
       pthread_cond_broadcast(&p->rcv);
@@ -448,8 +498,18 @@ static void *worker_main(void *arg) {
     p->dtail = j;
     /* Release: a caller polling the state sees the results written before it. */
     __atomic_store_n(&j->state, J_DONE, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&p->done_seq, 1, __ATOMIC_RELEASE);
+    /* A caller polling for this result takes it itself (spin_for_result), so the
+     * loop needs no wake-up. */
+    notify = !j->caller_spinning;
     j = NULL;
-    uv_async_send(&p->async); /* coalesced: one wake-up for a batch of results */
+    if (notify) {
+      /* Outside the mutex: the write(2) on the eventfd would keep a polling caller
+       * waiting for the mutex. Coalesced: one wake-up for a batch of results. */
+      pthread_mutex_unlock(&p->mu);
+      uv_async_send(&p->async);
+      pthread_mutex_lock(&p->mu);
+    }
   }
   pthread_mutex_unlock(&p->mu);
   return NULL;
@@ -457,8 +517,20 @@ static void *worker_main(void *arg) {
 
 /* ================= the loop side ================= */
 
+static void prepare_cb(uv_prepare_t *h);
+
 static void waiting_done(pool *p) {
-  if (--p->waiting == 0) uv_unref((uv_handle_t *)&p->async);
+  if (--p->waiting == 0) {
+    uv_unref((uv_handle_t *)&p->async);
+    uv_prepare_stop(&p->prepare);
+  }
+}
+
+static void waiting_add(pool *p) {
+  if (p->waiting++ == 0) {
+    uv_ref((uv_handle_t *)&p->async);
+    uv_prepare_start(&p->prepare, prepare_cb);
+  }
 }
 
 static void async_cb(uv_async_t *a) {
@@ -490,7 +562,8 @@ static void stop_hook(lua_State *L, lua_Debug *ar) {
 }
 
 static void free_pool_cb(uv_handle_t *h) {
-  free(h->data);
+  pool *p = h->data;
+  if (--p->nclosing == 0) free(p);
 }
 
 static void free_list(job *j) {
@@ -534,7 +607,40 @@ static void pool_close(lr_runtime *rt) {
   pthread_cond_destroy(&p->rcv);
   pthread_mutex_destroy(&p->mu);
   p->async.data = p;
+  p->prepare.data = p;
+  p->nclosing = 2;
   uv_close((uv_handle_t *)&p->async, free_pool_cb);
+  uv_close((uv_handle_t *)&p->prepare, free_pool_cb);
+}
+
+/* Long strings crossing the pool are copied into fresh Lua strings on both sides
+ * (copy.c), and the caller's copies become garbage together, a few megabytes per
+ * collection cycle. glibc returns free memory at the top of the heap to the kernel
+ * once it exceeds its trim threshold, which it keeps at twice its mmap threshold:
+ * about 2 MB once a 1 MB block has been freed. So a script that passes 1 MB strings
+ * to and from the pool gave the heap back at every cycle and page-faulted it in again
+ * at the next strings (about 70 faults a call; bench/pool.sh (c): 285 -> 215 us a
+ * call without them).
+ *
+ * glibc raises both thresholds by itself whenever the program frees an mmap'd block
+ * larger than the current mmap threshold (up to 32 MB). Freeing one 4 MB block here
+ * moves them where glibc would move them after the first 4 MB string was collected:
+ * the mmap threshold to 4 MB and the trim threshold to 8 MB. Unlike mallopt, this
+ * keeps glibc's adaptive thresholds working (larger blocks still raise them), never
+ * lowers them, and does nothing if the user fixed them (mallopt, GLIBC_TUNABLES) or
+ * under another allocator (ASan's malloc does not adapt). The cost: a process may
+ * keep up to 8 MB of freed memory at the top of each malloc arena instead of the
+ * ~2 MB it keeps once it has used 1 MB blocks; nothing more is allocated. */
+#define MALLOC_PRIME_BYTES (4u << 20)
+
+static void prime_malloc_thresholds(void) {
+#ifdef __GLIBC__
+  void *b = malloc(MALLOC_PRIME_BYTES);
+  /* The pages are never touched; the barrier keeps the compiler from eliding the
+   * malloc/free pair. */
+  __asm__ volatile("" : : "r"(b) : "memory");
+  free(b);
+#endif
 }
 
 /* Starts the workers on first use. Raises if not even one can start. */
@@ -545,6 +651,7 @@ static pool *pool_start(lua_State *L, lr_runtime *rt) {
   pthread_attr_t attr;
   if (p == NULL) luaL_error(L, "run_in_pool: out of memory");
   if (p->started) return p;
+  prime_malloc_thresholds();
   n = p->size ? p->size : default_size();
   /* Workers see the caller's module search paths. */
   lua_getglobal(L, "package");
@@ -574,6 +681,9 @@ static pool *pool_start(lua_State *L, lr_runtime *rt) {
   uv_async_init(&rt->loop, &p->async, async_cb);
   p->async.data = p;
   uv_unref((uv_handle_t *)&p->async);
+  uv_prepare_init(&rt->loop, &p->prepare);
+  p->prepare.data = p;
+  uv_unref((uv_handle_t *)&p->prepare);
   p->started = 1;
   pthread_attr_init(&attr);
   pthread_attr_setstacksize(&attr, 8u << 20); /* deep recursion in jobs, as in main */
@@ -598,6 +708,7 @@ static pool *pool_start(lua_State *L, lr_runtime *rt) {
 static int finish_job(lua_State *L, job *j) {
   lr_copybuf *box;
   int ok, top, n;
+  j->p->job_ns = (3 * j->p->job_ns + j->ns) / 4;
   /* Move the output into a box the collector frees, should decoding raise. */
   box = lr_copybuf_push(L);
   top = lua_gettop(L);
@@ -627,25 +738,58 @@ static int pool_k(lua_State *L, int status, lua_KContext ctx) {
   return finish_job(L, j);
 }
 
-/* When no other task is ready and a worker is free, wait a few microseconds for a
- * small job's result instead of parking: a park costs a trip through the loop and an
- * eventfd wake-up, more than a trivial job. Returns 1 if j is done (and taken off
- * the done list), 0 to park as usual. */
+/* When a worker is free and recent jobs were short, wait a few microseconds for the
+ * result instead of parking: a park costs a trip through the loop, more than a
+ * trivial job. The wait is kept short because other tasks may be ready meanwhile:
+ * while the scheduler runs a batch of tasks, the rest of the batch is not in
+ * rt->ready, so this cannot see them (longer waits are left to prepare_cb, which
+ * runs only when the loop has nothing else to do). Returns 1 if j is done (and taken
+ * off the done list), 0 to park as usual. */
 static int spin_for_result(pool *p, job *j) {
   uint64_t until = uv_hrtime() + CALLER_SPIN_NS;
-  int i = 0;
+  int i = 0, done;
   job **pp, *prev = NULL;
   while (__atomic_load_n(&j->state, __ATOMIC_ACQUIRE) != J_DONE) {
     cpu_relax();
-    if ((++i & 63) == 0 && uv_hrtime() > until) return 0;
+    if ((++i & 63) == 0 && uv_hrtime() > until) break;
   }
+  /* Under the mutex, the worker either has finished (and skipped the wake-up, since
+   * caller_spinning was set: take the job here) or will see caller_spinning == 0. */
   pthread_mutex_lock(&p->mu);
-  for (pp = &p->dhead; *pp != j; pp = &(*pp)->next) prev = *pp;
-  *pp = j->next;
-  if (p->dtail == j) p->dtail = prev;
+  j->caller_spinning = 0;
+  done = j->state == J_DONE;
+  if (done) {
+    for (pp = &p->dhead; *pp != j; pp = &(*pp)->next) prev = *pp;
+    *pp = j->next;
+    if (p->dtail == j) p->dtail = prev;
+    j->next = NULL;
+  }
   pthread_mutex_unlock(&p->mu);
-  j->next = NULL;
-  return 1;
+  return done;
+}
+
+/* Runs when the loop is about to block in epoll while some task waits on the pool.
+ * If no task is ready and recent jobs were short, poll for the next result instead:
+ * the worker's uv_async_send then finds the loop thread awake, and epoll returns at
+ * once instead of after a sleeping thread's wake-up (50-100 us on a VM, as long as
+ * copying 1 MB twice). Timers and I/O wait at most SPIN_MAX_NS for it. */
+static void prepare_cb(uv_prepare_t *h) {
+  pool *p = h->data;
+  lr_runtime *rt = p->rt;
+  uint64_t until;
+  unsigned seq;
+  int i = 0, any;
+  if (rt->ready.head || p->job_ns * 2 + LOOP_SPIN_NS > SPIN_MAX_NS) return;
+  pthread_mutex_lock(&p->mu);
+  any = p->dhead != NULL;   /* done already: the async handle is pending */
+  seq = p->done_seq;
+  pthread_mutex_unlock(&p->mu);
+  if (any) return;
+  until = uv_hrtime() + spin_ns(LOOP_SPIN_NS, p->job_ns);
+  while (__atomic_load_n(&p->done_seq, __ATOMIC_ACQUIRE) == seq) {
+    cpu_relax();
+    if ((++i & 63) == 0 && uv_hrtime() > until) break;
+  }
 }
 
 static void pool_cancel(lr_task *t) {
@@ -660,6 +804,7 @@ static void pool_cancel(lr_task *t) {
     else __atomic_store_n(&p->qhead, j->next, __ATOMIC_RELAXED);
     if (j->next) j->next->prev = j->prev;
     else p->qtail = j->prev;
+    p->nqueued--;
     dequeued = 1;
   }
   pthread_mutex_unlock(&p->mu);
@@ -689,9 +834,14 @@ int lr_pool_call(lua_State *L, lr_task *t, int kind, lr_copybuf *code, lr_copybu
   if (p->qtail) p->qtail->next = j;
   else __atomic_store_n(&p->qhead, j, __ATOMIC_RELAXED);
   p->qtail = j;
-  /* A polling worker will take it; otherwise wake a sleeping one. */
-  if (p->nspinning == 0) pthread_cond_signal(&p->cv);
-  spin = p->qhead == j && p->nbusy < (int)p->nworkers && t->rt->ready.head == NULL;
+  /* Each polling worker takes one queued job before it can sleep; wake a sleeping
+   * worker for every job beyond those. (Signalling only when no worker polled left
+   * a race: jobs queued together while one worker polled, and it was descheduled,
+   * would all wait for that one worker.) */
+  if (++p->nqueued > p->nspinning) pthread_cond_signal(&p->cv);
+  spin = p->qhead == j && p->nbusy < (int)p->nworkers && t->rt->ready.head == NULL &&
+         p->job_ns < CALLER_SPIN_NS;
+  j->caller_spinning = spin;
   pthread_mutex_unlock(&p->mu);
   if (spin && spin_for_result(p, j)) {
     if (t->rt->trace) lr_trace_end(t);
@@ -700,6 +850,6 @@ int lr_pool_call(lua_State *L, lr_task *t, int kind, lr_copybuf *code, lr_copybu
   }
   lua_pushlightuserdata(L, j);         /* for the continuation */
   lr_waitq_push(&j->q, t);
-  if (p->waiting++ == 0) uv_ref((uv_handle_t *)&p->async);
+  waiting_add(p);
   return lr_task_park(L, t, pool_cancel, (lua_KContext)t, pool_k);
 }

@@ -169,6 +169,22 @@ describe("lr.run_in_pool", function()
       end)
     end)
 
+    it("keeps long strings intact over many calls in a row, both ways", function()
+      -- One call after another: the caller polls for each result, the worker polls
+      -- for the next job, and long strings cross by address in both directions.
+      run(function()
+        local chunk = {}
+        for i = 0, 255 do chunk[#chunk + 1] = string.char(i) end
+        chunk = table.concat(chunk)
+        for i = 1, 40 do
+          local s = string.rep(chunk, 1024 * (1 + i % 3)) .. i -- 256 KB to 768 KB
+          local r, n = lr.run_in_pool(function(x) return x:reverse(), #x end, s)
+          assert.equal(#s, n)
+          assert.is_true(r == s:reverse(), "call " .. i)
+        end
+      end)
+    end)
+
     it("copies a large nested structure", function()
       run(function()
         local big = {}
@@ -306,6 +322,47 @@ describe("lr.run_in_pool", function()
       end)
     end)
 
+    it("runs jobs queued together on every worker at once", function()
+      -- Each job waits (up to 5 s) until all have started; it can only see them all
+      -- if every worker took one. Right after a short job, so that a worker is
+      -- polling the queue when they are queued: it must not take them all alone.
+      local code, out, err = util.luarun([[
+        local lr = require "luarun"
+        local N = 3
+        lr.pool_size(N)
+        local dir = os.tmpname()
+        os.remove(dir)
+        assert(os.execute("mkdir " .. dir))
+        local function rendezvous(d, i, n)
+          io.open(d .. "/" .. i, "w"):close()
+          local deadline = os.time() + 5
+          repeat
+            local all = true
+            for k = 1, n do
+              local f = io.open(d .. "/" .. k)
+              if f then f:close() else all = false end
+            end
+            if all then return true end
+          until os.time() > deadline
+          return false
+        end
+        for round = 1, 3 do
+          for k = 1, N do os.remove(dir .. "/" .. k) end
+          lr.run_in_pool(function() end)
+          local fns = {}
+          for i = 1, N do
+            fns[i] = function() return lr.run_in_pool(rendezvous, dir, i, N) end
+          end
+          local r = lr.gather(fns)
+          for i = 1, N do io.write(tostring(r[i]), " ") end
+        end
+        for k = 1, N do os.remove(dir .. "/" .. k) end
+        os.remove(dir)
+      ]])
+      assert.equal(0, code, err)
+      assert.equal(string.rep("true ", 9), out)
+    end)
+
     it("keeps the loop responsive while every worker is busy", function()
       run(function()
         local ticks, stop = 0, false
@@ -392,6 +449,18 @@ describe("lr.run_in_pool", function()
       ]])
       assert.equal(0, code, err)
       assert.equal("timeout\n", out)
+    end)
+
+    it("names the worker threads", function()
+      run(function()
+        local name = lr.run_in_pool(function()
+          local f = assert(io.open("/proc/thread-self/comm"))
+          local s = f:read("l")
+          f:close()
+          return s
+        end)
+        assert.matches("^luarun%-pool%-%d+$", name)
+      end)
     end)
 
     it("works from the luarun executable", function()
