@@ -28,6 +28,7 @@
  * (prepare_cb). How long comes from the jobs just before (pool.job_ns).
  */
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -421,6 +422,20 @@ static inline void cpu_relax(void) {
 #endif
 }
 
+/* One step of a polling loop; returns 1 once the time is up. Every 64 pauses (a few
+ * microseconds) it checks the clock and offers its core to any other runnable thread
+ * of this CPU: on a loaded machine the thread we wait for (a worker copying the job's
+ * data, or the caller) may be queued behind us on the same core, and a poll that
+ * kept the core for its whole budget would only delay what it waits for. On an idle
+ * core sched_yield returns at once. */
+static int poll_step(int *i, uint64_t until) {
+  cpu_relax();
+  if ((++*i & 63) != 0) return 0;
+  if (uv_hrtime() > until) return 1;
+  sched_yield();
+  return 0;
+}
+
 /* Called and returns with the mutex held. Returns once the queue has a job or stop;
  * polls for spin nanoseconds before it sleeps. Only the worker that finished last
  * polls: an earlier poller stops when a newer one starts (spin_gen). One poller is
@@ -442,8 +457,7 @@ static void wait_for_job(pool *p, uint64_t spin) {
   while (__atomic_load_n(&p->qhead, __ATOMIC_RELAXED) == NULL &&
          !__atomic_load_n(&p->stop, __ATOMIC_RELAXED) &&
          __atomic_load_n(&p->spin_gen, __ATOMIC_RELAXED) == gen) {
-    cpu_relax();
-    if ((++i & 63) == 0 && uv_hrtime() > until) break;
+    if (poll_step(&i, until)) break;
   }
   pthread_mutex_lock(&p->mu);
   p->nspinning--;
@@ -750,8 +764,7 @@ static int spin_for_result(pool *p, job *j) {
   int i = 0, done;
   job **pp, *prev = NULL;
   while (__atomic_load_n(&j->state, __ATOMIC_ACQUIRE) != J_DONE) {
-    cpu_relax();
-    if ((++i & 63) == 0 && uv_hrtime() > until) break;
+    if (poll_step(&i, until)) break;
   }
   /* Under the mutex, the worker either has finished (and skipped the wake-up, since
    * caller_spinning was set: take the job here) or will see caller_spinning == 0. */
@@ -787,8 +800,7 @@ static void prepare_cb(uv_prepare_t *h) {
   if (any) return;
   until = uv_hrtime() + spin_ns(LOOP_SPIN_NS, p->job_ns);
   while (__atomic_load_n(&p->done_seq, __ATOMIC_ACQUIRE) == seq) {
-    cpu_relax();
-    if ((++i & 63) == 0 && uv_hrtime() > until) break;
+    if (poll_step(&i, until)) break;
   }
 }
 
