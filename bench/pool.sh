@@ -2,7 +2,10 @@
 # Pool benchmark (issue 5): lr.run_in_pool against Python's ProcessPoolExecutor
 # (through loop.run_in_executor) and Node's worker_threads, in one run:
 #   (a) 8 equal CPU-bound jobs, one after another in the main thread vs pooled:
-#       speedup (goal: >= 0.9 x the core count);
+#       speedup (goal: >= 0.9 x the core count), median of 3 rounds (each round
+#       runs both, so a change of load hits both). luarun also prints a_cpu_used,
+#       the cores its process got while pooled (CPU s / wall s), a_efficiency =
+#       speedup / a_cpu_used (1.0: nothing wasted) and a_jobs_per_worker;
 #   (b) 10,000 trivial calls, microseconds per call, awaited one after another and
 #       all submitted at once (goal: under 10 us, ahead of both peers);
 #   (c) one call with a 1 MB string argument returned as the result (1 MB each way):
@@ -31,19 +34,20 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 gcc -O2 -pthread -o "$tmp/memcpy" bench/pool/memcpy.c
 
-echo "commit $(git rev-parse --short HEAD), $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg), iterations $iter"
+echo "commit $(git rev-parse --short HEAD), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), iterations $iter"
 "$tmp/memcpy" | tee "$tmp/memcpy.txt"
 "$build/luarun" bench/pool/luarun.lua "$iter" >"$tmp/luarun.txt"
 /usr/bin/python3 bench/pool/python.py "$iter" >"$tmp/python.txt"
 node bench/pool/node.js "$iter" >"$tmp/node.txt"
 
-keys="a_sequential_s a_pooled_s a_speedup a_workers b_sequential_us b_concurrent_us c_1mb_roundtrip_us"
-printf '\n| %-18s | %10s | %10s | %10s |\n' figure luarun python node
-printf '|:%s|%s:|%s:|%s:|\n' "-------------------" "-----------" "-----------" "-----------"
+keys="a_sequential_s a_pooled_s a_speedup a_speedups a_workers a_cpu_used a_efficiency a_jobs_per_worker b_sequential_us b_concurrent_us c_1mb_roundtrip_us"
+printf '\n| %-18s | %14s | %14s | %14s |\n' figure luarun python node
+printf '|:%s|%s:|%s:|%s:|\n' "-------------------" "---------------" "---------------" "---------------"
 for k in $keys; do
   printf '| %-18s |' "$k"
   for r in luarun python node; do
-    printf ' %10s |' "$(awk -v k="$k" '$1 == k { print $2 }' "$tmp/$r.txt")"
+    v=$(awk -v k="$k" '$1 == k { print $2 }' "$tmp/$r.txt")
+    printf ' %14s |' "${v:--}"
   done
   printf '\n'
 done
@@ -56,3 +60,4 @@ awk -v c="$c" '
     printf "%.2f x 2 * memcpy_1mb_us (%.1f), ", c / (2 * v["memcpy_1mb_us"]), 2 * v["memcpy_1mb_us"]
     printf "%.2f x c_xthread_us (%.1f)\n", c / v["c_xthread_us"], v["c_xthread_us"]
   }' "$tmp/memcpy.txt"
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -2,6 +2,7 @@
 --   luarun bench/pool/luarun.lua [job_iterations]
 local lr = require "luarun"
 local ITER = tonumber(arg[1]) or 20000000
+local ROUNDS = 3
 
 local function cpu(n)
   local x = 0
@@ -16,19 +17,59 @@ end
 
 lr.run_in_pool(function() end) -- start the pool (not part of any figure)
 
+-- The job of (a) in the pool: cpu's loop, and which worker ran it.
+local function cpu_job(n)
+  local x = 0
+  for i = 1, n do x = (x + i * i) % 1000003 end
+  local f = io.open("/proc/thread-self/comm")
+  local who = f and f:read("l") or "?"
+  if f then f:close() end
+  return x, who
+end
+
 -- (a) 8 equal CPU-bound jobs: one after another in the main thread vs pooled.
-local t0 = lr.now()
-for _ = 1, 8 do cpu(ITER) end
-local seq = lr.now() - t0
+-- ROUNDS rounds of both, one after the other, so a change in the machine's load
+-- hits both; medians. a_cpu_used: CPU seconds the process used per wall second
+-- while pooled (2.0 on 2 cores: every core ran our threads; less: the machine's
+-- other processes had them). a_jobs_per_worker: how the last round's jobs spread.
+local seqs, pools, speedups, cpus = {}, {}, {}, {}
+local per_worker
 local fns = {}
-for i = 1, 8 do fns[i] = function() return lr.run_in_pool(cpu, ITER) end end
-t0 = lr.now()
-lr.gather(fns)
-local pooled = lr.now() - t0
-print(string.format("a_sequential_s %.3f", seq))
-print(string.format("a_pooled_s %.3f", pooled))
-print(string.format("a_speedup %.2f", seq / pooled))
+for i = 1, 8 do
+  fns[i] = function()
+    local _, who = lr.run_in_pool(cpu_job, ITER)
+    return who
+  end
+end
+local t0
+for r = 1, ROUNDS do
+  t0 = lr.now()
+  for _ = 1, 8 do cpu(ITER) end
+  seqs[r] = lr.now() - t0
+  local c0 = os.clock()
+  t0 = lr.now()
+  local who = lr.gather(fns)
+  pools[r] = lr.now() - t0
+  cpus[r] = (os.clock() - c0) / pools[r]
+  speedups[r] = seqs[r] / pools[r]
+  per_worker = {}
+  for i = 1, 8 do per_worker[who[i]] = (per_worker[who[i]] or 0) + 1 end
+end
+local counts = {}
+for _, n in pairs(per_worker) do counts[#counts + 1] = n end
+table.sort(counts, function(a, b) return a > b end)
+local each = {}
+for i, v in ipairs(speedups) do each[i] = string.format("%.2f", v) end
+print(string.format("a_sequential_s %.3f", median(seqs)))
+print(string.format("a_pooled_s %.3f", median(pools)))
+print(string.format("a_speedup %.2f", median(speedups)))
+print(string.format("a_speedups %s", table.concat(each, ",")))
 print(string.format("a_workers %d", lr.pool_size()))
+local cpu_used = median(cpus)
+print(string.format("a_cpu_used %.2f", cpu_used))
+-- Speedup per core we actually got: 1.0 when the pool wastes nothing.
+print(string.format("a_efficiency %.2f", median(speedups) / cpu_used))
+print(string.format("a_jobs_per_worker %s", table.concat(counts, ",")))
 
 -- (b) 10,000 trivial calls: awaited one after another, and all submitted at once.
 local N = 10000

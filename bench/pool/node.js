@@ -34,16 +34,23 @@ if (!isMainThread) {
   const median = (a) => a.sort((x, y) => x - y)[(a.length - 1) >> 1];
   (async () => {
     await Promise.all(workers.map(() => call('id', 0)));
-    // (a)
-    let t0 = now();
-    for (let i = 0; i < 8; i++) cpu(ITER);
-    const seq = now() - t0;
-    t0 = now();
-    await Promise.all(Array.from({ length: 8 }, () => call('cpu', ITER)));
-    const pooled = now() - t0;
-    console.log(`a_sequential_s ${seq.toFixed(3)}`);
-    console.log(`a_pooled_s ${pooled.toFixed(3)}`);
-    console.log(`a_speedup ${(seq / pooled).toFixed(2)}`);
+    // (a): 3 rounds of sequential then pooled; medians
+    const seqs = [], pools = [], speedups = [];
+    let t0;
+    for (let r = 0; r < 3; r++) {
+      t0 = now();
+      for (let i = 0; i < 8; i++) cpu(ITER);
+      seqs.push(now() - t0);
+      t0 = now();
+      await Promise.all(Array.from({ length: 8 }, () => call('cpu', ITER)));
+      pools.push(now() - t0);
+      speedups.push(seqs[r] / pools[r]);
+    }
+    const each = speedups.map((v) => v.toFixed(2)).join(',');
+    console.log(`a_sequential_s ${median(seqs).toFixed(3)}`);
+    console.log(`a_pooled_s ${median(pools).toFixed(3)}`);
+    console.log(`a_speedup ${median(speedups).toFixed(2)}`);
+    console.log(`a_speedups ${each}`);
     console.log(`a_workers ${nworkers}`);
     // (b)
     const n = 10000;

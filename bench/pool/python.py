@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 ITER = int(sys.argv[1]) if len(sys.argv) > 1 else 20000000
+ROUNDS = 3
 
 
 def cpu(n):
@@ -26,17 +27,21 @@ async def main():
     workers = os.cpu_count()
     with ProcessPoolExecutor(max_workers=workers) as ex:
         await asyncio.gather(*[loop.run_in_executor(ex, trivial, 0) for _ in range(workers * 2)])
-        # (a)
-        t0 = time.monotonic()
-        for _ in range(8):
-            cpu(ITER)
-        seq = time.monotonic() - t0
-        t0 = time.monotonic()
-        await asyncio.gather(*[loop.run_in_executor(ex, cpu, ITER) for _ in range(8)])
-        pooled = time.monotonic() - t0
-        print(f"a_sequential_s {seq:.3f}")
-        print(f"a_pooled_s {pooled:.3f}")
-        print(f"a_speedup {seq / pooled:.2f}")
+        # (a): ROUNDS rounds of sequential then pooled; medians
+        seqs, pools, speedups = [], [], []
+        for _ in range(ROUNDS):
+            t0 = time.monotonic()
+            for _ in range(8):
+                cpu(ITER)
+            seqs.append(time.monotonic() - t0)
+            t0 = time.monotonic()
+            await asyncio.gather(*[loop.run_in_executor(ex, cpu, ITER) for _ in range(8)])
+            pools.append(time.monotonic() - t0)
+            speedups.append(seqs[-1] / pools[-1])
+        print(f"a_sequential_s {statistics.median(seqs):.3f}")
+        print(f"a_pooled_s {statistics.median(pools):.3f}")
+        print(f"a_speedup {statistics.median(speedups):.2f}")
+        print("a_speedups " + ",".join(f"{v:.2f}" for v in speedups))
         print(f"a_workers {workers}")
         # (b)
         n = 10000
