@@ -98,6 +98,7 @@ struct pool {
   int nqueued;          /* jobs in the queue (mutex) */
   unsigned spin_gen;    /* bumped when a worker starts polling (atomic; under the mutex) */
   int nbusy;            /* workers running a job (mutex) */
+  int ncores;           /* uv_available_parallelism() at start */
   size_t waiting;       /* loop thread: jobs whose task waits (async ref'd if > 0) */
   uint64_t job_ns;      /* loop thread: moving average of recent jobs' durations */
   unsigned done_seq;    /* bumped when a job is done (atomic; written under the mutex) */
@@ -450,6 +451,14 @@ static void wait_for_job(pool *p, uint64_t spin) {
   unsigned gen;
   int i = 0;
   if (p->qhead || p->stop) return;
+  /* Poll only if a core is free for it: the busy workers, the loop thread and this
+   * one. Otherwise polling takes a core from a worker or the loop (bench/pool (b),
+   * 10,000 jobs at once on 2 cores: ten times the context switches); sleep at once,
+   * a signal wakes it. */
+  if (p->nbusy + 2 > p->ncores) {
+    while (!p->stop && p->qhead == NULL) pthread_cond_wait(&p->cv, &p->mu);
+    return;
+  }
   p->nspinning++;
   gen = __atomic_add_fetch(&p->spin_gen, 1, __ATOMIC_RELAXED);
   pthread_mutex_unlock(&p->mu);
@@ -666,6 +675,7 @@ static pool *pool_start(lua_State *L, lr_runtime *rt) {
   if (p == NULL) luaL_error(L, "run_in_pool: out of memory");
   if (p->started) return p;
   prime_malloc_thresholds();
+  p->ncores = (int)uv_available_parallelism();
   n = p->size ? p->size : default_size();
   /* Workers see the caller's module search paths. */
   lua_getglobal(L, "package");
@@ -794,7 +804,8 @@ static void prepare_cb(uv_prepare_t *h) {
   int i = 0, any;
   if (rt->ready.head || p->job_ns * 2 + LOOP_SPIN_NS > SPIN_MAX_NS) return;
   pthread_mutex_lock(&p->mu);
-  any = p->dhead != NULL;   /* done already: the async handle is pending */
+  /* Done already (the async handle is pending), or no core free for polling. */
+  any = p->dhead != NULL || p->nbusy + 1 > p->ncores;
   seq = p->done_seq;
   pthread_mutex_unlock(&p->mu);
   if (any) return;
@@ -851,7 +862,9 @@ int lr_pool_call(lua_State *L, lr_task *t, int kind, lr_copybuf *code, lr_copybu
    * a race: jobs queued together while one worker polled, and it was descheduled,
    * would all wait for that one worker.) */
   if (++p->nqueued > p->nspinning) pthread_cond_signal(&p->cv);
-  spin = p->qhead == j && p->nbusy < (int)p->nworkers && t->rt->ready.head == NULL &&
+  /* Poll only if a worker and a core are free for the job (see wait_for_job). */
+  spin = p->qhead == j && p->nbusy < (int)p->nworkers && p->nbusy + 2 <= p->ncores &&
+         t->rt->ready.head == NULL &&
          p->job_ns < CALLER_SPIN_NS;
   j->caller_spinning = spin;
   pthread_mutex_unlock(&p->mu);
