@@ -70,7 +70,8 @@ static void get_describe(lua_State *L, lr_task *t) {
 
 static void put_describe(lua_State *L, lr_task *t) {
   queue *q = container_of(t->inq, queue, putters);
-  lua_pushfstring(L, "Queue:put, queue full (%d items)", (int)q->count);
+  lua_pushfstring(L, "Queue:put, queue full (%d item%s)", (int)q->count,
+                  q->count == 1 ? "" : "s");
 }
 
 static void get_cancel(lr_task *t) {

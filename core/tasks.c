@@ -175,6 +175,8 @@ static void dump_one(lr_task *t, void *arg) {
   if (lua_getfield(L, rec, "traceback") == LUA_TSTRING) {
     luaL_gsub(L, lua_tostring(L, -1), "\n", "\n    ");
     lua_remove(L, -2);
+    lua_pushliteral(L, "\n    ");
+    lua_insert(L, -2);
   } else {
     lua_pop(L, 1);
   }
