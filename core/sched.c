@@ -278,7 +278,7 @@ lr_task *lr_task_self(lua_State *L) {
 void lr_task_wake(lr_task *t, int why) {
   lr_runtime *rt = t->rt;
   if (t->state == LR_DONE || t->state == LR_READY) return;
-  if (t->heap_idx) lr_timer_remove(rt, t);
+  if (lr_timer_has(rt, t)) lr_timer_remove(rt, t);
   if (t->inq) lr_waitq_remove(t->inq, t);
   t->wake = (uint8_t)why;
   t->state = LR_READY;
@@ -479,8 +479,11 @@ static void finish(lr_runtime *rt, lr_task *t, int status, int nres) {
 /* A task cancelled before it ever ran ends without running its body. */
 static void finish_unstarted(lr_runtime *rt, lr_task *t) {
   lua_settop(t->co, LR_CO_SELF);
+  lua_pushvalue(t->co, LR_CO_SELF);
+  lua_xmove(t->co, rt->L, 1); /* anchors the task through finish (see run_task) */
   lr_error_push(t->co, "cancelled", "task cancelled");
   finish(rt, t, LR_NEVER_RAN, 1);
+  lua_pop(rt->L, 1);
 }
 
 /* Where a task's userdata is while the task does not run: at index 1 of its thread
@@ -529,10 +532,17 @@ static void run_task(lr_runtime *rt, lr_task *t) {
     if (rt->observe) lr_observe_yield(rt, t);
     return;
   }
-  lua_settop(rt->L, rt->current_idx - 1);
-  rt->current_idx = 0;
-  if (rt->observe) lr_observe_yield(rt, t);
-  finish(rt, t, status, nres);
+  {
+    /* The userdata stays on the driver's stack through finish: once the outcome
+     * replaces the thread in the live slot, nothing else may hold the task, and a
+     * GC step while the outcome is handed to an owner (a table for gather's record)
+     * would run its __gc, which frees that very slot. */
+    int self_idx = rt->current_idx;
+    rt->current_idx = 0;
+    if (rt->observe) lr_observe_yield(rt, t);
+    finish(rt, t, status, nres);
+    lua_settop(rt->L, self_idx - 1);
+  }
 }
 
 void lr_sched_run_ready(lr_runtime *rt) {

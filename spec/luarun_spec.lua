@@ -309,6 +309,25 @@ describe("gather", function()
     end)
   end)
 
+  it("keeps every child's result when the collector runs while they are recorded", function()
+    -- A finished child is held only by its outcome slot until gather records it; an
+    -- eager collector once freed the slot first and a result went missing.
+    local pause = collectgarbage("setpause", 10)
+    local lost
+    for k = 1, 300 do
+      run(function()
+        local r = lr.gather({
+          function() return "a" end,
+          function() error("b", 0) end,
+          function() lr.sleep(0) return "c" end,
+        }, {settle = true})
+        if r[1].value ~= "a" or r[3].value ~= "c" then lost = lost or k end
+      end)
+    end
+    collectgarbage("setpause", pause)
+    assert.is_nil(lost)
+  end)
+
   it("limit bounds how many run at once", function()
     local running, peak = 0, 0
     run(function()
