@@ -94,7 +94,7 @@ static int l_stats(lua_State *L) {
   lua_createtable(L, 0, 3);
   lua_pushinteger(L, (lua_Integer)rt->live);
   lua_setfield(L, -2, "tasks");
-  lua_pushinteger(L, (lua_Integer)rt->heap_n);
+  lua_pushinteger(L, (lua_Integer)(rt->heap_n + rt->sleep_n));
   lua_setfield(L, -2, "sleeping");
   lua_pushinteger(L, handles);
   lua_setfield(L, -2, "handles");

@@ -320,7 +320,7 @@ static void timeout_child_done(lr_owner *o, lr_task *c) {
 static void timeout_cancel(lr_task *t) {
   timeout *m = container_of(t->inq, timeout, parentq);
   m->parent_cancelled = 1;
-  if (t->heap_idx) lr_timer_remove(t->rt, t);
+  if (lr_timer_has(t->rt, t)) lr_timer_remove(t->rt, t);
   t->flags |= LR_F_SHIELD; /* stay parked until the child has unwound */
   lr_task_cancel(m->child);
 }

@@ -110,6 +110,10 @@ struct lr_runtime {
   /* Timers: a binary min-heap of sleeping tasks driven by one uv_timer_t. */
   lr_task **heap;
   uint32_t heap_n, heap_cap;
+  /* Sleeps whose deadlines come in order (the common case: the same sleep in many
+   * tasks) skip the heap: a FIFO through the tasks' queue links (timer.c). */
+  lr_waitq sleepq;
+  uint32_t sleep_n;
   uv_timer_t timer;
   uint64_t last_deadline;
   uint64_t timer_due;    /* deadline the uv timer is armed for, 0 if stopped */
@@ -232,6 +236,10 @@ void lr_timer_close(lr_runtime *rt);
 /* Adds t to the heap to be woken with LR_WAKE_TIMEOUT at deadline (hrtime ns). */
 int lr_timer_add(lr_runtime *rt, lr_task *t, uint64_t deadline);
 void lr_timer_remove(lr_runtime *rt, lr_task *t);
+/* The sleeper due first (heap top or FIFO head), or NULL. */
+lr_task *lr_timer_earliest(lr_runtime *rt);
+/* True while t sleeps in the timer (heap or in-order FIFO). */
+#define lr_timer_has(rt, t) ((t)->heap_idx != 0 || (t)->inq == &(rt)->sleepq)
 /* Seconds (non-negative, may be inf) to an absolute hrtime deadline; UINT64_MAX = never. */
 uint64_t lr_timer_deadline(double seconds);
 

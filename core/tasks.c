@@ -83,7 +83,7 @@ void lr_task_push_waiting(lua_State *L, lr_task *t) {
   describe = lr_task_describer(t);
   if (describe) {
     describe(L, t);
-  } else if (t->heap_idx) {
+  } else if (lr_timer_has(t->rt, t)) {
     uint64_t now = uv_hrtime();
     double left = t->deadline > now ? (double)(t->deadline - now) / 1e9 : 0.0;
     char buf[48];

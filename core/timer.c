@@ -5,6 +5,13 @@
  * libuv anyway; the heap here costs 8 bytes a sleeping task. Deadlines are made
  * unique (a nanosecond later than the last one handed out if equal), so sleeps of the
  * same length wake in the order they were called.
+ *
+ * Most sleeps arrive in deadline order (many tasks sleeping the same time): those go
+ * to a FIFO instead, linked through the task's own queue links, so that adding and
+ * waking one is O(1) and touches no other task. With 100,000 tasks waking together,
+ * the heap's sift-downs (a cache miss per level, into tasks all over memory) were a
+ * quarter of the run. A task that waits in another queue as well (RateLimit, timeout)
+ * always goes to the heap, as does any deadline earlier than the FIFO's last.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -44,16 +51,24 @@ static void sift_down(lr_runtime *rt, uint32_t i, lr_task *t) {
 
 static void timer_cb(uv_timer_t *h);
 
+lr_task *lr_timer_earliest(lr_runtime *rt) {
+  lr_task *h = rt->heap_n ? rt->heap[0] : NULL, *f = rt->sleepq.head;
+  if (h == NULL) return f;
+  if (f == NULL) return h;
+  return f->deadline < h->deadline ? f : h;
+}
+
 /* Arms the uv timer for the earliest deadline, if it changed. */
 static void rearm(lr_runtime *rt) {
   uint64_t due, now, ms;
+  lr_task *first;
   if (rt->timer_busy) return; /* timer_cb re-arms once after its wake-ups */
-  if (rt->heap_n == 0) {
+  if ((first = lr_timer_earliest(rt)) == NULL) {
     if (rt->timer_due) uv_timer_stop(&rt->timer);
     rt->timer_due = 0;
     return;
   }
-  due = rt->heap[0]->deadline;
+  due = first->deadline;
   if (due == rt->timer_due) return;
   rt->timer_due = due;
   now = uv_hrtime();
@@ -66,10 +81,11 @@ static void rearm(lr_runtime *rt) {
 static void timer_cb(uv_timer_t *h) {
   lr_runtime *rt = h->data;
   uint64_t now = uv_hrtime();
+  lr_task *t;
   rt->timer_due = 0;
   rt->timer_busy = 1;
-  while (rt->heap_n > 0 && rt->heap[0]->deadline <= now)
-    lr_task_wake(rt->heap[0], LR_WAKE_TIMEOUT); /* wake removes it from the heap */
+  while ((t = lr_timer_earliest(rt)) != NULL && t->deadline <= now)
+    lr_task_wake(t, LR_WAKE_TIMEOUT); /* wake removes it from the heap or FIFO */
   rt->timer_busy = 0;
   rearm(rt);
 }
@@ -84,6 +100,8 @@ void lr_timer_close(lr_runtime *rt) {
   free(rt->heap);
   rt->heap = NULL;
   rt->heap_n = rt->heap_cap = 0;
+  rt->sleepq.head = NULL;
+  rt->sleep_n = 0;
 }
 
 int lr_timer_add(lr_runtime *rt, lr_task *t, uint64_t deadline) {
@@ -98,6 +116,14 @@ int lr_timer_add(lr_runtime *rt, lr_task *t, uint64_t deadline) {
     deadline = rt->last_deadline + 1; /* same instant: keep call order */
   rt->last_deadline = deadline;
   t->deadline = deadline;
+  if (t->inq == NULL &&
+      (rt->sleepq.head == NULL || deadline >= rt->sleepq.head->prev->deadline)) {
+    int first = rt->sleepq.head == NULL;
+    lr_waitq_push(&rt->sleepq, t);
+    rt->sleep_n++;
+    if (first) rearm(rt);
+    return 0;
+  }
   sift_up(rt, ++rt->heap_n, t);
   if (t->heap_idx == 1) rearm(rt);
   return 0;
@@ -106,6 +132,13 @@ int lr_timer_add(lr_runtime *rt, lr_task *t, uint64_t deadline) {
 void lr_timer_remove(lr_runtime *rt, lr_task *t) {
   uint32_t i = t->heap_idx;
   lr_task *last;
+  if (t->inq == &rt->sleepq) {
+    int head = rt->sleepq.head == t;
+    lr_waitq_remove(&rt->sleepq, t);
+    rt->sleep_n--;
+    if (head) rearm(rt);
+    return;
+  }
   if (i == 0) return;
   t->heap_idx = 0;
   last = rt->heap[--rt->heap_n];
