@@ -69,13 +69,6 @@ static void check_opts(lua_State *L, int arg) {
   if (!lua_isnoneornil(L, arg)) luaL_checktype(L, arg, LUA_TTABLE);
 }
 
-/* The task that will wait: raises outside a task or with a cancel pending. */
-static lr_task *enter(lua_State *L, const char *fname) {
-  lr_task *t = lr_task_current(L, fname);
-  lr_task_checkpoint(L, t);
-  return t;
-}
-
 static lr_fs *new_req(lua_State *L, lr_task *t, int op, const char *p, const char *p2) {
   lr_fs *r = lr_fs_new(t->rt, t, op, p, p2);
   if (r == NULL) luaL_error(L, "not enough memory");
@@ -290,7 +283,7 @@ static int push_exists(lua_State *L, lr_fs *r) {
 
 static int fs_read_file(lua_State *L) {
   const char *path = check_path(L, 1);
-  lr_task *t = enter(L, "read_file");
+  lr_task *t = lr_task_enter(L, "read_file");
   lr_fs *r = new_req(L, t, LR_FS_READ_FILE, path, NULL);
   r->flags = O_RDONLY;
   r->hdr = header_room(L);
@@ -309,7 +302,7 @@ static int fs_write_file(lua_State *L) {
   atomic = opt_flag(L, 3, "atomic");
   mode = opt_mode(L, 3, 0666);
   if (append && atomic) luaL_argerror(L, 3, "opts.append and opts.atomic exclude each other");
-  t = enter(L, "write_file");
+  t = lr_task_enter(L, "write_file");
   r = new_req(L, t, LR_FS_WRITE_FILE, path, NULL);
   r->opts = (atomic ? LR_FS_ATOMIC : 0) | (append ? LR_FS_APPEND : 0);
   r->flags = O_WRONLY | O_CREAT | (atomic ? O_EXCL : append ? O_APPEND : O_TRUNC);
@@ -321,7 +314,7 @@ static int fs_write_file(lua_State *L) {
 
 static int stat_common(lua_State *L, int op, const char *fname) {
   const char *path = check_path(L, 1);
-  lr_task *t = enter(L, fname);
+  lr_task *t = lr_task_enter(L, fname);
   return lr_fs_start(L, new_req(L, t, op, path, NULL), push_stat);
 }
 
@@ -330,13 +323,13 @@ static int fs_lstat(lua_State *L) { return stat_common(L, LR_FS_LSTAT, "lstat");
 
 static int fs_exists(lua_State *L) {
   const char *path = check_path(L, 1);
-  lr_task *t = enter(L, "exists");
+  lr_task *t = lr_task_enter(L, "exists");
   return lr_fs_start(L, new_req(L, t, LR_FS_EXISTS, path, NULL), push_exists);
 }
 
 static int fs_readdir(lua_State *L) {
   const char *path = check_path(L, 1);
-  lr_task *t = enter(L, "readdir");
+  lr_task *t = lr_task_enter(L, "readdir");
   return lr_fs_start(L, new_req(L, t, LR_FS_SCANDIR, path, NULL), push_dirents);
 }
 
@@ -348,7 +341,7 @@ static int fs_mkdir(lua_State *L) {
   check_opts(L, 2);
   parents = opt_flag(L, 2, "parents");
   mode = opt_mode(L, 2, 0777);
-  t = enter(L, "mkdir");
+  t = lr_task_enter(L, "mkdir");
   r = new_req(L, t, parents ? LR_FS_MKDIR_P : LR_FS_MKDIR, path, NULL);
   r->mode = mode;
   return lr_fs_start(L, r, push_true);
@@ -356,7 +349,7 @@ static int fs_mkdir(lua_State *L) {
 
 static int path_call(lua_State *L, int op, const char *fname) {
   const char *path = check_path(L, 1);
-  lr_task *t = enter(L, fname);
+  lr_task *t = lr_task_enter(L, fname);
   return lr_fs_start(L, new_req(L, t, op, path, NULL), push_true);
 }
 
@@ -365,7 +358,7 @@ static int fs_rmdir(lua_State *L) { return path_call(L, LR_FS_RMDIR, "rmdir"); }
 
 static int two_paths(lua_State *L, int op, const char *fname) {
   const char *from = check_path(L, 1), *to = check_path(L, 2);
-  lr_task *t = enter(L, fname);
+  lr_task *t = lr_task_enter(L, fname);
   return lr_fs_start(L, new_req(L, t, op, from, to), push_true);
 }
 
@@ -375,7 +368,7 @@ static int fs_copyfile(lua_State *L) { return two_paths(L, LR_FS_COPYFILE, "copy
 /* fs.mkdtemp(prefix): prefix .. six random characters, created as a directory. */
 static int fs_mkdtemp(lua_State *L) {
   const char *prefix = check_path(L, 1);
-  lr_task *t = enter(L, "mkdtemp");
+  lr_task *t = lr_task_enter(L, "mkdtemp");
   lr_fs *r;
   lua_pushfstring(L, "%sXXXXXX", prefix);
   r = new_req(L, t, LR_FS_MKDTEMP, lua_tostring(L, -1), NULL);
@@ -451,7 +444,7 @@ static int fs_open(lua_State *L) {
   lr_fs *r;
   luaL_argcheck(L, flags >= 0, 2, "invalid mode");
   luaL_argcheck(L, perm <= 07777, 3, "mode must be at most 0x0fff");
-  t = enter(L, "open");
+  t = lr_task_enter(L, "open");
   r = new_req(L, t, LR_FS_OPEN, path, NULL);
   r->flags = flags;
   r->mode = (int)perm;
@@ -475,7 +468,7 @@ static int file_read(lua_State *L) {
   n = lua_tointeger(L, 2);
   luaL_argcheck(L, n >= 0 && n <= MAX_READ, 2, "count out of range");
   off = opt_count(L, 3, -1, "offset must not be negative");
-  t = enter(L, "read");
+  t = lr_task_enter(L, "read");
   if (n == 0) {
     lua_pushliteral(L, "");
     return 1;
@@ -496,7 +489,7 @@ static int file_write(lua_State *L) {
   size_t len;
   const char *data = check_data(L, 2, &len);
   lua_Integer off = opt_count(L, 3, -1, "offset must not be negative");
-  lr_task *t = enter(L, "write");
+  lr_task *t = lr_task_enter(L, "write");
   lr_fs *r;
   if (len == 0) {
     lua_pushboolean(L, 1);
@@ -511,13 +504,13 @@ static int file_write(lua_State *L) {
 
 static int file_sync(lua_State *L) {
   lr_file *f = check_open(L, "sync");
-  lr_task *t = enter(L, "sync");
+  lr_task *t = lr_task_enter(L, "sync");
   return lr_fs_start(L, file_req(L, f, t, LR_FS_FSYNC), push_true);
 }
 
 static int file_stat(lua_State *L) {
   lr_file *f = check_open(L, "stat");
-  lr_task *t = enter(L, "stat");
+  lr_task *t = lr_task_enter(L, "stat");
   return lr_fs_start(L, file_req(L, f, t, LR_FS_FSTAT), push_stat);
 }
 
@@ -526,7 +519,7 @@ static int file_stat(lua_State *L) {
 static int file_close(lua_State *L) {
   lr_file **box = file_box(L);
   lr_file *f = check_open(L, "close");
-  lr_task *t = enter(L, "close");
+  lr_task *t = lr_task_enter(L, "close");
   lr_fs *r;
   *box = NULL;
   f->closed = 1;

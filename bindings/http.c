@@ -835,8 +835,7 @@ static int do_request(lua_State *L, int cidx, const char *method, int urlarg, in
     check_option_names(L, opts, fname, 0);
   }
   if (cu->c == NULL) return luaL_error(L, "%s: the http client is closed", fname);
-  t = lr_task_current(L, fname);
-  lr_task_checkpoint(L, t);
+  t = lr_task_enter(L, fname);
   lua_settop(L, optarg > urlarg ? optarg : urlarg);
   lua_getiuservalue(L, cidx, 1);
   if (lua_istable(L, -1)) defs = lua_gettop(L);

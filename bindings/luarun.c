@@ -9,12 +9,7 @@
 #define RT(L) ((lr_runtime *)lua_touserdata(L, lua_upvalueindex(1)))
 
 static int check_callable(lua_State *L, int idx) {
-  if (lua_isfunction(L, idx)) return 1;
-  if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {
-    lua_pop(L, 1);
-    return 1;
-  }
-  return luaL_typeerror(L, idx, "function");
+  return lr_is_callable(L, idx) ? 1 : luaL_typeerror(L, idx, "function");
 }
 
 static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
@@ -29,8 +24,7 @@ static int l_sleep(lua_State *L) {
   double s = luaL_checknumber(L, 1);
   lr_task *t;
   if (s != s) return luaL_argerror(L, 1, "not a number (NaN)");
-  t = lr_task_current(L, "sleep");
-  lr_task_checkpoint(L, t);
+  t = lr_task_enter(L, "sleep");
   if (s <= 0) {
     lr_task_wake(t, LR_WAKE_DONE); /* straight to the back of the ready queue */
   } else {
@@ -58,8 +52,7 @@ static int l_spawn(lua_State *L) {
 
 /* lr.current() -> the running task, or nil outside tasks. */
 static int l_current(lua_State *L) {
-  uintptr_t v = *(uintptr_t *)lua_getextraspace(L);
-  lr_task *t = (lr_task *)(v & ~(uintptr_t)1);
+  lr_task *t = lr_task_self(L);
   if (t == NULL) return 0;
   lr_task_push_self(L, t);
   return 1;

@@ -111,8 +111,7 @@ static int l_run_in_pool(lua_State *L) {
     return luaL_typeerror(L, 1, "function or \"module.function\" name");
   }
   if (nargs < 0) nargs = 0;
-  t = lr_task_current(L, "run_in_pool");
-  lr_task_checkpoint(L, t);
+  t = lr_task_enter(L, "run_in_pool");
   luaL_checkstack(L, 8, "run_in_pool");
   code = lr_copybuf_push(L);
   args = lr_copybuf_push(L);

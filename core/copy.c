@@ -261,11 +261,6 @@ static void wr_value(wr *w, int idx, int is_key) {
   }
 }
 
-void lr_copy_encode(lua_State *L, int first, int n, lr_copybuf *b, const char *fname,
-                    const char *root) {
-  lr_copy_encode_refs(L, first, n, b, fname, root, 0);
-}
-
 void lr_copy_encode_refs(lua_State *L, int first, int n, lr_copybuf *b, const char *fname,
                          const char *root, int anchor) {
   wr w;

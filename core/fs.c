@@ -34,8 +34,6 @@
 #include <unistd.h>
 #include "luarun.h"
 
-#define container_of(p, type, field) ((type *)((char *)(p) - offsetof(type, field)))
-
 #define READ_CHUNK ((size_t)32 << 20)  /* largest single read of read_file */
 #define WRITE_CHUNK ((size_t)4 << 20)  /* write data copied and written per step */
 #define FIRST_CAP ((size_t)64 << 10)   /* read_file's buffer when the size is unknown */
@@ -107,7 +105,7 @@ void lr_fs_free(lr_fs *r) {
 /* Asks for transparent huge pages over the 2 MiB-aligned inside of a large block:
  * filling 200 MB of fresh 4 KiB pages costs more than the copy itself (50,000 page
  * faults), while with 2 MiB pages read_file's buffer costs about what the read does. */
-void lr_fs_advise_huge(void *p, size_t n) {
+static void advise_huge(void *p, size_t n) {
 #ifdef MADV_HUGEPAGE
   const uintptr_t huge = (uintptr_t)2 << 20;
   uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1);
@@ -302,7 +300,7 @@ static int alloc_buf(lr_fs *r, size_t cap) {
   r->buf = p + room;
   r->boff = room;
   r->cap = cap;
-  if (cap >= HUGE_MIN) lr_fs_advise_huge(p, room + cap);
+  if (cap >= HUGE_MIN) advise_huge(p, room + cap);
   return 0;
 }
 

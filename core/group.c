@@ -10,8 +10,6 @@
 #include <string.h>
 #include "luarun.h"
 
-#define container_of(p, type, field) ((type *)((char *)(p) - offsetof(type, field)))
-
 int lr_is_callable(lua_State *L, int idx) {
   if (lua_isfunction(L, idx)) return 1;
   if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {
@@ -45,12 +43,11 @@ static void cancel_if_mine(lr_task *t, void *g) {
   if (t->owner == (lr_owner *)g) lr_task_cancel(t);
 }
 
-/* Cancels every child that is still running. Children are found through the
- * live-task table rather than kept in a table of our own: that would cost 16 bytes a
- * child for the rare case of an error or a cancel. */
-static void cancel_children(lua_State *L, gather *g) {
-  (void)L;
-  lr_runtime_each_task(g->rt, cancel_if_mine, g);
+/* Children are found through the live-task table rather than kept in a table of
+ * our own: that would cost 16 bytes a child for the rare case of an error or a
+ * cancel. */
+void lr_owner_cancel_children(lr_runtime *rt, lr_owner *o) {
+  lr_runtime_each_task(rt, cancel_if_mine, o);
 }
 
 /* Records the outcome of child i (task c, done) in the results table at results_idx. */
@@ -132,7 +129,7 @@ static void gather_child_done(lr_owner *o, lr_task *c) {
   g->running--;
   push_gather(L, g);
   record(L, g, lua_gettop(L), c->owner_idx, c);
-  if (g->failed && !failed_before) cancel_children(L, g);
+  if (g->failed && !failed_before) lr_owner_cancel_children(g->rt, &g->base);
   refill(L, g, lua_gettop(L));
   lua_pop(L, 1);
   if (all_ended(g) && g->parent && g->parent->inq == &g->parentq)
@@ -142,7 +139,7 @@ static void gather_child_done(lr_owner *o, lr_task *c) {
 static void gather_cancel(lr_task *t) {
   gather *g = container_of(t->inq, gather, parentq);
   g->cancelled = 1;
-  cancel_children(g->rt->L, g);
+  lr_owner_cancel_children(g->rt, &g->base);
   if (g->running == 0) lr_task_wake(t, LR_WAKE_CANCELLED);
 }
 
@@ -154,14 +151,9 @@ static int gather_results(lua_State *L, gather *g, int gidx, int varargs) {
   g->parent = NULL;
   if (g->cancelled) lr_error_raise_cancelled(L);
   if (g->failed) {
-    lr_runtime *rt = g->rt;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->origin_ref);
     lua_getiuservalue(L, gidx, UV_ERROR);
-    lua_rawseti(L, -2, 1);
     lua_getiuservalue(L, gidx, UV_REPORT);
-    lua_rawseti(L, -2, 2);
-    lua_getiuservalue(L, gidx, UV_ERROR);
-    return lua_error(L);
+    return lr_raise_relayed(L, g->rt);
   }
   lua_getiuservalue(L, gidx, UV_RESULTS);
   if (!varargs) {
@@ -200,11 +192,12 @@ static uint32_t opt_limit(lua_State *L, int idx, const char *fname, int *settle)
   return limit > 0 && limit < UINT32_MAX ? (uint32_t)limit : UINT32_MAX;
 }
 
-static void check_item(lua_State *L, int idx, const char *fname, lua_Integer i, int arg) {
+void lr_check_child(lua_State *L, int idx, const char *fname, lua_Integer i, int arg) {
   lr_task *c = lr_task_test(L, idx);
   if (c) {
-    if (c->owner) luaL_error(L, "%s: task %d is already owned by another gather or timeout",
-                             fname, (int)c->id);
+    if (c->owner)
+      luaL_error(L, "%s: task %d is already owned by a gather, scope, race or timeout",
+                 fname, (int)c->id);
     return;
   }
   if (!lr_is_callable(L, idx)) {
@@ -259,19 +252,18 @@ int lr_gather(lua_State *L) {
   lr_task *t;
   varargs = !(nargs >= 1 && lua_type(L, 1) == LUA_TTABLE && !lr_is_callable(L, 1));
   if (varargs) {
-    for (i = 1; i <= nargs; i++) check_item(L, (int)i, "gather", i, 1);
+    for (i = 1; i <= nargs; i++) lr_check_child(L, (int)i, "gather", i, 1);
     n = nargs;
   } else {
     limit = opt_limit(L, 2, "gather", &settle);
     n = (lua_Integer)lua_rawlen(L, 1);
     for (i = 1; i <= n; i++) {
       lua_rawgeti(L, 1, i);
-      check_item(L, -1, "gather", i, 0);
+      lr_check_child(L, -1, "gather", i, 0);
       lua_pop(L, 1);
     }
   }
-  t = lr_task_current(L, "gather");
-  lr_task_checkpoint(L, t);
+  t = lr_task_enter(L, "gather");
   luaL_checkstack(L, 8, "gather");
   if (varargs) {
     lua_createtable(L, nargs, 0);
@@ -294,8 +286,7 @@ int lr_map(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   if (!lr_is_callable(L, 2)) luaL_typeerror(L, 2, "function");
   limit = opt_limit(L, 3, "map", &settle);
-  t = lr_task_current(L, "map");
-  lr_task_checkpoint(L, t);
+  t = lr_task_enter(L, "map");
   lua_settop(L, 2);
   return run_group(L, t, (uint32_t)lua_rawlen(L, 1), limit, settle, 1, 0);
 }
@@ -360,8 +351,7 @@ int lr_timeout(lua_State *L) {
   uint64_t deadline;
   if (secs != secs) luaL_argerror(L, 1, "not a number (NaN)");
   if (!lr_is_callable(L, 2)) luaL_typeerror(L, 2, "function");
-  t = lr_task_current(L, "timeout");
-  lr_task_checkpoint(L, t);
+  t = lr_task_enter(L, "timeout");
   nargs = lua_gettop(L) - 2;
   m = lua_newuserdatauv(L, sizeof *m, 0);     /* secs fn args m */
   memset(m, 0, sizeof *m);

@@ -24,7 +24,6 @@
 #include <unistd.h>
 #include "curl_api.h"
 
-#define container_of(p, type, field) ((type *)((char *)(p) - offsetof(type, field)))
 #define FREE_REQ_MAX 256     /* requests (with their easy handles) kept for reuse */
 #define BUF_KEEP (16 * 1024) /* a recycled request keeps buffers up to this size */
 

@@ -11,12 +11,17 @@
 #define LUARUN_H
 
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <lua.h>
 #include <lauxlib.h>
 #include <uv.h>
 
 #define LUARUN_VERSION "0.1.0"
+
+/* The struct that embeds field, from a pointer to that field (a cancel hook finds
+ * its request from the wait queue the task is parked in). */
+#define container_of(p, type, field) ((type *)((char *)(p) - offsetof(type, field)))
 
 typedef struct lr_runtime lr_runtime;
 typedef struct lr_task lr_task;
@@ -178,6 +183,8 @@ void lr_task_wake(lr_task *t, int why);
 void lr_task_cancel(lr_task *t);
 /* Raises the cancellation error on L if t has a cancel pending (level-triggered). */
 void lr_task_checkpoint(lua_State *L, lr_task *t);
+/* The start of every call that may wait: lr_task_current, then lr_task_checkpoint. */
+lr_task *lr_task_enter(lua_State *L, const char *fname);
 /* Resumes every task that is ready now, once. */
 void lr_sched_run_ready(lr_runtime *rt);
 /* Pushes the task's outcome onto L: its results (returns count) or raises its error. */
@@ -189,14 +196,16 @@ void lr_task_push_error(lua_State *L, lr_task *t);
 void lr_task_push_report(lua_State *L, lr_task *t);
 /* "ready", "running", "waiting", "done", "failed" or "cancelled". */
 const char *lr_task_state_name(lr_task *t);
+/* Raises the error under the report at the top of L's stack (popping the report),
+ * first remembering the pair, so that if it reaches the top uncaught the report of
+ * the task that failed is printed, not a traceback of where it was relayed. */
+int lr_raise_relayed(lua_State *L, lr_runtime *rt);
 /* Pushes the task's userdata. */
 void lr_task_push_self(lua_State *L, lr_task *t);
 
 void lr_waitq_push(lr_waitq *q, lr_task *t);
 void lr_waitq_remove(lr_waitq *q, lr_task *t);
 lr_task *lr_waitq_pop(lr_waitq *q);
-/* Cancel hook for a task parked in a wait queue: unlink and wake it. */
-void lr_waitq_cancel(lr_task *t);
 
 /* ---- group.c: tasks owning tasks (the Lua functions lr.gather/map/timeout) ---- */
 int lr_gather(lua_State *L);
@@ -205,6 +214,11 @@ int lr_timeout(lua_State *L);
 
 /* True if the value at idx is a function or has __call. */
 int lr_is_callable(lua_State *L, int idx);
+/* Checks item i of a group (at idx): a function, or a task no group owns yet. Raises
+ * naming fname (arg: as argument i, else as item i of a list). */
+void lr_check_child(lua_State *L, int idx, const char *fname, lua_Integer i, int arg);
+/* Cancels every live task that o owns. */
+void lr_owner_cancel_children(lr_runtime *rt, lr_owner *o);
 
 /* ---- scope.c: structured groups (the Lua functions lr.scope/race/as_completed) ---- */
 int lr_scope(lua_State *L);
@@ -222,6 +236,8 @@ void lr_queue_install(lua_State *L);
 void lr_task_push_name(lua_State *L, lr_task *t);
 /* Forgets t's name (its userdata is being collected). */
 void lr_task_forget_name(lua_State *L, lr_task *t);
+/* Pushes "file:line" where t was spawned, or nil. */
+void lr_task_push_spawned_at(lua_State *L, lr_task *t);
 /* Pushes what parked task t waits on ("sleep, 0.25 s left", "Queue:get, queue empty"). */
 void lr_task_push_waiting(lua_State *L, lr_task *t);
 /* Writes every live task (name, state, wait, spawn site, traceback) to stderr. */
@@ -315,10 +331,7 @@ struct lr_fs {
   const char *data;      /* write data: the Lua string on the parked task's stack; read
                             only while the task waits, copied into buf chunk by chunk */
   size_t dlen, dpos;
-  size_t pos;            /* mkdir with parents: end of the prefix being created;
-                            read_file: bytes asked by the read in flight */
-  int tries;             /* write_file: temporary names tried */
-  int regular;           /* read_file: a regular file (a short read is the end) */
+  size_t pos;            /* mkdir with parents: end of the prefix being created */
   uv_stat_t st;
   /* read_file and write_file: one thread-pool job each (fs.c) instead of uv_fs_t steps. */
   struct lr_fsq *jobq;   /* its runtime's job queue (fs.c) */
@@ -340,8 +353,6 @@ lr_fs *lr_fs_new(lr_runtime *rt, lr_task *t, int op, const char *path, const cha
 /* Starts r and parks t until it ends; the continuation pushes push(L, r) or nil, err
  * and frees r. If libuv refuses at once, frees r and returns nil, err unparked. */
 int lr_fs_start(lua_State *L, lr_fs *r, lr_fs_result push);
-/* Advises transparent huge pages for a large block (no-op below 8 MiB). */
-void lr_fs_advise_huge(void *p, size_t n);
 /* Frees a request that was never started. */
 void lr_fs_free(lr_fs *r);
 /* Pushes nil, err for a libuv error code about path; returns 2. */
@@ -362,18 +373,16 @@ typedef struct lr_copybuf {
 void lr_copybuf_free(lr_copybuf *b);
 /* Pushes a userdata holding an empty buffer that its __gc frees (for raising paths). */
 lr_copybuf *lr_copybuf_push(lua_State *L);
-/* Appends the n values at first.. of L to b. Raises "<fname>: cannot copy a function
- * at <root>[2].x.y" for what cannot cross (functions, userdata, threads), or on
- * out-of-memory; b keeps what was written (its holder frees it). */
-void lr_copy_encode(lua_State *L, int first, int n, lr_copybuf *b, const char *fname,
-                    const char *root);
 /* Pushes the values encoded in p[0..len) and returns their count. Raises on memory
  * errors (or a corrupt buffer). */
 int lr_copy_decode(lua_State *L, const char *p, size_t len);
-/* As lr_copy_encode, but strings of LR_COPY_REF_MIN bytes or more are written by
- * address and anchored in a table stored at stack slot `anchor` (a slot the caller
- * reserved, e.g. with nil; left untouched if no string qualified). The slot's owner
- * keeps it alive until lr_copy_decode of the buffer has returned. */
+/* Appends the n values at first.. of L to b. Raises "<fname>: cannot copy a function
+ * at <root>[2].x.y" for what cannot cross (functions, userdata, threads), or on
+ * out-of-memory; b keeps what was written (its holder frees it). With anchor != 0,
+ * strings of LR_COPY_REF_MIN bytes or more are written by address and anchored in a
+ * table stored at stack slot `anchor` (a slot the caller reserved, e.g. with nil;
+ * left untouched if no string qualified); the slot's owner keeps it alive until
+ * lr_copy_decode of the buffer has returned. */
 #define LR_COPY_REF_MIN 4096
 void lr_copy_encode_refs(lua_State *L, int first, int n, lr_copybuf *b, const char *fname,
                          const char *root, int anchor);
@@ -381,7 +390,7 @@ void lr_copy_encode_refs(lua_State *L, int first, int n, lr_copybuf *b, const ch
 /* ---- pool.c: worker threads with their own Lua states (lr.run_in_pool) ---- */
 enum { LR_POOL_CODE = 1, LR_POOL_NAME = 2 };
 /* Queues a job for task t and parks it: code is bytecode (LR_POOL_CODE) or a
- * "module.function" NUL-terminated name (LR_POOL_NAME); args is lr_copy_encode'd.
+ * "module.function" NUL-terminated name (LR_POOL_NAME); args is lr_copy_encode_refs'd.
  * Takes over both buffers' memory (they are left empty). Starts the pool on first use
  * (raises if it cannot). The continuation pushes the results or raises the worker's
  * error with its traceback; cancelling the task drops the result. */

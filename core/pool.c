@@ -41,8 +41,6 @@
 #include "luarun.h"
 #include "../bindings/bindings.h"
 
-#define container_of(p, type, field) ((type *)((char *)(p) - offsetof(type, field)))
-
 #define MAX_WORKERS 1024
 #define CACHE_MAX 64    /* compiled functions kept per worker before the cache resets */
 

@@ -19,7 +19,6 @@
 #include <string.h>
 #include "luarun.h"
 
-#define container_of(p, type, field) ((type *)((char *)(p) - offsetof(type, field)))
 #define QUEUE_MT "luarun.Queue"
 
 typedef struct queue {
@@ -61,8 +60,8 @@ static void push_closed(lua_State *L) {
   lr_error_push(L, "closed", "the queue is closed");
 }
 
-/* Getters and putters park with different hooks: that is how a report tells them
- * apart. */
+/* Getters and putters park with different describers: that is how a report tells
+ * them apart (the default cancel hook suits both). */
 static void get_describe(lua_State *L, lr_task *t) {
   (void)t;
   lua_pushliteral(L, "Queue:get, queue empty");
@@ -72,14 +71,6 @@ static void put_describe(lua_State *L, lr_task *t) {
   queue *q = container_of(t->inq, queue, putters);
   lua_pushfstring(L, "Queue:put, queue full (%d item%s)", (int)q->count,
                   q->count == 1 ? "" : "s");
-}
-
-static void get_cancel(lr_task *t) {
-  lr_task_wake(t, LR_WAKE_CANCELLED);
-}
-
-static void put_cancel(lr_task *t) {
-  lr_task_wake(t, LR_WAKE_CANCELLED);
 }
 
 static int get_k(lua_State *L, int status, lua_KContext ctx) {
@@ -126,7 +117,7 @@ static int queue_get(lua_State *L) {
   t = lr_task_current(L, "get");
   lua_settop(L, 1);
   lr_waitq_push(&q->getters, t);
-  return lr_task_park_on(L, t, get_cancel, get_describe, (lua_KContext)t, get_k);
+  return lr_task_park_on(L, t, NULL, get_describe, (lua_KContext)t, get_k);
 }
 
 static int put_k(lua_State *L, int status, lua_KContext ctx) {
@@ -169,7 +160,7 @@ static int queue_put(lua_State *L) {
   lua_rawsetp(L, tidx, t);
   lua_settop(L, 1);
   lr_waitq_push(&q->putters, t);
-  return lr_task_park_on(L, t, put_cancel, put_describe, (lua_KContext)t, put_k);
+  return lr_task_park_on(L, t, NULL, put_describe, (lua_KContext)t, put_k);
 }
 
 /* q:close(): no more puts; waiting getters get nil, err and waiting putters raise. */

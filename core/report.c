@@ -35,19 +35,13 @@ void lr_report_push_taskname(lua_State *L, lr_task *t) {
     lua_remove(L, -2);
   }
   if (!(t->flags & LR_F_MAIN)) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, t->rt->where_ref);
-    lua_rawgeti(L, -1, (lua_Integer)t->where);
-    lua_remove(L, -2);
-    if (lua_type(L, -1) == LUA_TSTRING && lua_rawlen(L, -1) > 2) {
-      /* luaL_where gives "file:line: ": drop the ": " */
-      size_t n;
-      const char *w = lua_tolstring(L, -1, &n);
-      lua_pushliteral(L, " (spawned at ");
-      lua_pushlstring(L, w, n - 2);
-      lua_pushliteral(L, ")");
-      lua_remove(L, -4);
-    } else {
+    lr_task_push_spawned_at(L, t);
+    if (lua_isnil(L, -1)) {
       lua_pop(L, 1);
+    } else {
+      lua_pushliteral(L, " (spawned at ");
+      lua_insert(L, -2);
+      lua_pushliteral(L, ")");
     }
   }
   lua_concat(L, lua_gettop(L) - top);

@@ -48,10 +48,6 @@ lr_task *lr_waitq_pop(lr_waitq *q) {
   return t;
 }
 
-void lr_waitq_cancel(lr_task *t) {
-  lr_task_wake(t, LR_WAKE_CANCELLED);
-}
-
 /* ---- the live-task table: slot allocation without luaL_ref (whose free-list
  * header in 5.4.4 sits at index 3 and confuses the length of a plain table) ---- */
 
@@ -295,6 +291,12 @@ void lr_task_checkpoint(lua_State *L, lr_task *t) {
   if (t->flags & LR_F_CANCEL) lr_error_raise_cancelled(L);
 }
 
+lr_task *lr_task_enter(lua_State *L, const char *fname) {
+  lr_task *t = lr_task_current(L, fname);
+  lr_task_checkpoint(L, t);
+  return t;
+}
+
 /* ---- outcomes ---- */
 
 /* A done task's outcome lives in its live-table slot, and its thread is freed: the
@@ -334,19 +336,22 @@ void lr_task_push_report(lua_State *L, lr_task *t) {
   lua_remove(L, -2);
 }
 
+int lr_raise_relayed(lua_State *L, lr_runtime *rt) {
+  /* Remember where this error came from, so a report at the top can show the
+   * failing task's traceback even after the value was re-raised elsewhere. */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->origin_ref); /* err report origin */
+  lua_insert(L, -3);                                  /* origin err report */
+  lua_rawseti(L, -3, 2);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, -3, 1);                              /* origin err */
+  return lua_error(L);
+}
+
 int lr_task_push_results(lua_State *L, lr_task *t, int first_only) {
   if (t->result != LR_RES_OK) {
-    lr_runtime *rt = t->rt;
-    /* Remember where this error came from, so a report at the top can show the
-     * failing task's traceback even after the value was re-raised elsewhere. */
-    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->origin_ref);
     lr_task_push_error(L, t);
-    lua_rawseti(L, -2, 1);
     lr_task_push_report(L, t);
-    lua_rawseti(L, -2, 2);
-    lua_pop(L, 1);
-    lr_task_push_error(L, t);
-    return lua_error(L);
+    return lr_raise_relayed(L, t->rt);
   }
   return lr_task_push_values(L, t, first_only ? 1 : -1);
 }
@@ -558,13 +563,11 @@ void lr_sched_run_ready(lr_runtime *rt) {
 
 static int wait_k(lua_State *L, int status, lua_KContext ctx) {
   lr_task *target = (lr_task *)ctx;
-  lr_task *self = *(lr_task **)lua_getextraspace(L);
+  lr_task *self = lr_task_self(L);
   (void)status;
   if (self->wake == LR_WAKE_CANCELLED) lr_error_raise_cancelled(L);
   return lr_task_push_results(L, target, 0);
 }
-
-#define container_of(p, type, field) ((type *)((char *)(p) - offsetof(type, field)))
 
 static void wait_describe(lua_State *L, lr_task *t) {
   lr_task *target = container_of(t->inq, lr_task, waiters);
@@ -577,10 +580,6 @@ static void wait_describe(lua_State *L, lr_task *t) {
   lua_concat(L, 2);
 }
 
-static void wait_cancel(lr_task *t) {
-  lr_task_wake(t, LR_WAKE_CANCELLED);
-}
-
 static int task_wait(lua_State *L) {
   lr_task *target = lr_task_check(L, 1);
   lr_task *self;
@@ -590,7 +589,7 @@ static int task_wait(lua_State *L) {
   if (self == target) return luaL_error(L, "wait: a task cannot wait for itself");
   lr_task_checkpoint(L, self);
   lr_waitq_push(&target->waiters, self);
-  return lr_task_park_on(L, self, wait_cancel, wait_describe, (lua_KContext)target, wait_k);
+  return lr_task_park_on(L, self, NULL, wait_describe, (lua_KContext)target, wait_k);
 }
 
 static int task_cancel(lua_State *L) {

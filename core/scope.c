@@ -11,7 +11,6 @@
 #include <string.h>
 #include "luarun.h"
 
-#define container_of(p, type, field) ((type *)((char *)(p) - offsetof(type, field)))
 #define SCOPE_MT "luarun.Scope"
 #define COMPLETED_MT "luarun.AsCompleted"
 
@@ -29,12 +28,8 @@ typedef struct group {
 
 enum { UV_ERROR = 1, UV_REPORT, UV_ITEMS, GROUP_NUV = UV_ITEMS };
 
-static void cancel_if_mine(lr_task *t, void *g) {
-  if (t->owner == (lr_owner *)g) lr_task_cancel(t);
-}
-
 static void cancel_children(group *g) {
-  lr_runtime_each_task(g->rt, cancel_if_mine, g);
+  lr_owner_cancel_children(g->rt, &g->base);
 }
 
 static void anchor(lua_State *L, group *g, int idx) {
@@ -66,15 +61,11 @@ static void keep_failure(lua_State *L, group *g, int gidx, lr_task *c) {
   lua_setiuservalue(L, gidx, UV_REPORT);
 }
 
-/* Raises the kept failure unchanged, remembering its report for the top level. */
+/* Raises the kept failure unchanged, with its report. */
 static int raise_failure(lua_State *L, group *g, int gidx) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, g->rt->origin_ref);
   lua_getiuservalue(L, gidx, UV_ERROR);
-  lua_rawseti(L, -2, 1);
   lua_getiuservalue(L, gidx, UV_REPORT);
-  lua_rawseti(L, -2, 2);
-  lua_getiuservalue(L, gidx, UV_ERROR);
-  return lua_error(L);
+  return lr_raise_relayed(L, g->rt);
 }
 
 static void wake_waiter(group *g) {
@@ -143,8 +134,7 @@ int lr_scope(lua_State *L) {
   scope *s;
   int nargs = lua_gettop(L) - 1, sidx;
   if (!lr_is_callable(L, 1)) luaL_typeerror(L, 1, "function");
-  t = lr_task_current(L, "scope");
-  lr_task_checkpoint(L, t);
+  t = lr_task_enter(L, "scope");
   s = (scope *)new_group(L, sizeof *s, SCOPE_MT, scope_child_done, t->rt);
   lua_insert(L, 1);                        /* s fn args */
   sidx = 1;
@@ -222,19 +212,6 @@ static int race_k(lua_State *L, int status, lua_KContext ctx) {
   return lr_task_push_results(L, w, 0);
 }
 
-/* Checks item idx (a function or a task nobody owns); raises naming it. */
-static void check_contender(lua_State *L, int idx, const char *fname, lua_Integer i) {
-  lr_task *c = lr_task_test(L, idx);
-  if (c) {
-    if (c->owner)
-      luaL_error(L, "%s: task %d is already owned by a gather, scope or race", fname,
-                 (int)c->id);
-  } else if (!lr_is_callable(L, idx)) {
-    luaL_error(L, "%s: item %d is not a function or task (got %s)", fname, (int)i,
-               luaL_typename(L, idx));
-  }
-}
-
 /* Replaces the items of the table at tidx by tasks: functions are spawned, tasks
  * adopted (one already done is handed to done()). */
 static void start_items(lua_State *L, group *g, int tidx, uint32_t n) {
@@ -264,14 +241,14 @@ static uint32_t collect_items(lua_State *L, const char *fname) {
     lua_createtable(L, (int)n, 0);
     for (i = 1; i <= n; i++) {
       lua_rawgeti(L, 1, i);
-      check_contender(L, -1, fname, i);
+      lr_check_child(L, -1, fname, i, 0);
       lua_rawseti(L, -2, i);
     }
     lua_replace(L, 1);
     lua_settop(L, 1);
   } else {
     n = nargs;
-    for (i = 1; i <= nargs; i++) check_contender(L, i, fname, i);
+    for (i = 1; i <= nargs; i++) lr_check_child(L, i, fname, i, 0);
     lua_createtable(L, nargs, 0);
     lua_insert(L, 1);
     for (i = nargs; i >= 1; i--) lua_rawseti(L, 1, i);
@@ -285,8 +262,7 @@ int lr_race(lua_State *L) {
   race *r;
   uint32_t n = collect_items(L, "race");
   if (n == 0) return luaL_error(L, "race: nothing to race (give functions or tasks)");
-  t = lr_task_current(L, "race");
-  lr_task_checkpoint(L, t);
+  t = lr_task_enter(L, "race");
   r = (race *)new_group(L, sizeof *r, NULL, race_child_done, t->rt); /* items r */
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, 2, UV_ITEMS);
@@ -326,10 +302,6 @@ static void completed_describe(lua_State *L, lr_task *t) {
   lua_pushfstring(L, "as_completed, %d of %d still running", (int)a->g.running, (int)a->n);
 }
 
-static void completed_cancel(lr_task *t) {
-  lr_task_wake(t, LR_WAKE_CANCELLED); /* the loop's <close> cancels the items */
-}
-
 static int completed_next(lua_State *L);
 
 static int completed_next_k(lua_State *L, int status, lua_KContext ctx) {
@@ -345,13 +317,13 @@ static int completed_next(lua_State *L) {
   uint32_t i;
   if (a->handed == a->n) return 0; /* every item handed out: the loop ends */
   if (a->head == a->tail) {
-    t = lr_task_current(L, "as_completed");
-    lr_task_checkpoint(L, t);
+    t = lr_task_enter(L, "as_completed");
     if (a->g.parentq.head)
       return luaL_error(L, "as_completed: another task is already waiting on this loop");
     lua_settop(L, 1);
     lr_waitq_push(&a->g.parentq, t);
-    return lr_task_park_on(L, t, completed_cancel, completed_describe, (lua_KContext)t,
+    /* A cancel just wakes the loop: leaving it, its <close> cancels the items. */
+    return lr_task_park_on(L, t, NULL, completed_describe, (lua_KContext)t,
                            completed_next_k);
   }
   i = a->ring[a->head++ % a->n];

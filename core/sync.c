@@ -16,8 +16,6 @@
 #include <string.h>
 #include "luarun.h"
 
-#define container_of(p, type, field) ((type *)((char *)(p) - offsetof(type, field)))
-
 #define SEMAPHORE_MT "luarun.Semaphore"
 #define LOCK_MT "luarun.Lock"
 #define EVENT_MT "luarun.Event"
@@ -33,18 +31,8 @@ static lua_Integer check_size(lua_State *L, int idx, const char *fname, const ch
   return n;
 }
 
-/* The task on L for a call that may wait (raises outside tasks), after the
- * cancellation checkpoint: every such call is one, waiting or not, so a loop of
+/* Every call that may wait starts with lr_task_enter, waiting or not: a loop of
  * calls that happen never to wait still stops when its task is cancelled. */
-static lr_task *waiting_task(lua_State *L, const char *fname) {
-  lr_task *t = lr_task_current(L, fname);
-  lr_task_checkpoint(L, t);
-  return t;
-}
-
-static void cancel_waiter(lr_task *t) {
-  lr_task_wake(t, LR_WAKE_CANCELLED);
-}
 
 /* ================= Semaphore and Lock ================= */
 
@@ -74,10 +62,6 @@ static void permits_describe(lua_State *L, lr_task *t) {
   }
 }
 
-static void permits_cancel(lr_task *t) {
-  cancel_waiter(t);
-}
-
 static int acquire_k(lua_State *L, int status, lua_KContext ctx) {
   lr_task *t = (lr_task *)ctx;
   (void)status;
@@ -87,22 +71,29 @@ static int acquire_k(lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
-/* s:acquire() -> s: waits for a permit. Returning the object lets a script write
- * `local _ <close> = lock:acquire()`. */
-static int permits_acquire(lua_State *L) {
-  permits *p = check_permits(L, 1);
-  lr_task *t = waiting_task(L, "acquire");
+/* Takes a permit for t if one is free and nobody waits (returns 1); else queues t
+ * (returns 0: park it). Raises if t would wait for a lock it holds. */
+static int take_or_queue(lua_State *L, permits *p, lr_task *t, const char *fname) {
   if (p->lock && p->owner == t->id)
-    return luaL_error(L, "acquire: this task holds the lock already (acquiring it again "
-                      "would wait forever)");
-  lua_settop(L, 1);
+    luaL_error(L, "%s: this task holds the lock already (acquiring it again would wait "
+               "forever)", fname);
   if (p->count > 0 && p->q.head == NULL) {
     p->count--;
     if (p->lock) p->owner = t->id;
     return 1;
   }
   lr_waitq_push(&p->q, t);
-  return lr_task_park_on(L, t, permits_cancel, permits_describe, (lua_KContext)t, acquire_k);
+  return 0;
+}
+
+/* s:acquire() -> s: waits for a permit. Returning the object lets a script write
+ * `local _ <close> = lock:acquire()`. */
+static int permits_acquire(lua_State *L) {
+  permits *p = check_permits(L, 1);
+  lr_task *t = lr_task_enter(L, "acquire");
+  lua_settop(L, 1);
+  if (take_or_queue(L, p, t, "acquire")) return 1;
+  return lr_task_park_on(L, t, NULL, permits_describe, (lua_KContext)t, acquire_k);
 }
 
 /* Gives a permit back: to the oldest waiter if there is one. Returns NULL, or the
@@ -169,17 +160,10 @@ static int permits_with(lua_State *L) {
   if (!lr_is_callable(L, 2))
     return luaL_error(L, "with: bad argument #1 (function expected, got %s)",
                       luaL_typename(L, 2));
-  t = waiting_task(L, "with");
-  if (p->lock && p->owner == t->id)
-    return luaL_error(L, "with: this task holds the lock already (acquiring it again "
-                      "would wait forever)");
-  if (p->count > 0 && p->q.head == NULL) {
-    p->count--;
-    if (p->lock) p->owner = t->id;
+  t = lr_task_enter(L, "with");
+  if (take_or_queue(L, p, t, "with"))
     return with_acquired_k(L, LUA_OK, (lua_KContext)nargs << 1);
-  }
-  lr_waitq_push(&p->q, t);
-  return lr_task_park_on(L, t, permits_cancel, permits_describe,
+  return lr_task_park_on(L, t, NULL, permits_describe,
                          ((lua_KContext)nargs << 1) | 1, with_acquired_k);
 }
 
@@ -234,10 +218,6 @@ static void event_describe(lua_State *L, lr_task *t) {
   lua_pushliteral(L, "Event:wait, not set");
 }
 
-static void event_cancel(lr_task *t) {
-  cancel_waiter(t);
-}
-
 static int event_wait_k(lua_State *L, int status, lua_KContext ctx) {
   lr_task *t = (lr_task *)ctx;
   (void)status;
@@ -249,13 +229,13 @@ static int event_wait_k(lua_State *L, int status, lua_KContext ctx) {
 /* e:wait() -> true, once the event is set (at once if it is). */
 static int event_wait(lua_State *L) {
   event *e = luaL_checkudata(L, 1, EVENT_MT);
-  lr_task *t = waiting_task(L, "wait");
+  lr_task *t = lr_task_enter(L, "wait");
   if (e->set) {
     lua_pushboolean(L, 1);
     return 1;
   }
   lr_waitq_push(&e->q, t);
-  return lr_task_park_on(L, t, event_cancel, event_describe, (lua_KContext)t, event_wait_k);
+  return lr_task_park_on(L, t, NULL, event_describe, (lua_KContext)t, event_wait_k);
 }
 
 /* e:set(): wakes every waiter; later waits return at once until e:clear(). */
@@ -359,7 +339,7 @@ static int ratelimit_k(lua_State *L, int status, lua_KContext ctx) {
 /* r:acquire(): returns once this call is within the limit, in arrival order. */
 static int ratelimit_acquire(lua_State *L) {
   ratelimit *r = luaL_checkudata(L, 1, RATELIMIT_MT);
-  lr_task *t = waiting_task(L, "acquire");
+  lr_task *t = lr_task_enter(L, "acquire");
   uint64_t now = uv_hrtime();
   lua_settop(L, 1);
   if (r->q.head == NULL && r->due == NULL && slot_free(r, now)) {

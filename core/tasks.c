@@ -5,6 +5,7 @@
  * tasks never get one, and a task's struct is kept small on purpose (see luarun.h).
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "luarun.h"
 
@@ -56,8 +57,7 @@ int lr_task_set_name(lua_State *L) {
   return 1;
 }
 
-/* Pushes "file:line" where t was spawned, or nil. */
-static void push_spawned_at(lua_State *L, lr_task *t) {
+void lr_task_push_spawned_at(lua_State *L, lr_task *t) {
   size_t n;
   const char *w;
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->rt->where_ref);
@@ -115,7 +115,7 @@ static void push_record(lua_State *L, lr_task *t) {
   lua_setfield(L, -2, "state");
   lr_task_push_waiting(L, t);
   lua_setfield(L, -2, "waiting");
-  push_spawned_at(L, t);
+  lr_task_push_spawned_at(L, t);
   lua_setfield(L, -2, "spawned_at");
   if (t->co) {
     luaL_traceback(L, t->co, NULL, 0);
@@ -127,39 +127,53 @@ static void push_record(lua_State *L, lr_task *t) {
   lua_setfield(L, -2, "task");
 }
 
-typedef struct collect {
-  lua_State *L;
-  lua_Integer n;
-} collect;
+typedef struct listing {
+  lr_task **v;
+  size_t n, cap;
+} listing;
 
-static void collect_one(lr_task *t, void *arg) {
-  collect *c = arg;
-  push_record(c->L, t);
-  lua_rawseti(c->L, -2, ++c->n);
+static void list_one(lr_task *t, void *arg) {
+  listing *l = arg;
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 64;
+    lr_task **v = realloc(l->v, cap * sizeof *v);
+    if (v == NULL) return; /* out of memory: the listing is cut short */
+    l->v = v;
+    l->cap = cap;
+  }
+  l->v[l->n++] = t;
+}
+
+static int by_id(const void *a, const void *b) {
+  uint32_t x = (*(lr_task *const *)a)->id, y = (*(lr_task *const *)b)->id;
+  return (x > y) - (x < y);
+}
+
+/* The live tasks in spawn order (live-table slots are reused, so slot order is not
+ * spawn order). Live tasks are anchored, so the pointers stay good while the caller
+ * runs Lua code. The caller frees l->v. */
+static void list_tasks(lr_runtime *rt, listing *l) {
+  memset(l, 0, sizeof *l);
+  lr_runtime_each_task(rt, list_one, l);
+  if (l->n > 1) qsort(l->v, l->n, sizeof *l->v, by_id);
 }
 
 /* lr.tasks() -> an array of records of every live task, in spawn order. */
 int lr_tasks(lua_State *L) {
-  lr_runtime *rt = lr_runtime_get(L);
-  collect c = {L, 0};
+  listing l;
+  size_t i;
   luaL_checkstack(L, 10, "tasks");
-  lua_createtable(L, (int)rt->live, 0);
-  lr_runtime_each_task(rt, collect_one, &c);
-  /* Slots are reused, so sort by id to list them in spawn order. */
-  lua_getglobal(L, "table");
-  if (lua_getfield(L, -1, "sort") == LUA_TFUNCTION && c.n > 1) {
-    lua_pushvalue(L, -3);
-    luaL_loadstring(L, "local a, b = ... return a.id < b.id");
-    lua_call(L, 2, 0);
-  } else {
-    lua_pop(L, 1);
+  list_tasks(lr_runtime_get(L), &l);
+  lua_createtable(L, (int)l.n, 0);
+  for (i = 0; i < l.n; i++) {
+    push_record(L, l.v[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
-  lua_pop(L, 1);
+  free(l.v);
   return 1;
 }
 
-static void dump_one(lr_task *t, void *arg) {
-  lua_State *L = arg;
+static void dump_one(lua_State *L, lr_task *t) {
   int top = lua_gettop(L), rec;
   push_record(L, t);
   rec = lua_gettop(L);
@@ -188,8 +202,12 @@ static void dump_one(lr_task *t, void *arg) {
 
 void lr_tasks_dump(lr_runtime *rt) {
   lua_State *L = rt->L;
+  listing l;
+  size_t i;
   if (!lua_checkstack(L, 20)) return;
   fprintf(stderr, "luarun: %zu live task%s\n", rt->live, rt->live == 1 ? "" : "s");
-  lr_runtime_each_task(rt, dump_one, L);
+  list_tasks(rt, &l);
+  for (i = 0; i < l.n; i++) dump_one(L, l.v[i]);
+  free(l.v);
   fflush(stderr);
 }
