@@ -4,16 +4,7 @@
 local util = require "support.util"
 
 -- Runs `script` with `luarun <opts> script`; returns code, stdout, stderr, path.
-local function run(script, opts, env)
-  local path = os.tmpname() .. ".lua"
-  local f = assert(io.open(path, "wb"))
-  f:write(script)
-  f:close()
-  local code, out, err = util.sh((env or "") .. " timeout 60 " .. util.quote(util.bin) .. " " ..
-                                 (opts or "") .. " " .. util.quote(path))
-  os.remove(path)
-  return code, out, err, path
-end
+local function run(script, opts, env) return util.luarun(script, nil, opts, env) end
 
 -- A task that spins 1.5 s without yielding, then a marker on stderr.
 local BUSY = [[

@@ -3,11 +3,7 @@
 local json = require "luarun.json"
 local util = require "support.util"
 
-local function run_example(name, args, opts)
-  local code, out, err = util.sh("timeout 60 " .. util.quote(util.bin) .. " " .. (opts or "") ..
-                                 " examples/" .. name .. " " .. (args or ""))
-  return code, out, err
-end
+local run_example = util.example
 
 describe("examples", function()
   it("sleeps.lua shows concurrent sleeps taking about as long as one", function()

@@ -1,7 +1,7 @@
 -- Specs of luarun.fs: every call, every error kind, cancellation, large offsets.
 local lr = require "luarun"
 local fs = require "luarun.fs"
-local util = require "spec.support.util"
+local util = require "support.util"
 
 local q = util.quote
 

@@ -2,8 +2,8 @@
 -- certificate made here by openssl) and nghttpd for HTTP/2.
 local lr = require "luarun"
 local http = require "luarun.http"
-local srv = require "spec.support.httpserver"
-local util = require "spec.support.util"
+local srv = require "support.httpserver"
+local util = require "support.util"
 
 local function run(fn)
   return lr.run(fn)

@@ -225,7 +225,7 @@ describe("luarun.json", function()
   end)
 
   it("is available inside the luarun executable", function()
-    local util = require "spec.support.util"
+    local util = require "support.util"
     local code, out = util.luarun([[
       local json = require "luarun.json"
       io.write(json.encode(json.decode('{"a":[1,2.0,null]}').a))

@@ -1,15 +1,8 @@
 -- Specs of the core: tasks, sleep, gather, map, timeout, cancellation, coroutines.
 local lr = require "luarun"
 
--- Runs fn as the main task and checks nothing is left alive afterwards.
-local function run(fn, ...)
-  local results = table.pack(lr.run(fn, ...))
-  local st = lr.stats()
-  assert.are.equal(0, st.tasks)
-  assert.are.equal(0, st.sleeping)
-  assert.are.equal(0, st.handles)
-  return table.unpack(results, 1, results.n)
-end
+local util = require "support.util"
+local function run(fn, ...) return util.run(lr, fn, ...) end
 
 describe("lr.run", function()
   it("returns the function's results", function()

@@ -3,9 +3,9 @@
 local util = require "support.util"
 local srv = require "support.httpserver"
 
+-- Runs an example that must succeed; returns its output.
 local function run_example(name, args)
-  local code, out, err = util.sh("timeout 60 " .. util.quote(util.bin) .. " examples/" .. name
-                                 .. " " .. (args or ""))
+  local code, out, err = util.example(name, args)
   assert.are.equal(0, code, err)
   return out
 end

@@ -1,22 +1,13 @@
 -- lr.run_in_pool: worker threads with their own Lua states.
 local lr = require "luarun"
 local json = require "luarun.json"
-local util = require "spec.support.util"
+local util = require "support.util"
 
 local same = util.same
 
-local function run(fn)
-  local res = table.pack(lr.run(fn))
-  assert.equal(0, lr.stats().handles, "a handle was left open")
-  assert.equal(0, lr.stats().tasks)
-  return table.unpack(res, 1, res.n)
-end
+local function run(fn) return util.run(lr, fn) end
 
-local function errmsg(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return tostring(err)
-end
+local function errmsg(fn, ...) return tostring(util.raises(fn, ...)) end
 
 describe("lr.run_in_pool", function()
   it("runs a function on a worker and returns all its results", function()

@@ -1,20 +1,9 @@
 -- Specs of the structured groups: lr.scope, lr.race, lr.as_completed.
 local lr = require "luarun"
 
-local function run(fn, ...)
-  local results = table.pack(lr.run(fn, ...))
-  local st = lr.stats()
-  assert.are.equal(0, st.tasks)
-  assert.are.equal(0, st.sleeping)
-  assert.are.equal(0, st.handles)
-  return table.unpack(results, 1, results.n)
-end
-
-local function raises(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return err
-end
+local util = require "support.util"
+local function run(fn, ...) return util.run(lr, fn, ...) end
+local raises = util.raises
 
 -- A task body that records its cleanup in log under name.
 local function sleeper(log, name, seconds, result)

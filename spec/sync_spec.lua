@@ -1,22 +1,9 @@
 -- Specs of the synchronisation primitives: Semaphore, Lock, Event, Queue, RateLimit.
 local lr = require "luarun"
 
--- Runs fn as the main task and checks nothing is left alive afterwards.
-local function run(fn, ...)
-  local results = table.pack(lr.run(fn, ...))
-  local st = lr.stats()
-  assert.are.equal(0, st.tasks)
-  assert.are.equal(0, st.sleeping)
-  assert.are.equal(0, st.handles)
-  return table.unpack(results, 1, results.n)
-end
-
--- Calls fn and returns the error it raised (failing if it did not raise).
-local function raises(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return err
-end
+local util = require "support.util"
+local function run(fn, ...) return util.run(lr, fn, ...) end
+local raises = util.raises
 
 -- Lets every ready task run until it waits again.
 local function settle()
@@ -189,7 +176,6 @@ end)
 
 describe("lr.Lock, forgotten", function()
   it("a lock its holder never released shows in the deadlock report", function()
-    local util = require "support.util"
     local code, _, err = util.luarun([[
 local lr = require "luarun"
 local lock = lr.Lock()
@@ -405,7 +391,6 @@ describe("lr.Queue", function()
   end)
 
   it("a queue nobody fills is reported as a deadlock naming the task", function()
-    local util = require "support.util"
     local code, _, err = util.luarun([[
 local lr = require "luarun"
 local q = lr.Queue(1)
@@ -491,7 +476,6 @@ describe("task names and lr.tasks()", function()
   end)
 
   it("puts the name in error reports", function()
-    local util = require "support.util"
     local code, _, err = util.luarun([[
 local lr = require "luarun"
 lr.spawn(function() lr.sleep(0.01) error("bad page") end):set_name("fetcher")
@@ -502,7 +486,6 @@ lr.spawn(function() lr.sleep(0.01) error("bad page") end):set_name("fetcher")
   end)
 
   it("SIGQUIT prints every live task and the script carries on", function()
-    local util = require "support.util"
     local code, out, err = util.luarun([[
 local lr = require "luarun"
 local ev = lr.Event()

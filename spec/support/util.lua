@@ -1,4 +1,5 @@
 -- Shared helpers for the specs.
+local assert = require "luassert" -- busted's assert lives in the spec files' environment
 local M = {}
 
 --- Path of the luarun executable under test (set by .ci/test).
@@ -38,15 +39,42 @@ function M.sh(cmd, input)
 end
 
 --- Runs luarun on a script given as a string; returns exit code, stdout, stderr.
-function M.luarun(script, args)
+-- @param args string|nil: the script's arguments, shell syntax
+-- @param flags string|nil: luarun's own options (before the script), shell syntax
+-- @param env string|nil: VAR=value assignments for the command, shell syntax
+function M.luarun(script, args, flags, env)
   local path = os.tmpname() .. ".lua"
   local f = assert(io.open(path, "wb"))
   f:write(script)
   f:close()
-  local code, out, err = M.sh("timeout 30 " .. shell_quote(M.bin) .. " " .. shell_quote(path)
-                              .. " " .. (args or ""))
+  local code, out, err = M.sh((env or "") .. " timeout 60 " .. shell_quote(M.bin) .. " " ..
+                              (flags or "") .. " " .. shell_quote(path) .. " " .. (args or ""))
   os.remove(path)
   return code, out, err, path
+end
+
+--- Runs examples/<name> with luarun; returns exit code, stdout, stderr.
+function M.example(name, args, flags)
+  return M.sh("timeout 60 " .. shell_quote(M.bin) .. " " .. (flags or "") .. " examples/" ..
+              name .. " " .. (args or ""))
+end
+
+--- lr.run(fn, ...) that then checks nothing was left behind: no task, no sleeper,
+-- no active libuv handle. Returns fn's results.
+function M.run(lr, fn, ...)
+  local results = table.pack(lr.run(fn, ...))
+  local st = lr.stats()
+  assert.are.equal(0, st.tasks)
+  assert.are.equal(0, st.sleeping)
+  assert.are.equal(0, st.handles)
+  return table.unpack(results, 1, results.n)
+end
+
+--- Calls fn and returns the error it raised (the test fails if it did not raise).
+function M.raises(fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert.is_false(ok, "expected an error")
+  return err
 end
 
 --- Deep equality that also tells integers from floats, NaN, -0.0 and shared
