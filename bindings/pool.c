@@ -80,19 +80,11 @@ static void push_bytecode(lua_State *L, int idx) {
   lua_remove(L, -2);                                /* code */
 }
 
-static void copy_string(lua_State *L, lr_copybuf *b, const char *s, size_t n) {
-  b->p = malloc(n + 1);
-  if (b->p == NULL) luaL_error(L, "run_in_pool: out of memory");
-  memcpy(b->p, s, n);
-  b->p[n] = '\0';
-  b->n = b->cap = n;
-}
-
 /* lr.run_in_pool(fn | "module.function", ...) -> fn(...)'s results, from a worker. */
 static int l_run_in_pool(lua_State *L) {
   int nargs = lua_gettop(L) - 1, kind;
   lr_task *t;
-  lr_copybuf *code, *args;
+  lr_copybuf code, args;
   size_t n;
   const char *s;
   if (lua_type(L, 1) == LUA_TSTRING) {
@@ -113,18 +105,20 @@ static int l_run_in_pool(lua_State *L) {
   if (nargs < 0) nargs = 0;
   t = lr_task_enter(L, "run_in_pool");
   luaL_checkstack(L, 8, "run_in_pool");
-  code = lr_copybuf_push(L);
-  args = lr_copybuf_push(L);
-  lua_pushnil(L);                            /* fn args... code args anchor */
-  if (kind == LR_POOL_CODE) push_bytecode(L, 1);
+  /* The worker reads the code, the arguments and long string arguments where they
+   * are: this frame's slots keep them alive while the task is parked, and a cancel
+   * waits until the worker has read them. Nothing here needs freeing if a raise
+   * (a function among the arguments) unwinds the frame. */
+  if (kind == LR_POOL_CODE) push_bytecode(L, 1);     /* fn args... code */
   else lua_pushvalue(L, 1);
   s = lua_tolstring(L, -1, &n);
-  copy_string(L, code, s, n);
-  lua_pop(L, 1);
-  /* Long strings go by address: this frame's anchor slot keeps them alive while the
-   * task is parked, and a cancel waits until the worker has read them. */
-  lr_copy_encode_refs(L, 2, nargs, args, "run_in_pool", "args", lua_gettop(L));
-  return lr_pool_call(L, t, kind, code, args);
+  code.p = (char *)s;
+  code.n = code.cap = n;
+  code.where = LR_BUF_BORROWED;
+  lua_pushnil(L);                                    /* fn args... code anchor */
+  lr_copybuf_lua(L, &args, 64);                      /* fn args... code anchor buf */
+  lr_copy_encode_refs(L, 2, nargs, &args, "run_in_pool", "args", lua_gettop(L) - 1);
+  return lr_pool_call(L, t, kind, &code, &args);
 }
 
 /* lr.pool_size([n [, opts]]) -> n: sets the number of workers (and opts.memory_limit,

@@ -51,9 +51,18 @@ typedef struct wr {
 } wr;
 
 void lr_copybuf_free(lr_copybuf *b) {
-  free(b->p);
+  if (b->where == LR_BUF_HEAP) free(b->p);
   b->p = NULL;
   b->n = b->cap = 0;
+  b->where = LR_BUF_HEAP;
+}
+
+void lr_copybuf_lua(lua_State *L, lr_copybuf *b, size_t cap) {
+  b->p = lua_newuserdatauv(L, cap, 0);
+  b->n = 0;
+  b->cap = cap;
+  b->where = LR_BUF_LUA;
+  b->slot = lua_gettop(L);
 }
 
 static int copybuf_gc(lua_State *L) {
@@ -78,8 +87,20 @@ static void grow(wr *w, size_t extra) {
   char *p;
   if (extra > ((size_t)-1 >> 2) - b->n) luaL_error(w->L, "not enough memory");
   while (cap - b->n < extra) cap *= 2;
-  p = realloc(b->p, cap);
-  if (p == NULL) luaL_error(w->L, "not enough memory");
+  if (b->where == LR_BUF_LUA) {
+    /* A bigger userdata takes the slot; the old one is garbage. */
+    p = lua_newuserdatauv(w->L, cap, 0);
+    memcpy(p, b->p, b->n);
+    lua_replace(w->L, b->slot);
+  } else if (b->where == LR_BUF_BORROWED) {
+    p = malloc(cap);
+    if (p == NULL) luaL_error(w->L, "not enough memory");
+    memcpy(p, b->p, b->n);
+    b->where = LR_BUF_HEAP;
+  } else {
+    p = realloc(b->p, cap);
+    if (p == NULL) luaL_error(w->L, "not enough memory");
+  }
   b->p = p;
   b->cap = cap;
 }

@@ -98,6 +98,7 @@ struct lr_runtime {
   lua_State *L;          /* main state: loop callbacks use this, never a task's thread */
   lua_State *from;       /* thread that called lr.run (for lua_resume's C-stack count) */
   lr_waitq ready;
+  lr_waitq *batch;       /* tasks of the scheduler turn still to run (see lr_sched_busy) */
   lr_task *current;      /* the task being resumed, or NULL */
   int current_idx;       /* its userdata's index on L's stack while it runs */
   lr_task *main;         /* the main task of the current run */
@@ -187,6 +188,12 @@ void lr_task_checkpoint(lua_State *L, lr_task *t);
 lr_task *lr_task_enter(lua_State *L, const char *fname);
 /* Resumes every task that is ready now, once. */
 void lr_sched_run_ready(lr_runtime *rt);
+/* 1 if some other task will run before the loop polls again: one is ready, or the
+ * current scheduler turn has tasks left (those are off rt->ready while it runs).
+ * A task that would poll for a quick result must not, then. */
+static inline int lr_sched_busy(const lr_runtime *rt) {
+  return rt->ready.head != NULL || (rt->batch != NULL && rt->batch->head != NULL);
+}
 /* Pushes the task's outcome onto L: its results (returns count) or raises its error. */
 int lr_task_push_results(lua_State *L, lr_task *t, int first_only);
 /* Accessors of a done task's outcome. push_values pushes at most max results (all
@@ -366,13 +373,26 @@ void lr_file_unref(lr_file *f);
 void lr_file_close_later(lr_file *f);
 
 /* ---- copy.c: Lua values between states, through a flat byte buffer (the pool) ---- */
+/* Where a buffer's bytes live. Only LR_BUF_HEAP blocks are freed by lr_copybuf_free;
+ * the others never are, and growing one moves it (LR_BUF_BORROWED to the heap). */
+enum {
+  LR_BUF_HEAP = 0,       /* malloc'd, owned by whoever holds the struct */
+  LR_BUF_BORROWED,       /* someone else's memory (a job's inline area, a Lua string) */
+  LR_BUF_LUA             /* a plain userdata at stack slot `slot` of the encoding state:
+                          * the collector frees it, so a raise loses nothing */
+};
 typedef struct lr_copybuf {
-  char *p;               /* malloc'd, owned by whoever holds the struct */
+  char *p;
   size_t n, cap;
+  int where;             /* LR_BUF_* */
+  int slot;              /* LR_BUF_LUA: absolute stack index of the userdata */
 } lr_copybuf;
 void lr_copybuf_free(lr_copybuf *b);
 /* Pushes a userdata holding an empty buffer that its __gc frees (for raising paths). */
 lr_copybuf *lr_copybuf_push(lua_State *L);
+/* Makes b an empty LR_BUF_LUA buffer of cap bytes, its userdata pushed on L: no
+ * finalizer, no malloc, and nothing to free if encoding raises. */
+void lr_copybuf_lua(lua_State *L, lr_copybuf *b, size_t cap);
 /* Pushes the values encoded in p[0..len) and returns their count. Raises on memory
  * errors (or a corrupt buffer). */
 int lr_copy_decode(lua_State *L, const char *p, size_t len);

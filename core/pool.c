@@ -43,6 +43,12 @@
 
 #define MAX_WORKERS 1024
 #define CACHE_MAX 64    /* compiled functions kept per worker before the cache resets */
+/* Results up to this size are written into the job itself: with 10,000 small jobs in
+ * flight, a malloc by the worker and a free by the loop thread for each (different
+ * malloc arenas, so each free takes the worker's arena lock) were a fifth of the
+ * loop thread's time. */
+#define JOB_INLINE 192
+#define FREE_JOBS_MAX 256 /* finished jobs kept for reuse (loop thread) */
 
 enum { J_QUEUED = 1, J_RUNNING, J_DONE };
 enum { J_OK = 0, J_ERROR };
@@ -65,6 +71,7 @@ struct job {
   struct worker *w;     /* the worker holding out_anchor */
   uint64_t ns;          /* how long the worker took (set before J_DONE) */
   lr_copybuf code, in, out;
+  char small[JOB_INLINE]; /* out's first home */
 };
 
 typedef struct worker {
@@ -101,6 +108,8 @@ struct pool {
   int nbusy;            /* workers running a job (mutex) */
   int ncores;           /* uv_available_parallelism() at start */
   size_t waiting;       /* loop thread: jobs whose task waits (async ref'd if > 0) */
+  job *free_jobs;       /* loop thread: finished jobs to reuse, linked by next */
+  int nfree_jobs;
   uint64_t job_ns;      /* loop thread: moving average of recent jobs' durations */
   unsigned done_seq;    /* bumped when a job is done (atomic; written under the mutex) */
   int nclosing;         /* handles still to close at shutdown */
@@ -181,12 +190,29 @@ static void release_anchor(job *j) {
   pthread_mutex_unlock(&p->mu);
 }
 
+/* Loop thread only, like job_free. */
+static job *job_new(pool *p) {
+  job *j = p->free_jobs;
+  if (j == NULL) return calloc(1, sizeof *j);
+  p->free_jobs = j->next;
+  p->nfree_jobs--;
+  memset(j, 0, offsetof(job, small));
+  return j;
+}
+
 static void job_free(job *j) {
+  pool *p = j->p;
   release_anchor(j);
   lr_copybuf_free(&j->code);
   lr_copybuf_free(&j->in);
   lr_copybuf_free(&j->out);
-  free(j);
+  if (p->nfree_jobs < FREE_JOBS_MAX && !p->closing) {
+    j->next = p->free_jobs;
+    p->free_jobs = j;
+    p->nfree_jobs++;
+  } else {
+    free(j);
+  }
 }
 
 /* ================= the worker side ================= */
@@ -348,6 +374,10 @@ static int job_main(lua_State *L) {
   lr_copybuf_free(&j->in);
   if (lua_pcall(L, nargs, LUA_MULTRET, 1) != LUA_OK) return lua_error(L);
   nres = lua_gettop(L) - 1;
+  j->out.p = j->small;
+  j->out.n = 0;
+  j->out.cap = sizeof j->small;
+  j->out.where = LR_BUF_BORROWED;
   lua_pushnil(L);
   lua_insert(L, 2);                                        /* msgh anchor results... */
   lr_copy_encode_refs(L, 3, nres, &j->out, "run_in_pool", "results", 2);
@@ -631,6 +661,11 @@ static void pool_close(lr_runtime *rt) {
   free(p->workers);
   free_list(p->qhead);
   free_list(p->dhead);
+  while (p->free_jobs) {
+    job *j = p->free_jobs;
+    p->free_jobs = j->next;
+    free(j);
+  }
   pthread_cond_destroy(&p->cv);
   pthread_cond_destroy(&p->rcv);
   pthread_mutex_destroy(&p->mu);
@@ -738,12 +773,21 @@ static int finish_job(lua_State *L, job *j) {
   lr_copybuf *box;
   int ok, top, n;
   j->p->job_ns = (3 * j->p->job_ns + j->ns) / 4;
+  ok = j->status == J_OK;
+  if (ok && j->out.where == LR_BUF_BORROWED) {
+    /* Small results, in the job: decode a copy on the C stack, so a raise while
+     * decoding (out of memory) leaves nothing to free. */
+    char tmp[JOB_INLINE];
+    size_t len = j->out.n;
+    memcpy(tmp, j->out.p, len);
+    job_free(j);
+    return lr_copy_decode(L, tmp, len);
+  }
   /* Move the output into a box the collector frees, should decoding raise. */
   box = lr_copybuf_push(L);
   top = lua_gettop(L);
   *box = j->out;
   memset(&j->out, 0, sizeof j->out);
-  ok = j->status == J_OK;
   job_free(j);
   if (!ok) {
     if (box->p == NULL) return luaL_error(L, "run_in_pool: out of memory in the worker");
@@ -769,10 +813,9 @@ static int pool_k(lua_State *L, int status, lua_KContext ctx) {
 
 /* When a worker is free and recent jobs were short, wait a few microseconds for the
  * result instead of parking: a park costs a trip through the loop, more than a
- * trivial job. The wait is kept short because other tasks may be ready meanwhile:
- * while the scheduler runs a batch of tasks, the rest of the batch is not in
- * rt->ready, so this cannot see them (longer waits are left to prepare_cb, which
- * runs only when the loop has nothing else to do). Returns 1 if j is done (and taken
+ * trivial job. Only when no other task is ready (lr_sched_busy), and kept short
+ * (longer waits are left to prepare_cb, which runs only when the loop has nothing
+ * else to do). Returns 1 if j is done (and taken
  * off the done list), 0 to park as usual. */
 static int spin_for_result(pool *p, job *j) {
   uint64_t until = uv_hrtime() + CALLER_SPIN_NS;
@@ -845,7 +888,7 @@ static void pool_cancel(lr_task *t) {
 
 int lr_pool_call(lua_State *L, lr_task *t, int kind, lr_copybuf *code, lr_copybuf *args) {
   pool *p = pool_start(L, t->rt);
-  job *j = calloc(1, sizeof *j);
+  job *j = job_new(p);
   int spin;
   if (j == NULL) return luaL_error(L, "run_in_pool: out of memory");
   if (t->rt->trace) lr_trace_begin(t, LR_TRACE_POOL, kind == LR_POOL_NAME ? code->p : NULL, NULL, 0);
@@ -869,7 +912,7 @@ int lr_pool_call(lua_State *L, lr_task *t, int kind, lr_copybuf *code, lr_copybu
   if (++p->nqueued > p->nspinning) pthread_cond_signal(&p->cv);
   /* Poll only if a worker and a core are free for the job (see wait_for_job). */
   spin = p->qhead == j && p->nbusy < (int)p->nworkers && p->nbusy + 2 <= p->ncores &&
-         t->rt->ready.head == NULL &&
+         !lr_sched_busy(t->rt) &&
          p->job_ns < CALLER_SPIN_NS;
   j->caller_spinning = spin;
   pthread_mutex_unlock(&p->mu);

@@ -553,10 +553,12 @@ static void run_task(lr_runtime *rt, lr_task *t) {
 void lr_sched_run_ready(lr_runtime *rt) {
   /* Run only the tasks that are ready now; those woken meanwhile wait for the next
    * turn, after libuv has polled for I/O: this is what makes sleep(0) fair. */
-  lr_waitq batch = rt->ready;
+  lr_waitq batch = rt->ready, *outer = rt->batch;
   lr_task *t;
   rt->ready.head = NULL;
+  rt->batch = &batch;
   while ((t = lr_waitq_pop(&batch)) != NULL) run_task(rt, t);
+  rt->batch = outer;
 }
 
 /* ---- the luarun.Task methods ---- */

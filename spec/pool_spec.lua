@@ -108,6 +108,28 @@ describe("lr.run_in_pool", function()
       end)
     end)
 
+    it("round-trips values of every size around the buffers' first capacities", function()
+      -- Arguments start in a small buffer that grows; results start inside the job
+      -- and move to the heap when they outgrow it: every size across both edges.
+      run(function()
+        local echo = function(...) return ... end
+        for len = 1, 600, 7 do
+          local s = string.rep("ab", len // 2) .. (len % 2 == 1 and "\0" or "")
+          local t = {s, {len, s:sub(1, len // 3)}, len + 0.5}
+          local a, b, c = lr.run_in_pool(echo, s, t, len)
+          assert.equal(s, a)
+          assert.is_true(same(t, b), "table of length " .. len)
+          assert.equal(len, c)
+          assert.is_true(math.type(c) == "integer")
+        end
+        -- several at once, so finished jobs are reused with other sizes
+        local lens = {}
+        for i = 1, 200 do lens[i] = (i * 37) % 500 end
+        local back = lr.map(lens, function(n) return lr.run_in_pool(echo, ("x"):rep(n)) end)
+        for i, n in ipairs(lens) do assert.equal(("x"):rep(n), back[i]) end
+      end)
+    end)
+
     it("keeps shared references and cycles in nested tables", function()
       run(function()
         local shared = {v = 1}
