@@ -94,9 +94,10 @@ static int push_true(lua_State *L, lr_fs *r) {
  * room, and its copy has the same source and destination: glibc returns at once, and
  * ASan's memcpy check exempts that case (compilers emit it for x = x themselves).
  *
- * This is done only when the state allocates with luaL_newstate's allocator (a
- * realloc/free wrapper: the CLI and stock lua5.4), since Lua will later free the
- * block with it, and only if the header size could be measured (probe_header). */
+ * This is done only when Lua will later free the block with free(): under
+ * luaL_newstate's allocator (a realloc/free wrapper: stock lua5.4), or under the
+ * executable's (alloc.c) for blocks above its small sizes; and only if the header
+ * size could be measured (probe_header). */
 
 static pthread_once_t probed = PTHREAD_ONCE_INIT;
 static lua_Alloc std_alloc; /* luaL_newstate's allocator */
@@ -160,7 +161,8 @@ static void probe_header(void) {
 
 /* Room to ask the read_file job for: the header, if this state can take the block. */
 static size_t header_room(lua_State *L) {
-  return str_header && lua_getallocf(L, NULL) == std_alloc ? str_header : 0;
+  return str_header && (lua_getallocf(L, NULL) == std_alloc || lr_alloc_is_ours(L))
+             ? str_header : 0;
 }
 
 static int push_data(lua_State *L, lr_fs *r) {
@@ -174,6 +176,10 @@ static int push_data(lua_State *L, lr_fs *r) {
   }
   h.block = r->buf - r->boff;
   h.size = r->boff + r->len + 1;
+  if (lua_getallocf(L, NULL) != std_alloc && !lr_alloc_takes_block(L, h.size)) {
+    lua_pushlstring(L, r->buf, r->len);
+    return 1;
+  }
   rc = push_wrapped(L, &h, r->buf, r->len);
   if (h.block == NULL) r->buf = NULL; /* a string owns the block now */
   if (rc != LUA_OK) {

@@ -184,7 +184,7 @@ int main(int argc, char **argv) {
   r.status = 0;
   rc = parse(argc, argv, &r.o);
   if (rc != 0) return rc > 0 ? 0 : 1;
-  L = luaL_newstate();
+  L = lr_alloc_newstate();
   if (L == NULL) {
     fprintf(stderr, "%s: cannot create the Lua state: out of memory\n", progname);
     return 1;
@@ -196,6 +196,6 @@ int main(int argc, char **argv) {
     r.status = 1;
   }
   fflush(stdout);
-  lua_close(L);
+  lr_alloc_close(L);
   return r.status;
 }

@@ -372,6 +372,19 @@ void lr_file_unref(lr_file *f);
  * __gc and __close). */
 void lr_file_close_later(lr_file *f);
 
+/* ---- alloc.c: the executable's Lua allocator (small blocks from free lists) ---- */
+#define LR_ALLOC_SMALL_MAX 1024
+/* A new state on luarun's allocator (luaL_newstate's with LUARUN_ALLOC=system), with
+ * luaL_newstate's panic and warning behaviour. NULL if out of memory. */
+lua_State *lr_alloc_newstate(void);
+/* Closes a state from lr_alloc_newstate and frees the allocator's memory. */
+void lr_alloc_close(lua_State *L);
+/* 1 if L allocates with luarun's allocator. */
+int lr_alloc_is_ours(lua_State *L);
+/* 1 if L's allocator frees a block of this size with free(): a malloc'd block of it
+ * may be handed to Lua (fs.read_file's in-place strings). */
+int lr_alloc_takes_block(lua_State *L, size_t size);
+
 /* ---- copy.c: Lua values between states, through a flat byte buffer (the pool) ---- */
 /* Where a buffer's bytes live. Only LR_BUF_HEAP blocks are freed by lr_copybuf_free;
  * the others never are, and growing one moves it (LR_BUF_BORROWED to the heap). */
