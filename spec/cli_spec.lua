@@ -99,6 +99,30 @@ print("main done")
     assert.are.equal("x", out)
   end)
 
+  it("warnings are off until warn('@on'), as in lua5.4, on either allocator", function()
+    local script = [[
+warn("hidden")
+warn("@on")
+warn("shown ", "in parts")
+setmetatable({}, {__gc = function() error("from gc") end})
+collectgarbage()
+warn("@off")
+warn("hidden again")
+local t = {}
+for i = 1, 30000 do t[i] = {i, ("x"):rep(i % 2000)} end
+for i = 1, 30000, 997 do assert(t[i][1] == i and #t[i][2] == i % 2000) end
+print("ok")
+]]
+    for _, env in ipairs({"", "LUARUN_ALLOC=system"}) do
+      local code, out, err = util.luarun(script, nil, nil, env)
+      assert.equal(0, code)
+      assert.equal("ok\n", out)
+      assert.equal("Lua warning: shown in parts\nLua warning: error in __gc (", err:sub(1, 56))
+      assert.matches("from gc%)\n$", err)
+      assert.not_matches("hidden", err)
+    end
+  end)
+
   it("reports a deadlock instead of hanging, and exits 1", function()
     local code, _, err = util.luarun([[
 local lr = require "luarun"
