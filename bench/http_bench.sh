@@ -5,10 +5,12 @@
 #   (b) 1,000 x /delay/0.1 with 10, 50, 100 at once: wall time
 #   (c) 20,000 small responses from nginx, 64 at once: requests/s and peak RSS,
 #       with wrk -c64 as the ceiling
-# Delays come from nginx with the echo module (echo_sleep: nginx's own timers, no
-# interpreter), or with DELAY=python from bench/http_delay_server.py (asyncio, which
-# adds ~1 ms to every delay; the run prints what each server adds). Every server
-# binds 127.0.0.1 and is stopped by its pid.
+# Delays come from bench/http_delay/server.c (one epoll loop, deadlines to the
+# nanosecond on a timerfd; compiled here), or with DELAY=nginx from nginx's echo
+# module (echo_sleep: timers in whole milliseconds, ~1-4 ms added to a delay), or with
+# DELAY=python from bench/http_delay_server.py (asyncio, ~3-6 ms added); the run
+# prints what each server adds. (c) is served by nginx whatever DELAY says. Every
+# server binds 127.0.0.1 and is stopped by its pid.
 # The machine is shared: (b) at 50 and 100 and (c) keep the best of REPS runs (3) of
 # every client, taken in turn.
 #   bash bench/http_bench.sh [a] [b] [c]      (default: all three)
@@ -33,6 +35,12 @@ trap cleanup EXIT INT TERM
 wait_file() { for _ in $(seq 100); do [ -s "$1" ] && return 0; sleep 0.1; done; return 1; }
 
 # ---- servers ----
+gcc -O2 -Wall -Wextra -o "$tmp/delay_server" bench/http_delay/server.c
+"$tmp/delay_server" "$tmp/cdelay.port" "$tmp/cdelay.pid" 2>"$tmp/cdelay.log" &
+wait_file "$tmp/cdelay.pid" && wait_file "$tmp/cdelay.port" || { cat "$tmp/cdelay.log"; exit 1; }
+pids+=("$(cat "$tmp/cdelay.pid")")
+cdelay="http://127.0.0.1:$(cat "$tmp/cdelay.port")"
+
 $PY bench/http_delay_server.py "$tmp/delay.port" "$tmp/delay.pid" 2>"$tmp/delay.log" &
 wait_file "$tmp/delay.pid" && wait_file "$tmp/delay.port" || { cat "$tmp/delay.log"; exit 1; }
 pids+=("$(cat "$tmp/delay.pid")")
@@ -80,13 +88,19 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 small="http://127.0.0.1:$nginx_port/small"
-if [ "${DELAY:-nginx}" = python ] || [ ! -f $echo_mod ]; then
-  delay=$pydelay
-  delay_name="bench/http_delay_server.py (asyncio)"
-else
-  delay="http://127.0.0.1:$nginx_port"
-  delay_name="nginx echo_sleep"
-fi
+case ${DELAY:-c} in
+  c)
+    delay=$cdelay
+    delay_name="bench/http_delay/server.c (epoll + timerfd)" ;;
+  nginx)
+    [ -f $echo_mod ] || { echo "DELAY=nginx needs $echo_mod (libnginx-mod-http-echo)" >&2; exit 1; }
+    delay="http://127.0.0.1:$nginx_port"
+    delay_name="nginx echo_sleep" ;;
+  python)
+    delay=$pydelay
+    delay_name="bench/http_delay_server.py (asyncio)" ;;
+  *) echo "DELAY=${DELAY}: c, nginx or python" >&2; exit 2 ;;
+esac
 
 # ---- clients: each prints "wall_seconds failures" ----
 run_curl() { # url n limit
@@ -126,9 +140,9 @@ wrk_ms() { # url connections -> mean latency in ms
     printf "%.2f", (u == "s") ? v * 1000 : (u == "us") ? v / 1000 : v }'
 }
 echo "What a delay server adds to /delay/0.1 (wrk's mean latency less 100 ms) at 1 / 10 / 100 connections"
-for srv in "nginx echo_sleep=http://127.0.0.1:$nginx_port" "asyncio server=$pydelay"; do
+for srv in "C server=$cdelay" "nginx echo_sleep=http://127.0.0.1:$nginx_port" "asyncio server=$pydelay"; do
   [ -f $echo_mod ] || [[ $srv != nginx* ]] || continue
-  row="  ${srv%%=*}:"
+  row=$(printf "  %-18s" "${srv%%=*}:")
   for c in 1 10 100; do
     row="$row $(awk -v m="$(wrk_ms "${srv#*=}/delay/0.1" $c)" 'BEGIN {printf "%.2f ms", m - 100}')"
   done
