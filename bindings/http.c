@@ -761,23 +761,16 @@ static void push_response(lua_State *L, lr_http_req *r, int url_idx, const char 
   luaL_setmetatable(L, RESPONSE_MT);
 }
 
-/* Where the continuation finds what it needs: the request, the final URL and the
- * output path, all kept on the task's stack or in the request. */
-typedef struct pending {
-  lr_http_req *r;
-  int url_idx;
-  int output_idx; /* 0 if none */
-} pending;
-
+/* The continuation finds the request in ctx, and the final URL and the output path
+ * on the task's stack, at the slots the request recorded. */
 static int request_k(lua_State *L, int status, lua_KContext ctx) {
-  pending *p = (pending *)ctx;
-  lr_http_req *r = p->r;
+  lr_http_req *r = (lr_http_req *)ctx;
   lr_task *t = r->task;
-  const char *url = lua_tostring(L, p->url_idx);
-  const char *output = p->output_idx ? lua_tostring(L, p->output_idx) : NULL;
+  int url_idx = r->url_idx;
+  const char *url = lua_tostring(L, url_idx);
+  const char *output = r->output_idx ? lua_tostring(L, r->output_idx) : NULL;
   int n;
   (void)status;
-  p->r = NULL;
   if (t->wake == LR_WAKE_CANCELLED) {
     lr_http_req_release(r);
     lr_error_raise_cancelled(L);
@@ -794,18 +787,9 @@ static int request_k(lua_State *L, int status, lua_KContext ctx) {
     lr_http_req_release(r);
     return n;
   }
-  push_response(L, r, p->url_idx, output);
+  push_response(L, r, url_idx, output);
   lr_http_req_release(r);
   return 1;
-}
-
-/* __gc of the pending userdata: a task collected while parked (the state is
- * closing) still gives its request back. */
-static int pending_gc(lua_State *L) {
-  pending *p = lua_touserdata(L, 1);
-  if (p->r) lr_http_req_release(p->r);
-  p->r = NULL;
-  return 0;
 }
 
 /* The shared body of every request function. Stack: client_ud at cidx, then the
@@ -818,7 +802,6 @@ static int do_request(lua_State *L, int cidx, const char *method, int urlarg, in
   const char *why = NULL;
   lr_task *t;
   lr_http_req *r;
-  pending *p;
   memset(&q, 0, sizeof q);
   q.fname = fname;
   q.method = method;
@@ -847,14 +830,6 @@ static int do_request(lua_State *L, int cidx, const char *method, int urlarg, in
     return 2;
   }
   url_idx = lua_gettop(L);
-  p = lua_newuserdatauv(L, sizeof *p, 0);
-  p->r = NULL;
-  p->url_idx = url_idx;
-  if (luaL_newmetatable(L, "luarun.http.Pending")) {
-    lua_pushcfunction(L, pending_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_setmetatable(L, -2);
   if (q.output) {
     int fd = open(q.output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
     if (fd < 0) {
@@ -875,13 +850,15 @@ static int do_request(lua_State *L, int cidx, const char *method, int urlarg, in
   } else if ((r = lr_http_req_new(cu->c)) == NULL) {
     return luaL_error(L, "%s: out of memory", fname);
   }
-  p->output_idx = output_idx;
+  r->url_idx = url_idx;
+  r->output_idx = output_idx;
   if (apply(L, r, &q, lua_tostring(L, url_idx)) != 0 || lr_http_req_submit(r, t) != 0) {
     lr_http_req_release(r);
     return luaL_error(L, "%s: cannot start the request (out of memory)", fname);
   }
-  p->r = r;
-  return lr_task_park(L, t, lr_http_req_cancel, (lua_KContext)p, request_k);
+  /* A request whose task never resumes (the state closes meanwhile) is released
+   * by the client's close (lr_http_client_close). */
+  return lr_task_park(L, t, lr_http_req_cancel, (lua_KContext)r, request_k);
 }
 
 /* ================= clients ================= */

@@ -140,6 +140,11 @@ static void warnf(void *ud, const char *msg, int tocont) {
   fflush(stderr);
 }
 
+/* The heap of the executable's state, also kept here: os.exit(code, true) closes the
+ * state and exits without coming back to lr_alloc_close, and the heap then is only
+ * still reachable, not leaked (LeakSanitizer). */
+static heap *last_heap;
+
 lua_State *lr_alloc_newstate(void) {
   const char *env = getenv("LUARUN_ALLOC");
   heap *h;
@@ -154,6 +159,7 @@ lua_State *lr_alloc_newstate(void) {
   }
   lua_atpanic(L, panic);
   lua_setwarnf(L, warnf, h);
+  last_heap = h;
   return L;
 }
 
@@ -172,6 +178,7 @@ void lr_alloc_close(lua_State *L) {
     UNPOISON(c, CHUNK);
     free(c);
   }
+  if (last_heap == h) last_heap = NULL;
   free(h);
 }
 

@@ -99,6 +99,7 @@ struct lr_http_req {
   uint8_t tainted;          /* options set that only a reset of the handle undoes */
   uint32_t closes_at_submit; /* the client's count of closed sockets at submit */
   int write_errno;
+  int url_idx, output_idx;  /* the binding's stack slots for its continuation */
   char errbuf[CURL_ERROR_SIZE];
 };
 

@@ -90,7 +90,7 @@ static void buf_free(lr_buf *b) {
 static void maybe_free(lr_http_client *c) {
   lr_http_client **pp;
   /* A live request belongs to a task that may still resume and read it: the
-   * request's release (continuation, or the pending object's __gc when the state
+   * request's release (its continuation, or the client's close when the runtime
    * closes) comes back here. */
   if (!c->closed || c->pending_closes > 0 || c->lua_owned || c->live) return;
   pthread_mutex_lock(&clients_lock);
@@ -381,15 +381,24 @@ static size_t header_cb(char *p, size_t size, size_t n, void *ud) {
 
 /* ---- the runtime closer ---- */
 
+/* The runtime is going away: close its clients, and release the requests of tasks
+ * that will never resume to do it themselves (a client closed earlier may still
+ * have some). */
 static void close_all(lr_runtime *rt) {
   for (;;) {
     lr_http_client *c;
     pthread_mutex_lock(&clients_lock);
     for (c = clients; c; c = c->next_client)
-      if (c->rt == rt && !c->closed) break;
+      if (c->rt == rt && (!c->closed || c->live)) break;
     pthread_mutex_unlock(&clients_lock);
     if (c == NULL) break;
     lr_http_client_close(c);
+    for (;;) {
+      lr_http_req *r = c->live;
+      int last = r == NULL || r->next == NULL;
+      if (r) lr_http_req_release(r); /* releasing the last one may free c */
+      if (last) break;
+    }
   }
 }
 
