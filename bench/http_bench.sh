@@ -4,7 +4,9 @@
 #   (a) 100 x /delay/1 all at once: wall time
 #   (b) 1,000 x /delay/0.1 with 10, 50, 100 at once: wall time
 #   (c) 20,000 small responses from nginx, 64 at once: requests/s and peak RSS,
-#       with wrk -c64 as the ceiling
+#       with wrk -c64 as the ceiling, and libcurl alone (bench/http_curl_floor.c: the
+#       same requests from a bare C loop on libcurl's multi socket interface, no
+#       Lua) as the ceiling of any client built on this libcurl
 # Delays come from bench/http_delay/server.c (one epoll loop, deadlines to the
 # nanosecond on a timerfd; compiled here), or with DELAY=nginx from nginx's echo
 # module (echo_sleep: timers in whole milliseconds, ~1-4 ms added to a delay), or with
@@ -36,6 +38,7 @@ wait_file() { for _ in $(seq 100); do [ -s "$1" ] && return 0; sleep 0.1; done; 
 
 # ---- servers ----
 gcc -O2 -Wall -Wextra -o "$tmp/delay_server" bench/http_delay/server.c
+gcc -O2 -Wall -Wextra -o "$tmp/curl_floor" bench/http_curl_floor.c -lcurl
 "$tmp/delay_server" "$tmp/cdelay.port" "$tmp/cdelay.pid" 2>"$tmp/cdelay.log" &
 wait_file "$tmp/cdelay.pid" && wait_file "$tmp/cdelay.port" || { cat "$tmp/cdelay.log"; exit 1; }
 pids+=("$(cat "$tmp/cdelay.pid")")
@@ -121,6 +124,7 @@ client() { # name url n limit
     aiohttp) $PY bench/http_aiohttp.py "$2" "$3" "$4" ;;
     node) node bench/http_node.mjs "$2" "$3" "$4" ;;
     curl) run_curl "$2" "$3" "$4" ;;
+    libcurl-alone) "$tmp/curl_floor" "$2" "$3" "$4" ;;
   esac
 }
 clients="luarun httpx aiohttp node curl"
@@ -192,7 +196,7 @@ if [[ $parts == *c* ]]; then
   echo "|---|---|---|---|"
   declare -A cw cr
   for rep in $(seq "${REPS:-3}"); do
-    for c in $clients luarun-workers; do
+    for c in $clients luarun-workers libcurl-alone; do
       /usr/bin/time -f %M -o "$tmp/rss" bash -c "$(declare -f client run_curl); \
         LUARUN='$LUARUN' PY='$PY' tmp='$tmp' client $c '$small' 20000 64" >"$tmp/out"
       read -r wall fails <"$tmp/out"
@@ -203,7 +207,7 @@ if [[ $parts == *c* ]]; then
       fi
     done
   done
-  for c in $clients luarun-workers; do
+  for c in $clients luarun-workers libcurl-alone; do
     rps=$(awk -v w="${cw[$c]}" 'BEGIN {printf "%.0f", 20000 / (w + 0)}')
     echo "| $c | ${cw[$c]} | $rps | ${cr[$c]} |"  # a wall of "s (N failed)" says so
   done

@@ -9,8 +9,9 @@
  * 10,000 concurrent run_in_pool calls, and lr.map of 10,000 empty items took 0.8 us a
  * item against 0.54 with jemalloc preloaded.
  *
- * So blocks up to SMALL_MAX bytes come from per-size free lists (16-byte classes),
- * carved from 64 KiB chunks: a free is a push, an allocation a pop, and no block has
+ * So blocks up to LR_ALLOC_SMALL_MAX bytes (4 KiB: a task's stack once it has grown
+ * for a call such as an HTTP request's is 1-2 KiB) come from per-size free lists
+ * (16-byte classes), carved from 64 KiB chunks: a free is a push, an allocation a pop, and no block has
  * a header, since Lua passes every block's size back when it frees or resizes it.
  * Larger blocks go to malloc, realloc and free as before (the in-place strings of
  * fs.read_file rely on that: lr_alloc_takes_block).

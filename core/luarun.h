@@ -373,7 +373,7 @@ void lr_file_unref(lr_file *f);
 void lr_file_close_later(lr_file *f);
 
 /* ---- alloc.c: the executable's Lua allocator (small blocks from free lists) ---- */
-#define LR_ALLOC_SMALL_MAX 1024
+#define LR_ALLOC_SMALL_MAX 4096
 /* A new state on luarun's allocator (luaL_newstate's with LUARUN_ALLOC=system), with
  * luaL_newstate's panic and warning behaviour. NULL if out of memory. */
 lua_State *lr_alloc_newstate(void);
