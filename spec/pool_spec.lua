@@ -305,6 +305,35 @@ describe("lr.run_in_pool", function()
         assert.equal("ok", lr.run_in_pool(function() return "ok" end))
       end)
     end)
+
+    it("cancels jobs sent in the same turn before any worker saw them", function()
+      -- Jobs sent while other tasks are ready wait on the loop thread until the
+      -- turn ends: cancelling some of them there must drop exactly those.
+      run(function()
+        local ran = {}
+        local tasks = {}
+        for i = 1, 300 do
+          tasks[i] = lr.spawn(function() return lr.run_in_pool(function(x) return x * 2 end, i) end)
+        end
+        local canceller = lr.spawn(function()
+          for i = 1, 300, 3 do tasks[i]:cancel() end
+        end)
+        canceller:wait()
+        for i, t in ipairs(tasks) do
+          local ok, v = pcall(t.wait, t)
+          if i % 3 == 1 then
+            assert.is_false(ok)
+            assert.equal("cancelled", v.kind)
+          else
+            assert.is_true(ok)
+            assert.equal(i * 2, v)
+            ran[#ran + 1] = i
+          end
+        end
+        assert.equal(200, #ran)
+        assert.equal("ok", lr.run_in_pool(function() return "ok" end))
+      end)
+    end)
   end)
 
   describe("throughput", function()
