@@ -857,7 +857,7 @@ static int do_request(lua_State *L, int cidx, const char *method, int urlarg, in
     return luaL_error(L, "%s: cannot start the request (out of memory)", fname);
   }
   /* A request whose task never resumes (the state closes meanwhile) is released
-   * by the client's close (lr_http_client_close). */
+   * when the runtime closes (close_all in core/http.c). */
   return lr_task_park(L, t, lr_http_req_cancel, (lua_KContext)r, request_k);
 }
 

@@ -189,6 +189,7 @@ int lr_runtime_run_main(lua_State *L, lr_runtime *rt, int nargs, int *nres) {
   *(void **)lua_getextraspace(L) = NULL;
   rt->L = rt->from = L;
   rt->running = 1;
+  rt->batch = NULL; /* a raise out of an earlier run's turn may have left it set */
   rt->failures = 0;
   rt->deadlocks = 0;
   t = lr_task_spawn(L, rt, nargs, 1); /* the task stays on L's stack while it runs */

@@ -72,6 +72,7 @@ struct job {
   int orphaned;         /* loop thread: result to be dropped */
   int reading;          /* the worker may still read the caller's strings (mutex) */
   int caller_spinning;  /* the caller polls for the result: no async wake (mutex) */
+  int delivered;        /* loop thread: on p->delivered, its task woken */
   int out_anchor;       /* worker registry ref anchoring long result strings, or 0 */
   struct worker *w;     /* the worker holding out_anchor */
   uint64_t ns;          /* how long the worker took (set before J_DONE) */
@@ -116,6 +117,8 @@ struct pool {
   job *free_jobs;       /* loop thread: finished jobs to reuse, linked by next */
   int nfree_jobs;
   job *shead, *stail;   /* loop thread: staged jobs (J_STAGED), not yet queued */
+  job *delivered;       /* loop thread: done jobs whose task is woken but has not
+                         * resumed yet (freed by pool_close if it never does) */
   int nstaged;
   uint64_t job_ns;      /* loop thread: moving average of recent jobs' durations */
   unsigned done_seq;    /* bumped when a job is done (atomic; written under the mutex) */
@@ -177,10 +180,8 @@ int lr_pool_configure(lr_runtime *rt, unsigned size, size_t mem_limit) {
 }
 
 /* Hands a result anchor back to its worker, which unrefs it before its next job. */
-static void release_anchor(job *j) {
-  pool *p = j->p;
-  worker *w = j->w;
-  if (j->out_anchor == 0 || p->closing) return;
+static void give_anchor_back(pool *p, worker *w, int anchor) {
+  if (anchor == 0 || p->closing) return;
   pthread_mutex_lock(&p->mu);
   if (w->nrel == w->caprel) {
     int cap = w->caprel ? w->caprel * 2 : 16;
@@ -192,9 +193,13 @@ static void release_anchor(job *j) {
     w->rel = np;
     w->caprel = cap;
   }
-  w->rel[w->nrel++] = j->out_anchor;
-  j->out_anchor = 0;
+  w->rel[w->nrel++] = anchor;
   pthread_mutex_unlock(&p->mu);
+}
+
+static void release_anchor(job *j) {
+  give_anchor_back(j->p, j->w, j->out_anchor);
+  j->out_anchor = 0;
 }
 
 /* Loop thread only, like job_free. */
@@ -614,6 +619,11 @@ static void async_cb(uv_async_t *a) {
     } else {
       lr_task *t = j->task;
       j->task = NULL;
+      j->delivered = 1;
+      j->prev = NULL;
+      j->next = p->delivered;
+      if (p->delivered) p->delivered->prev = j;
+      p->delivered = j;
       waiting_done(p);
       lr_task_wake(t, LR_WAKE_DONE);
     }
@@ -670,6 +680,7 @@ static void pool_close(lr_runtime *rt) {
   free_list(p->qhead);
   free_list(p->dhead);
   free_list(p->shead);
+  free_list(p->delivered);
   while (p->free_jobs) {
     job *j = p->free_jobs;
     p->free_jobs = j->next;
@@ -781,7 +792,22 @@ static pool *pool_start(lua_State *L, lr_runtime *rt) {
 static int finish_job(lua_State *L, job *j) {
   lr_copybuf *box;
   int ok, top, n;
-  j->p->job_ns = (3 * j->p->job_ns + j->ns) / 4;
+  pool *p = j->p;
+  worker *w = j->w;
+  if (j->delivered) {
+    if (j->prev) j->prev->next = j->next;
+    else p->delivered = j->next;
+    if (j->next) j->next->prev = j->prev;
+    j->next = j->prev = NULL;
+    j->delivered = 0;
+  }
+  /* Long result strings are read where they are, in the worker's state: the anchor
+   * that keeps them alive goes back to the worker only once they are decoded (the
+   * worker unrefs it before its next job, and a collection there frees them). A
+   * raise while decoding leaves it anchored until the pool closes. */
+  int anchor = j->out_anchor;
+  j->out_anchor = 0;
+  p->job_ns = (3 * p->job_ns + j->ns) / 4;
   ok = j->status == J_OK;
   if (ok && j->out.where == LR_BUF_BORROWED) {
     /* Small results, in the job: decode a copy on the C stack, so a raise while
@@ -790,7 +816,9 @@ static int finish_job(lua_State *L, job *j) {
     size_t len = j->out.n;
     memcpy(tmp, j->out.p, len);
     job_free(j);
-    return lr_copy_decode(L, tmp, len);
+    n = lr_copy_decode(L, tmp, len);
+    give_anchor_back(p, w, anchor);
+    return n;
   }
   /* Move the output into a box the collector frees, should decoding raise. */
   box = lr_copybuf_push(L);
@@ -799,12 +827,14 @@ static int finish_job(lua_State *L, job *j) {
   memset(&j->out, 0, sizeof j->out);
   job_free(j);
   if (!ok) {
+    give_anchor_back(p, w, anchor);
     if (box->p == NULL) return luaL_error(L, "run_in_pool: out of memory in the worker");
     lua_pushlstring(L, box->p, box->n);
     lr_copybuf_free(box);
     return lua_error(L);
   }
   n = lr_copy_decode(L, box->p, box->n);
+  give_anchor_back(p, w, anchor);
   lr_copybuf_free(box);
   lua_remove(L, top);
   return n;

@@ -182,6 +182,36 @@ describe("lr.run_in_pool", function()
       end)
     end)
 
+    it("keeps a long result string alive until it is copied, while the worker moves on", function()
+      -- A long result string is read in the worker's state; the worker must not
+      -- collect it before the loop thread has copied it, even when it has taken
+      -- the next jobs meanwhile (one worker: the next job starts at once).
+      local code, out, err = util.luarun([[
+        local lr = require "luarun"
+        lr.pool_size(1)
+        for round = 1, 6 do
+          local a = lr.spawn(function()
+            local s = lr.run_in_pool(function() return string.rep("x", 32 << 20) .. "y" end)
+            assert(#s == (32 << 20) + 1 and s:sub(-2) == "xy")
+          end)
+          local b = lr.spawn(function()
+            lr.run_in_pool(function()
+              local t = os.clock() + 0.002
+              while os.clock() < t do end
+            end)
+          end)
+          local c = lr.spawn(function()
+            lr.run_in_pool(function() collectgarbage() collectgarbage() return 1 end)
+          end)
+          lr.gather(a, b, c)
+        end
+        print("intact")
+      ]])
+      assert.equal("", err)
+      assert.equal(0, code)
+      assert.equal("intact\n", out)
+    end)
+
     it("keeps long strings intact over many calls in a row, both ways", function()
       -- One call after another: the caller polls for each result, the worker polls
       -- for the next job, and long strings cross by address in both directions.
