@@ -24,6 +24,7 @@
  *
  * One thread only: the main state belongs to the loop thread (pool workers have
  * states and allocators of their own). */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,4 +190,41 @@ int lr_alloc_takes_block(lua_State *L, size_t size) {
 
 int lr_alloc_is_ours(lua_State *L) {
   return lua_getallocf(L, NULL) == heap_alloc;
+}
+
+/* Blocks made by one thread and freed by another (read_file's buffers, filled by a
+ * runner and freed by the collector; strings copied across the pool) go back to the
+ * maker's malloc arena. glibc returns free memory at the top of an arena to the
+ * kernel once it exceeds its trim threshold, which it keeps at twice its mmap
+ * threshold: about 256 KB at first, 2 MB once a 1 MB block has been freed. So each
+ * collection handed the memory back and the next burst page-faulted it in again:
+ * 1 MB strings to and from the pool took ~70 faults a call (bench/pool.sh (c): 285 ->
+ * 215 us a call without them), and reading 2,000 files of 4 KiB at once spent a fifth
+ * of its time in page faults and the TLB shootdowns of the trims (6-9 ms -> 5.2-5.8
+ * ms a pass once primed).
+ *
+ * glibc raises both thresholds by itself whenever the program frees an mmap'd block
+ * larger than the current mmap threshold (up to 32 MB). Freeing one 4 MB block here
+ * moves them where glibc would move them after the first 4 MB string was collected:
+ * the mmap threshold to 4 MB and the trim threshold to 8 MB. Unlike mallopt, this
+ * keeps glibc's adaptive thresholds working (larger blocks still raise them), never
+ * lowers them, and does nothing if the user fixed them (mallopt, GLIBC_TUNABLES) or
+ * under another allocator (ASan's malloc does not adapt). The cost: a process may
+ * keep up to 8 MB of freed memory at the top of each malloc arena instead of the
+ * ~2 MB it keeps once it has used 1 MB blocks; nothing more is allocated. */
+#define MALLOC_PRIME_BYTES (4u << 20)
+
+static void prime_once(void) {
+#ifdef __GLIBC__
+  void *b = malloc(MALLOC_PRIME_BYTES);
+  /* The pages are never touched; the barrier keeps the compiler from eliding the
+   * malloc/free pair. */
+  __asm__ volatile("" : : "r"(b) : "memory");
+  free(b);
+#endif
+}
+
+void lr_alloc_prime_malloc(void) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, prime_once);
 }

@@ -644,6 +644,7 @@ static void close_queue(lr_runtime *rt) {
 static fsq *get_queue(lr_runtime *rt) {
   fsq *q = find_queue(rt);
   if (q) return q;
+  lr_alloc_prime_malloc(); /* runners fill blocks that the loop thread frees */
   if ((q = calloc(1, sizeof *q)) == NULL) return NULL;
   if (uv_async_init(&rt->loop, &q->async, async_cb) < 0) {
     free(q);

@@ -696,36 +696,6 @@ static void pool_close(lr_runtime *rt) {
   uv_close((uv_handle_t *)&p->prepare, free_pool_cb);
 }
 
-/* Long strings crossing the pool are copied into fresh Lua strings on both sides
- * (copy.c), and the caller's copies become garbage together, a few megabytes per
- * collection cycle. glibc returns free memory at the top of the heap to the kernel
- * once it exceeds its trim threshold, which it keeps at twice its mmap threshold:
- * about 2 MB once a 1 MB block has been freed. So a script that passes 1 MB strings
- * to and from the pool gave the heap back at every cycle and page-faulted it in again
- * at the next strings (about 70 faults a call; bench/pool.sh (c): 285 -> 215 us a
- * call without them).
- *
- * glibc raises both thresholds by itself whenever the program frees an mmap'd block
- * larger than the current mmap threshold (up to 32 MB). Freeing one 4 MB block here
- * moves them where glibc would move them after the first 4 MB string was collected:
- * the mmap threshold to 4 MB and the trim threshold to 8 MB. Unlike mallopt, this
- * keeps glibc's adaptive thresholds working (larger blocks still raise them), never
- * lowers them, and does nothing if the user fixed them (mallopt, GLIBC_TUNABLES) or
- * under another allocator (ASan's malloc does not adapt). The cost: a process may
- * keep up to 8 MB of freed memory at the top of each malloc arena instead of the
- * ~2 MB it keeps once it has used 1 MB blocks; nothing more is allocated. */
-#define MALLOC_PRIME_BYTES (4u << 20)
-
-static void prime_malloc_thresholds(void) {
-#ifdef __GLIBC__
-  void *b = malloc(MALLOC_PRIME_BYTES);
-  /* The pages are never touched; the barrier keeps the compiler from eliding the
-   * malloc/free pair. */
-  __asm__ volatile("" : : "r"(b) : "memory");
-  free(b);
-#endif
-}
-
 /* Starts the workers on first use. Raises if not even one can start. */
 static pool *pool_start(lua_State *L, lr_runtime *rt) {
   pool *p = get_pool(rt);
@@ -734,7 +704,7 @@ static pool *pool_start(lua_State *L, lr_runtime *rt) {
   pthread_attr_t attr;
   if (p == NULL) luaL_error(L, "run_in_pool: out of memory");
   if (p->started) return p;
-  prime_malloc_thresholds();
+  lr_alloc_prime_malloc(); /* results come back as fresh strings: see alloc.c */
   p->ncores = (int)uv_available_parallelism();
   n = p->size ? p->size : default_size();
   /* Workers see the caller's module search paths. */
