@@ -614,12 +614,7 @@ static void add_lines(lua_State *L) {
 int luaopen_luarun_fs(lua_State *L) {
   luaL_requiref(L, "luarun", luaopen_luarun, 0);
   lua_pop(L, 1);
-  if (luaL_newmetatable(L, FILE_MT)) {
-    luaL_setfuncs(L, file_meta, 0);
-    luaL_newlib(L, file_methods);
-    lua_setfield(L, -2, "__index");
-  }
-  lua_pop(L, 1);
+  lr_register_class(L, FILE_MT, file_methods, file_meta);
   pthread_once(&probed, probe_header);
   luaL_newlib(L, funcs);
   add_lines(L);

@@ -1046,6 +1046,13 @@ static const luaL_Reg client_methods[] = {
   {NULL, NULL}
 };
 
+static const luaL_Reg client_meta[] = {
+  {"__close", client_close},
+  {"__gc", client_close},
+  {"__tostring", client_tostring},
+  {NULL, NULL}
+};
+
 static const luaL_Reg funcs[] = {
   {"get", l_get},
   {"post", l_post},
@@ -1059,17 +1066,7 @@ int luaopen_luarun_http(lua_State *L) {
   luaL_requiref(L, "luarun", luaopen_luarun, 0);
   lua_pop(L, 1);
   need_curl(L);
-  if (luaL_newmetatable(L, CLIENT_MT)) {
-    luaL_newlib(L, client_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, client_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, client_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, client_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
+  lr_register_class(L, CLIENT_MT, client_methods, client_meta);
   if (luaL_newmetatable(L, RESPONSE_MT)) {
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, res_json);

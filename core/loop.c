@@ -53,6 +53,19 @@ static int new_table_ref(lua_State *L, const char *mode) {
   return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
+void lr_register_class(lua_State *L, const char *name, const luaL_Reg *methods,
+                       const luaL_Reg *meta) {
+  if (luaL_newmetatable(L, name)) {
+    if (meta) luaL_setfuncs(L, meta, 0);
+    if (methods) {
+      lua_newtable(L);
+      luaL_setfuncs(L, methods, 0);
+      lua_setfield(L, -2, "__index");
+    }
+  }
+  lua_pop(L, 1);
+}
+
 lr_runtime *lr_runtime_get(lua_State *L) {
   lr_runtime *rt;
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &RT_KEY) == LUA_TUSERDATA) {

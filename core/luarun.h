@@ -147,6 +147,10 @@ extern char lr_park_sentinel;
 /* ---- loop.c: runtime context and driver ---- */
 /* Returns the runtime of this Lua state, creating it on first use. Never NULL. */
 lr_runtime *lr_runtime_get(lua_State *L);
+/* Registers the metatable `name` once per state: the metamethods in meta and a table
+ * of methods as its __index (either list may be NULL). Leaves the stack as it was. */
+void lr_register_class(lua_State *L, const char *name, const luaL_Reg *methods,
+                       const luaL_Reg *meta);
 /* Runs the loop until every task is done. Returns 0, or -1 on deadlock. */
 int lr_runtime_drive(lr_runtime *rt);
 int lr_runtime_run_main(lua_State *L, lr_runtime *rt, int nargs, int *nres);

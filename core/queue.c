@@ -219,14 +219,9 @@ void lr_queue_install(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"get", queue_get}, {"put", queue_put}, {"close", queue_close},
     {"is_closed", queue_is_closed}, {NULL, NULL}};
-  luaL_newmetatable(L, QUEUE_MT);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, queue_len);
-  lua_setfield(L, -2, "__len");
-  lua_pushcfunction(L, queue_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pop(L, 1);
+  static const luaL_Reg meta[] = {
+    {"__len", queue_len}, {"__tostring", queue_tostring}, {NULL, NULL}};
+  lr_register_class(L, QUEUE_MT, methods, meta);
   lua_pushcfunction(L, l_queue);
   lua_setfield(L, -2, "Queue");
 }

@@ -652,13 +652,7 @@ static const luaL_Reg task_methods[] = {
 };
 
 void lr_sched_register(lua_State *L) {
-  if (luaL_newmetatable(L, TASK_MT)) {
-    luaL_newlib(L, task_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, task_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushcfunction(L, task_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
+  static const luaL_Reg meta[] = {
+    {"__tostring", task_tostring}, {"__gc", task_gc}, {NULL, NULL}};
+  lr_register_class(L, TASK_MT, task_methods, meta);
 }

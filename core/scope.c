@@ -395,12 +395,7 @@ int lr_as_completed(lua_State *L) {
 void lr_scope_register(lua_State *L) {
   static const luaL_Reg scope_methods[] = {
     {"spawn", scope_spawn}, {"cancel", scope_cancel}, {NULL, NULL}};
-  luaL_newmetatable(L, SCOPE_MT);
-  luaL_newlib(L, scope_methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-  luaL_newmetatable(L, COMPLETED_MT);
-  lua_pushcfunction(L, completed_close);
-  lua_setfield(L, -2, "__close");
-  lua_pop(L, 1);
+  static const luaL_Reg completed_meta[] = {{"__close", completed_close}, {NULL, NULL}};
+  lr_register_class(L, SCOPE_MT, scope_methods, NULL);
+  lr_register_class(L, COMPLETED_MT, NULL, completed_meta);
 }

@@ -380,21 +380,6 @@ static int l_ratelimit(lua_State *L) {
 
 /* ================= registration ================= */
 
-static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
-                      lua_CFunction tostring, lua_CFunction close) {
-  luaL_newmetatable(L, name);
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, tostring);
-  lua_setfield(L, -2, "__tostring");
-  if (close) {
-    lua_pushcfunction(L, close);
-    lua_setfield(L, -2, "__close");
-  }
-  lua_pop(L, 1);
-}
-
 void lr_sync_install(lua_State *L) {
   static const luaL_Reg permit_methods[] = {
     {"acquire", permits_acquire}, {"release", permits_release}, {"with", permits_with},
@@ -406,9 +391,13 @@ void lr_sync_install(lua_State *L) {
   static const luaL_Reg ctors[] = {
     {"Semaphore", l_semaphore}, {"Lock", l_lock}, {"Event", l_event},
     {"RateLimit", l_ratelimit}, {NULL, NULL}};
-  new_class(L, SEMAPHORE_MT, permit_methods, permits_tostring, permits_close);
-  new_class(L, LOCK_MT, permit_methods, permits_tostring, permits_close);
-  new_class(L, EVENT_MT, event_methods, event_tostring, NULL);
-  new_class(L, RATELIMIT_MT, ratelimit_methods, ratelimit_tostring, NULL);
+  static const luaL_Reg permit_meta[] = {
+    {"__tostring", permits_tostring}, {"__close", permits_close}, {NULL, NULL}};
+  static const luaL_Reg event_meta[] = {{"__tostring", event_tostring}, {NULL, NULL}};
+  static const luaL_Reg ratelimit_meta[] = {{"__tostring", ratelimit_tostring}, {NULL, NULL}};
+  lr_register_class(L, SEMAPHORE_MT, permit_methods, permit_meta);
+  lr_register_class(L, LOCK_MT, permit_methods, permit_meta);
+  lr_register_class(L, EVENT_MT, event_methods, event_meta);
+  lr_register_class(L, RATELIMIT_MT, ratelimit_methods, ratelimit_meta);
   luaL_setfuncs(L, ctors, 0);
 }

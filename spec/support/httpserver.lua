@@ -31,6 +31,17 @@ end
 
 --- A fresh temporary directory (removed by M.cleanup).
 local tmpdirs = {}
+-- A started server: its port, pid and base URL, and stop(), which kills it by pid.
+local function server(port, pid, tls)
+  local srv = {port = port, pid = pid,
+               base = (tls and "https" or "http") .. "://127.0.0.1:" .. port}
+  function srv.stop()
+    if srv.pid then os.execute("kill " .. srv.pid .. " 2>/dev/null") end
+    srv.pid = nil
+  end
+  return srv
+end
+
 function M.tmpdir()
   local p = io.popen("mktemp -d /tmp/luarun-http.XXXXXX")
   local d = p:read("l")
@@ -59,13 +70,7 @@ function M.httpbin(opts)
     local s = read_file(pidf)
     return s and tonumber(s:match("%d+"))
   end, 5, "httpbin.py's pid")
-  local scheme = opts.tls and "https" or "http"
-  local srv = {port = port, pid = pid, base = scheme .. "://127.0.0.1:" .. port}
-  function srv.stop()
-    if srv.pid then os.execute("kill " .. srv.pid .. " 2>/dev/null") end
-    srv.pid = nil
-  end
-  return srv
+  return server(port, pid, opts.tls)
 end
 
 --- A self-signed certificate for 127.0.0.1 and localhost: returns cert, key paths.
@@ -99,13 +104,7 @@ function M.nghttpd(docroot, cert, key)
   wait_for(function()
     return os.execute("bash -c \"exec 3<>/dev/tcp/127.0.0.1/" .. port .. "\" 2>/dev/null")
   end, 10, "nghttpd to listen")
-  local srv = {port = port, pid = pid,
-               base = (cert and "https" or "http") .. "://127.0.0.1:" .. port}
-  function srv.stop()
-    if srv.pid then os.execute("kill " .. srv.pid .. " 2>/dev/null") end
-    srv.pid = nil
-  end
-  return srv
+  return server(port, pid, cert)
 end
 
 function M.cleanup()
