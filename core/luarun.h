@@ -354,6 +354,7 @@ struct lr_fs {
   size_t boff;           /* room actually left before buf: free(buf - boff) */
   uint32_t dir;          /* write_file: hash of the target's directory */
   int dir_free;          /* write_file: done with the directory's lock (fs.c) */
+  int unnamed;           /* write_file: create it unnamed, link it once written (fs.c) */
 };
 /* The block under r->buf (its data starts boff bytes in). */
 #define LR_FS_BLOCK(r) ((r)->buf ? (r)->buf - (r)->boff : NULL)

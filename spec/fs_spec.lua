@@ -158,6 +158,99 @@ describe("luarun.fs", function()
       os.execute("rm -rf " .. q(dir))
     end)
 
+    it("creates new files unnamed where creating is slow: whole or not at all", function()
+      -- core/fs.c creates a new file unnamed (O_TMPFILE, linked under its name once
+      -- written) only in a directory where creating files has been slow; the variable
+      -- LUARUN_FS_CREATE=unnamed asks for it everywhere, so a child process runs each case.
+      local dir = os.tmpname()
+      os.remove(dir)
+      assert(os.execute("mkdir " .. q(dir)))
+      local script = dir .. "/child.lua"
+      local f = assert(io.open(script, "wb"))
+      f:write([=[
+        local lr = require "luarun"
+        local fs = require "luarun.fs"
+        local dir = arg[1]
+        local fds = #fs.readdir("/proc/self/fd")
+        -- A new file, with the mode the named path gives it.
+        assert(fs.write_file(dir .. "/new", "content"))
+        print("new", fs.read_file(dir .. "/new"))
+        assert(fs.write_file(dir .. "/secret", "x", { mode = tonumber("600", 8) }))
+        print("mode", ("%o"):format(fs.stat(dir .. "/secret").mode))
+        io.open(dir .. "/by-io", "w"):close()
+        print("default mode", fs.stat(dir .. "/new").mode == fs.stat(dir .. "/by-io").mode)
+        -- An existing file is truncated in place; a dangling link is followed.
+        local ino = fs.stat(dir .. "/new").ino
+        assert(fs.write_file(dir .. "/new", "short"))
+        print("overwritten", fs.read_file(dir .. "/new"), fs.stat(dir .. "/new").ino == ino)
+        assert(os.execute("ln -s target " .. dir .. "/link"))
+        assert(fs.write_file(dir .. "/link", "via the link"))
+        print("link", fs.read_file(dir .. "/target"), fs.lstat(dir .. "/link").type)
+        -- Errors are the named path's.
+        local ok, err = fs.write_file(dir .. "/missing/f", "x")
+        print("missing", ok, err.kind, err.path == dir .. "/missing/f")
+        ok, err = fs.write_file(dir, "x")
+        print("a directory", ok, err.kind)
+        -- A large file is not there until it is whole, and not at all if cancelled.
+        local big = ("z"):rep(128 << 20)
+        local t = lr.spawn(fs.write_file, dir .. "/big", big)
+        lr.sleep(0.005)
+        print("while written", fs.exists(dir .. "/big"))
+        print("written", t:wait(), fs.stat(dir .. "/big").size == #big)
+        t = lr.spawn(fs.write_file, dir .. "/cancelled", big)
+        lr.sleep(0.005)
+        t:cancel()
+        local done, e = pcall(t.wait, t)
+        print("cancelled", done, e.kind)
+        for _ = 1, 100 do
+          if #fs.readdir("/proc/self/fd") == fds then break end
+          lr.sleep(0.01)
+        end
+        print("after cancel", fs.exists(dir .. "/cancelled"), #fs.readdir("/proc/self/fd") == fds)
+        -- Many at once, and two tasks racing for each of 200 new names.
+        local names, good = {}, 0
+        for i = 1, 500 do names[i] = dir .. "/m" .. i end
+        lr.map(names, function(p, i) assert(fs.write_file(p, ("%d\n"):format(i):rep(i % 50 + 1))) end)
+        for i, p in ipairs(names) do
+          if fs.read_file(p) == ("%d\n"):format(i):rep(i % 50 + 1) then good = good + 1 end
+        end
+        print("many", good)
+        good = 0
+        lr.map(names, function(p, i)
+          if i > 200 then return end
+          lr.gather(function() assert(fs.write_file(p .. "r", "a" .. i)) end,
+                    function() assert(fs.write_file(p .. "r", "b" .. i)) end)
+          local got = fs.read_file(p .. "r")
+          if got == "a" .. i or got == "b" .. i then good = good + 1 end
+        end)
+        print("raced", good, #fs.readdir(dir))
+      ]=])
+      f:close()
+      local code, out, err = util.sh("LUARUN_FS_CREATE=unnamed " .. q(util.bin) .. " " .. q(script) ..
+                                     " " .. q(dir))
+      assert.are.equal(0, code, err)
+      assert.are.equal(table.concat({
+        "new\tcontent", "mode\t600", "default mode\ttrue", "overwritten\tshort\ttrue",
+        "link\tvia the link\tlink", "missing\tnil\tnot_found\ttrue", "a directory\tnil\tis_dir",
+        "while written\tfalse", "written\ttrue\ttrue", "cancelled\tfalse\tcancelled",
+        "after cancel\tfalse\ttrue", "many\t500", "raced\t200\t707", ""
+      }, "\n"), out)
+      -- A write that fails half-way (RLIMIT_FSIZE, as in the atomic case above) leaves
+      -- no file at all, where the named path leaves its first block.
+      f = assert(io.open(script, "wb"))
+      f:write(([[
+        local fs = require "luarun.fs"
+        local ok, err = fs.write_file(%q, ("y"):rep(8192))
+        print(ok, err.code, fs.exists(%q))
+      ]]):format(dir .. "/limited", dir .. "/limited"))
+      f:close()
+      code, out = util.sh("trap '' XFSZ; ulimit -f 1; LUARUN_FS_CREATE=unnamed " .. q(util.bin) ..
+                          " " .. q(script))
+      assert.are.equal(0, code, out)
+      assert.are.equal("nil\tEFBIG\tfalse\n", out)
+      os.execute("rm -rf " .. q(dir))
+    end)
+
     it("reads large files (parallel slices, string built in place) and files that change", function()
       with_dir(function(dir)
         -- 20 MB of varied bytes: above the size read in parallel slices.
