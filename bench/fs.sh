@@ -11,7 +11,13 @@
 # (one read into a fresh 200 MB buffer: the data kept, as a read_file must).
 #
 #   bench/fs.sh            LUARUN_BUILD (default build), REPS (default 5),
-#                          FS_BENCH_DIR (default a new directory under /tmp)
+#                          FS_BENCH_DIR (default a new directory under /tmp),
+#                          CHURN (default 0: before each repetition, create and
+#                          delete that many files of 4 KiB beside the runs, which
+#                          puts ext4 without a journal in its slow state, below),
+#                          IDLE (default 0: seconds of pause before each whole-process
+#                          200 MB read taken in turns; this VM hands idle memory back
+#                          to its host, and fresh memory then costs more)
 # Goals: small files (write + read) ahead of Node, Python and sequential lua5.4;
 # the 200 MB read within 1.5x of cat.
 set -euo pipefail
@@ -80,7 +86,28 @@ run() { # label mode path: one run of that runtime
 # The order turns with each repetition: a run right after file churn on the machine
 # pays for it (for ~30 s, as above), and that should not always be the same
 # runtime's run.
+# CHURN: what a mass delete leaves behind (the test suite, a build, an earlier run).
+churn() {
+  /usr/bin/python3 - "$1" "$2" <<'PY'
+import os, shutil, sys
+d, n = sys.argv[1], int(sys.argv[2])
+os.mkdir(d)
+for k in range(0, n, 2000):  # directories of 2,000 files, as the runs write
+    sub = os.path.join(d, "s%d" % k)
+    os.mkdir(sub)
+    for i in range(min(2000, n - k)):
+        fd = os.open(os.path.join(sub, "c%d" % i), os.O_CREAT | os.O_WRONLY, 0o644)
+        os.write(fd, b"c" * 4096)
+        os.close(fd)
+shutil.rmtree(d)
+PY
+}
+churn_n=${CHURN:-0}
 for ((i = 0; i < reps; i++)); do
+  if ((churn_n > 0)); then
+    churn "$work/churn-$i" "$churn_n"
+    echo "repetition $((i + 1)) after deleting $churn_n files: creating a file takes $(create_probe "churn-$i") us"
+  fi
   for ((k = 0; k < ${#labels[@]}; k++)); do
     label=${labels[(i + k) % ${#labels[@]}]}
     d=$work/small-$label-$i
@@ -93,6 +120,10 @@ for ((i = 0; i < reps; i++)); do
   done
 done
 echo "creating a 4 KiB file in $work: $(create_probe after) us after the runs"
+echo "write_s of each repetition, in order (the state of the filesystem drifts):"
+for label in "${labels[@]}"; do
+  printf '  %-20s %s\n' "$label" "$(tr '\n' ' ' <"$work/$label.w")"
+done
 printf '%-22s %10s %10s %10s %12s\n' runtime write_s read_s total_s read200MB_s
 for label in "${labels[@]}"; do
   printf '%-22s %10s %10s %10s %12s\n' "$label" "$(median <"$work/$label.w")" \
@@ -103,6 +134,7 @@ done
 wall() { # file, command...: appends the command's wall time in ms
   local f=$1 t0
   shift
+  sleep "${IDLE:-0}"
   t0=$EPOCHREALTIME
   "$@" >/dev/null
   echo "$EPOCHREALTIME $t0" | awk '{printf "%.1f\n", ($1 - $2) * 1000}' >>"$f"
@@ -113,7 +145,7 @@ for ((i = 0; i < reps + 2; i++)); do
   wall "$work/p.luarun" "$luarun" "$root/bench/fs_luarun.lua" large "$big"
 done
 echo
-echo "200 MB read as a whole process, taking turns ($((reps + 2)) runs each, median ms):" \
+echo "200 MB read as a whole process, taking turns ($((reps + 2)) runs each, ${IDLE:-0} s idle before each, median ms):" \
      "cat $(median <"$work/p.cat"), dd bs=200M $(median <"$work/p.dd")," \
      "luarun $(median <"$work/p.luarun")"
 
