@@ -54,6 +54,21 @@ local function temp_files(dir)
   return left
 end
 
+-- For specs that run luarun as a child process: a fresh directory under /tmp (removed
+-- by the spec), and writing a file in one go.
+local function new_dir()
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir " .. q(dir)))
+  return dir
+end
+
+local function put(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
 local function expect_err(kind, v, err)
   assert.is_nil(v)
   assert.are.equal("table", type(err))
@@ -125,27 +140,21 @@ describe("luarun.fs", function()
       -- The child may write at most one block (512 bytes for sh's ulimit -f) per file:
       -- the temporary file takes that much of the 8 KiB, then write fails with EFBIG.
       -- SIGXFSZ is ignored so that the write returns the error instead of killing it.
-      local dir = os.tmpname()
-      os.remove(dir)
-      assert(os.execute("mkdir " .. q(dir)))
+      local dir = new_dir()
       local p = dir .. "/data"
-      local f = assert(io.open(p, "wb"))
-      f:write("old content")
-      f:close()
+      put(p, "old content")
       local script = dir .. "/child.lua"
-      f = assert(io.open(script, "wb"))
-      f:write(([[
+      put(script, ([[
         local fs = require "luarun.fs"
         local ok, err = fs.write_file(%q, ("x"):rep(8192), { atomic = true })
         print(ok, err and err.kind, err and err.code, err and err.path)
         local ok2, err2 = fs.write_file(%q, ("y"):rep(8192))
         print(ok2, err2 and err2.code)
       ]]):format(p, dir .. "/plain"))
-      f:close()
       local code, out = util.sh("trap '' XFSZ; ulimit -f 1; " .. q(util.bin) .. " " .. q(script))
       assert.are.equal(0, code, out)
       assert.are.equal("nil\tio\tEFBIG\t" .. p .. "\nnil\tEFBIG\n", out)
-      f = assert(io.open(p, "rb"))
+      local f = assert(io.open(p, "rb"))
       assert.are.equal("old content", f:read("a"))
       f:close()
       -- The plain (non-atomic) write did write its first block: what atomic prevents.
@@ -162,12 +171,9 @@ describe("luarun.fs", function()
       -- core/fs.c creates a new file unnamed (O_TMPFILE, linked under its name once
       -- written) only in a directory where creating files has been slow; the variable
       -- LUARUN_FS_CREATE=unnamed asks for it everywhere, so a child process runs each case.
-      local dir = os.tmpname()
-      os.remove(dir)
-      assert(os.execute("mkdir " .. q(dir)))
+      local dir = new_dir()
       local script = dir .. "/child.lua"
-      local f = assert(io.open(script, "wb"))
-      f:write([=[
+      put(script, [=[
         local lr = require "luarun"
         local fs = require "luarun.fs"
         local dir = arg[1]
@@ -225,7 +231,6 @@ describe("luarun.fs", function()
         end)
         print("raced", good, #fs.readdir(dir))
       ]=])
-      f:close()
       local code, out, err = util.sh("LUARUN_FS_CREATE=unnamed " .. q(util.bin) .. " " .. q(script) ..
                                      " " .. q(dir))
       assert.are.equal(0, code, err)
@@ -237,13 +242,11 @@ describe("luarun.fs", function()
       }, "\n"), out)
       -- A write that fails half-way (RLIMIT_FSIZE, as in the atomic case above) leaves
       -- no file at all, where the named path leaves its first block.
-      f = assert(io.open(script, "wb"))
-      f:write(([[
+      put(script, ([[
         local fs = require "luarun.fs"
         local ok, err = fs.write_file(%q, ("y"):rep(8192))
         print(ok, err.code, fs.exists(%q))
       ]]):format(dir .. "/limited", dir .. "/limited"))
-      f:close()
       code, out = util.sh("trap '' XFSZ; ulimit -f 1; LUARUN_FS_CREATE=unnamed " .. q(util.bin) ..
                           " " .. q(script))
       assert.are.equal(0, code, out)
