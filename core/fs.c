@@ -123,8 +123,9 @@ static void advise_huge(void *p, size_t n, int advice) {
  * pages took 0.30-0.48 s to fill against 0.09-0.14 s with 4 KiB pages, and 0.025 s
  * when warm. So a large read goes in steps, timed in the thread's own CPU time (the
  * host's faults count there, waiting for a core does not); after a step that filled
- * under 1 GB/s, the rest of that slice takes 4 KiB pages (the same 200 MB: 0.07-0.10 s
- * after idle, still 0.025 s warm). */
+ * under 1 GB/s, the rest of that slice takes 4 KiB pages (read_file of 200 MB after
+ * 1.5 s idle: 0.24-0.29 s before, 0.044-0.10 s with this; back to back 0.036-0.042 s
+ * either way, though the rule then sometimes switches and costs up to 2x). */
 #define HUGE_STEP ((size_t)8 << 20)
 #define HUGE_STEP_SLOW_NS 8000000u
 
