@@ -31,6 +31,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 #include "luarun.h"
 
@@ -179,8 +180,11 @@ static int close_fd(lr_fs *r) {
  * Write data: up to COPY_MAX bytes are copied into r->buf before the job is queued.
  * A longer string is read in place (r->borrowed): it is anchored on the parked
  * task's stack, so the cancel hook waits (lend_mu) until the job is done with it.
- * Only regular files are written from the string directly; for anything else (a pipe
- * could block forever) the job first copies it, so that wait stays short. */
+ * The job takes the loan only once its file is open (take_data): until then the
+ * cancel hook revokes it instead of waiting, since open() itself may block for good
+ * (a FIFO without a reader). Only regular files are written from the string
+ * directly; for anything else (a pipe could block forever) the job first copies it,
+ * so that the wait stays short. */
 
 #define COPY_MAX ((size_t)256 << 10)  /* write data copied before the job starts */
 #define LONG_JOB ((size_t)1 << 20)     /* bytes after which a job tells the loop first */
@@ -196,20 +200,35 @@ static int is_cancelled(lr_fs *r) {
 
 static void flush(lr_fs *r);
 
+/* The job starts reading the borrowed write data (worker thread). Returns 0, or
+ * UV_ECANCELED if the cancel hook took the loan back first: the string may be gone. */
+static int take_loan(lr_fs *r) {
+  int rc = 0;
+  if (__atomic_load_n(&r->borrowed, __ATOMIC_RELAXED) == LR_LEND_NONE) return 0;
+  pthread_mutex_lock(&lend_mu);
+  if (r->borrowed == LR_LEND_REVOKED) rc = UV_ECANCELED;
+  else if (r->borrowed == LR_LEND_OFFERED) __atomic_store_n(&r->borrowed, LR_LEND_TAKEN, __ATOMIC_RELAXED);
+  pthread_mutex_unlock(&lend_mu);
+  return rc;
+}
+
 /* The job is done with the borrowed write data (worker thread). */
 static void give_back(lr_fs *r) {
-  if (!__atomic_load_n(&r->borrowed, __ATOMIC_ACQUIRE)) return;
+  if (__atomic_load_n(&r->borrowed, __ATOMIC_RELAXED) == LR_LEND_NONE) return;
   pthread_mutex_lock(&lend_mu);
-  __atomic_store_n(&r->borrowed, 0, __ATOMIC_RELEASE);
-  pthread_cond_broadcast(&lend_cv);
+  if (r->borrowed == LR_LEND_TAKEN) {
+    __atomic_store_n(&r->borrowed, LR_LEND_NONE, __ATOMIC_RELAXED);
+    pthread_cond_broadcast(&lend_cv);
+  }
   pthread_mutex_unlock(&lend_mu);
 }
 
-/* The cancel hook: waits until the job no longer reads the task's string. */
+/* The cancel hook: the job will not read the task's string after this returns. */
 static void wait_given_back(lr_fs *r) {
-  if (!__atomic_load_n(&r->borrowed, __ATOMIC_ACQUIRE)) return;
   pthread_mutex_lock(&lend_mu);
-  while (__atomic_load_n(&r->borrowed, __ATOMIC_ACQUIRE)) pthread_cond_wait(&lend_cv, &lend_mu);
+  if (r->borrowed == LR_LEND_OFFERED)
+    __atomic_store_n(&r->borrowed, LR_LEND_REVOKED, __ATOMIC_RELAXED);
+  while (r->borrowed == LR_LEND_TAKEN) pthread_cond_wait(&lend_cv, &lend_mu);
   pthread_mutex_unlock(&lend_mu);
 }
 
@@ -389,7 +408,9 @@ static int write_all(lr_fs *r, int fd) {
  * through a copy, so that the cancel hook never waits on a blocked pipe. */
 static int take_data(lr_fs *r, int fd) {
   struct stat st;
-  if (!r->borrowed || (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))) return 0;
+  int rc = take_loan(r);
+  if (rc < 0 || __atomic_load_n(&r->borrowed, __ATOMIC_RELAXED) == LR_LEND_NONE) return rc;
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) return 0;
   if ((r->buf = malloc(r->dlen)) == NULL) return UV_ENOMEM;
   memcpy(r->buf, r->data, r->dlen);
   give_back(r);
@@ -411,15 +432,22 @@ static int take_data(lr_fs *r, int fd) {
  * is cancelled or fails half-way leaves nothing behind.
  * LUARUN_FS_CREATE=named or =unnamed fixes the choice (tests, comparisons). */
 enum { CREATE_AUTO, CREATE_NAMED, CREATE_UNNAMED };
-static int create_choice = -1; /* read once, by the first loop thread to queue a job */
-static int unnamed_refused;    /* O_TMPFILE or linking it failed here: stop asking */
+static int create_choice;   /* set once (create_once), before any job is queued */
+static int unnamed_refused; /* O_TMPFILE or linking it is not supported here */
+static pthread_once_t create_once = PTHREAD_ONCE_INIT;
 
+/* LUARUN_FS_CREATE, and the kernel: before Linux 6.0, O_TMPFILE did not apply the
+ * umask on filesystems without POSIX ACLs (ext4 mounted noacl, tmpfs, ZFS), so new
+ * files would have been world-writable there. */
 static void read_create_choice(void) {
   const char *env = getenv("LUARUN_FS_CREATE");
-  if (create_choice >= 0) return;
+  struct utsname u;
+  int major = 0;
   create_choice = env && strcmp(env, "named") == 0     ? CREATE_NAMED
                   : env && strcmp(env, "unnamed") == 0 ? CREATE_UNNAMED
                                                        : CREATE_AUTO;
+  if (uname(&u) == 0) major = atoi(u.release);
+  if (major < 6) unnamed_refused = 1;
 }
 
 static int may_create_unnamed(const lr_fs *r) {
@@ -428,8 +456,11 @@ static int may_create_unnamed(const lr_fs *r) {
          (r->opts & (LR_FS_ATOMIC | LR_FS_APPEND)) == 0;
 }
 
-static void refuse_unnamed(void) {
-  __atomic_store_n(&unnamed_refused, 1, __ATOMIC_RELAXED);
+/* errno says that this filesystem or kernel cannot do it (not that this call failed):
+ * stop asking, for the rest of the process. */
+static void refuse_if_unsupported(int err) {
+  if (err == EOPNOTSUPP || err == EISDIR || err == EINVAL || err == ENOSYS || err == EPERM)
+    __atomic_store_n(&unnamed_refused, 1, __ATOMIC_RELAXED);
 }
 
 /* An unnamed file in r->path's directory, or -1 to take the named path: the path
@@ -447,13 +478,12 @@ static int open_unnamed(lr_fs *r) {
   else memcpy(dir, r->path, n);
   dir[n] = 0;
   fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, r->mode);
-  if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL))
-    refuse_unnamed();
+  if (fd < 0) refuse_if_unsupported(errno);
   return fd;
 }
 
-/* Gives the unnamed file fd its name. linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH;
- * otherwise the file's /proc/self/fd link works. Returns 0 or -errno. */
+/* Gives the unnamed file fd its name. linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH
+ * before Linux 6.10; otherwise the file's /proc/self/fd link works. 0 or -errno. */
 static int link_unnamed(int fd, const char *path) {
   char proc[40];
   if (linkat(fd, "", AT_FDCWD, path, AT_EMPTY_PATH) == 0) return 0;
@@ -465,18 +495,23 @@ static int link_unnamed(int fd, const char *path) {
 /* write_file as an unnamed file, linked when written. Returns 0, a negative errno
  * (reported: nothing was created), or 1: take the named path. */
 static int write_unnamed(lr_fs *r, uint64_t t0) {
-  int fd = open_unnamed(r), rc;
+  int fd = open_unnamed(r), rc, wfd;
   if (fd < 0) return 1;
   dir_done(r, uv_hrtime() - t0);
   if ((rc = take_data(r, fd)) == 0 && (rc = write_all(r, fd)) == 0 &&
       (rc = is_cancelled(r) ? UV_ECANCELED : link_unnamed(fd, r->path)) < 0 &&
       rc != UV_ECANCELED) {
-    /* The name appeared meanwhile: overwrite it as open(O_TRUNC) does. Anything else
-     * (no /proc, no O_TMPFILE linking here): the named path will say what is wrong. */
-    if (rc != UV_EEXIST) refuse_unnamed();
+    /* Not linked: the name appeared meanwhile (the named path overwrites it, as
+     * open(O_TRUNC) does), or linking fails here (the named path says why). */
+    refuse_if_unsupported(-rc);
     rc = 1;
   }
-  close(fd);
+  if (close(fd) < 0 && rc == 0 && errno != EINTR) rc = -errno;
+  if (rc == 0 && (wfd = open(r->path, O_WRONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC)) >= 0) {
+    /* inotify named the writes and the close after "#<inode>" (the file had no name
+     * yet): one more close under its name, for watchers waiting for IN_CLOSE_WRITE. */
+    close(wfd);
+  }
   return rc;
 }
 
@@ -485,7 +520,14 @@ static void write_file_job(lr_fs *r) {
   uint64_t t0;
   if (atomic || r->dlen > LONG_JOB) flush(r); /* an fsync, or much to write */
   t0 = uv_hrtime();
-  if (r->unnamed && (rc = write_unnamed(r, t0)) <= 0) goto done;
+  if (r->unnamed) {
+    if ((rc = write_unnamed(r, t0)) <= 0) goto done;
+    t0 = uv_hrtime(); /* the named path after all: time its own open */
+  }
+  if (is_cancelled(r)) { /* taken by a runner just before the cancel came */
+    rc = UV_ECANCELED;
+    goto done;
+  }
   for (;;) {
     if (atomic && (rc = temp_name(r)) < 0) goto done;
     fd = open(atomic ? r->path2 : r->path, r->flags | O_CLOEXEC, r->mode);
@@ -755,7 +797,7 @@ static fsq *get_queue(lr_runtime *rt) {
   fsq *q = find_queue(rt);
   if (q) return q;
   lr_alloc_prime_malloc(); /* runners fill blocks that the loop thread frees */
-  read_create_choice();
+  pthread_once(&create_once, read_create_choice);
   if ((q = calloc(1, sizeof *q)) == NULL) return NULL;
   if (uv_async_init(&rt->loop, &q->async, async_cb) < 0) {
     free(q);
@@ -855,7 +897,7 @@ static int start_job(lr_fs *r) {
   if (q == NULL) return UV_ENOMEM;
   if (r->op == LR_FS_WRITE_FILE) {
     if (r->dlen > COPY_MAX) {
-      r->borrowed = 1;
+      r->borrowed = LR_LEND_OFFERED;
     } else if (r->dlen > 0) {
       if ((r->buf = malloc(r->dlen)) == NULL) return UV_ENOMEM;
       memcpy(r->buf, r->data, r->dlen);

@@ -314,6 +314,10 @@ enum lr_fs_op {
 #define LR_FS_ATOMIC 0x1   /* write_file: temporary file, fsync, rename */
 #define LR_FS_APPEND 0x2   /* write_file: append instead of truncating */
 
+/* write_file data read in place by the job: offered when queued, taken once the file
+ * is open, back to none when done; the cancel hook revokes an offer not yet taken. */
+enum { LR_LEND_NONE, LR_LEND_OFFERED, LR_LEND_TAKEN, LR_LEND_REVOKED };
+
 typedef struct lr_fs lr_fs;
 /* Pushes the results of a request that succeeded; returns their count. */
 typedef int (*lr_fs_result)(lua_State *L, lr_fs *r);
@@ -347,7 +351,7 @@ struct lr_fs {
   /* read_file and write_file: one thread-pool job each (fs.c) instead of uv_fs_t steps. */
   struct lr_fsq *jobq;   /* its runtime's job queue (fs.c) */
   int cancelled;         /* set by the cancel hook, read by the job (__atomic builtins) */
-  int borrowed;          /* write_file: the job reads `data` itself until it clears this */
+  int borrowed;          /* write_file: LR_LEND_*, under fs.c's lend_mu once queued */
   lr_fs *next_job;       /* in the queue of jobs waiting for a slot (fs.c) */
   size_t hdr;            /* read_file: room wanted before the data for a Lua string
                             header, so that the block can become the string (0: no) */

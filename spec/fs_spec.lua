@@ -679,6 +679,62 @@ describe("luarun.fs", function()
       end)
     end)
 
+    it("cancels at once a large write_file still waiting to open a FIFO", function()
+      -- The job is blocked in open() (no reader) and has not touched the task's string
+      -- yet: the cancel takes the loan back instead of waiting for the job.
+      local dir = new_dir()
+      assert(os.execute("mkfifo " .. q(dir .. "/fifo")))
+      put(dir .. "/child.lua", [[
+        local lr = require "luarun"
+        local fs = require "luarun.fs"
+        local fifo = arg[1]
+        local t = lr.spawn(fs.write_file, fifo, ("x"):rep(300000)) -- borrowed, not copied
+        lr.sleep(0.05)
+        t:cancel()
+        local ok, e = pcall(t.wait, t)
+        print("cancelled", ok, e.kind)
+        -- A reader lets the job's open() return; it then writes nothing.
+        print("reader", os.execute("timeout 5 cat " .. fifo .. " | wc -c"))
+      ]])
+      local code, out, err = util.sh("timeout 30 " .. q(util.bin) .. " " .. q(dir .. "/child.lua") ..
+                                     " " .. q(dir .. "/fifo"))
+      os.execute("rm -rf " .. q(dir))
+      assert.are.equal(0, code, err)
+      assert.are.equal("cancelled\tfalse\tcancelled\n0\nreader\ttrue\texit\t0\n", out)
+    end)
+
+    it("names the file for inotify when it closes after an unnamed create", function()
+      -- Watchers waiting for IN_CLOSE_WRITE on a name (build tools, incron) must see it.
+      local dir = new_dir()
+      put(dir .. "/child.lua", [[
+        local lr = require "luarun"
+        local fs = require "luarun.fs"
+        lr.map({ "a", "b", "c" }, function(n) assert(fs.write_file(arg[1] .. "/" .. n, n)) end)
+      ]])
+      put(dir .. "/watch.py", [[
+import ctypes, os, select, struct, subprocess, sys
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(os.O_NONBLOCK)
+libc.inotify_add_watch(fd, sys.argv[1].encode(), 0x8)  # IN_CLOSE_WRITE
+subprocess.run(sys.argv[2:], check=True)
+names, buf = set(), b""
+while select.select([fd], [], [], 0.5)[0]:
+    buf += os.read(fd, 65536)
+while buf:
+    _, _, _, n = struct.unpack_from("iIII", buf)
+    name = buf[16:16 + n].rstrip(b"\0").decode()
+    if not name.startswith("#"): names.add(name)
+    buf = buf[16 + n:]
+print(" ".join(sorted(names)))
+]])
+      local code, out, err = util.sh("LUARUN_FS_CREATE=unnamed timeout 30 python3 " ..
+                                     q(dir .. "/watch.py") .. " " .. q(dir) .. " " .. q(util.bin) ..
+                                     " " .. q(dir .. "/child.lua") .. " " .. q(dir))
+      os.execute("rm -rf " .. q(dir))
+      assert.are.equal(0, code, err)
+      assert.are.equal("a b c\n", out)
+    end)
+
     it("raises cancelled and lets the in-flight request finish on its own", function()
       with_dir(function(dir)
         local big = ("z"):rep(8 * 1024 * 1024)
