@@ -251,14 +251,21 @@ static int cmp_dirent(const void *a, const void *b) {
 }
 
 /* {{name =, type =}, ...} sorted by name (byte order). uv_fs_scandir_next frees each
- * entry when it returns the next one: the names are copied before sorting. */
+ * entry when it returns the next one: the names are copied before sorting, and the
+ * loop goes on to UV_EOF, since libuv 1.44's cleanup misses the last entry otherwise. */
 static int push_dirents(lua_State *L, lr_fs *r) {
   size_t n = r->req.result > 0 ? (size_t)r->req.result : 0, i = 0, k;
   uv_dirent_t *ents = malloc((n ? n : 1) * sizeof *ents), e;
-  if (ents == NULL) return luaL_error(L, "not enough memory");
-  while (i < n && uv_fs_scandir_next(&r->req, &e) == 0) {
-    if ((ents[i].name = strdup(e.name)) == NULL) break;
-    ents[i++].type = e.type;
+  int oom = ents == NULL;
+  while (uv_fs_scandir_next(&r->req, &e) == 0) {
+    if (oom || i == n) continue; /* drained to the end all the same */
+    if ((ents[i].name = strdup(e.name)) == NULL) oom = 1;
+    else ents[i++].type = e.type;
+  }
+  if (oom) {
+    for (k = 0; k < i; k++) free((char *)ents[k].name);
+    free(ents);
+    return luaL_error(L, "not enough memory");
   }
   qsort(ents, i, sizeof *ents, cmp_dirent);
   lua_createtable(L, (int)i, 0);
