@@ -754,7 +754,7 @@ describe("luarun.http", function()
 
   describe("loading", function()
     it("the executable does not link libcurl; requiring luarun.http loads it", function()
-      local code, out = util.sh("ldd " .. util.quote(util.bin))
+      local code, out = util.sh("ldd " .. util.quote(util.exe))
       assert.are.equal(0, code)
       assert.is_nil(out:find("libcurl", 1, true))
       code, out = util.sh(util.quote(util.bin) .. [[ -e 'local h = require "luarun.http"; print(type(h.get))']])

@@ -2,13 +2,30 @@
 local assert = require "luassert" -- busted's assert lives in the spec files' environment
 local M = {}
 
---- Path of the luarun executable under test (set by .ci/test).
+--- Path of the luarun executable under test (set by .ci/test); M.bin is what specs
+-- run (a wrapper under the sanitizer build, below), M.exe the executable itself.
 M.bin = os.getenv("LUARUN_BIN") or "./build/luarun"
+M.exe = M.bin
 
 local function shell_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 M.quote = shell_quote
+
+-- Under the sanitizer build, busted's own lua5.4 runs with leak detection off (it is
+-- not instrumented); the luarun processes that specs start check for leaks with
+-- LUARUN_CHILD_ASAN_OPTIONS (set by .ci/test) through a wrapper in the build directory,
+-- which also drops the preloaded ASan runtime for the programs luarun runs in turn.
+local child_asan, build = os.getenv("LUARUN_CHILD_ASAN_OPTIONS"), os.getenv("LUARUN_BUILD")
+if child_asan and build then
+  local wrapper = build .. "/luarun-leak-checked"
+  local f = assert(io.open(wrapper, "wb"))
+  f:write("#!/bin/sh\nunset LD_PRELOAD\nASAN_OPTIONS=" .. shell_quote(child_asan) ..
+          " exec " .. shell_quote(M.bin) .. ' "$@"\n')
+  f:close()
+  assert(os.execute("chmod +x " .. shell_quote(wrapper)))
+  M.bin = wrapper
+end
 
 --- Runs a command; returns exit code, stdout, stderr.
 -- @param cmd string: a shell command
