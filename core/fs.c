@@ -119,9 +119,7 @@ void lr_fs_free(lr_fs *r) {
 #define POPULATE_STEP ((size_t)512 << 10)
 static void populate(char *p, size_t n) {
 #ifdef MADV_POPULATE_WRITE
-  static uintptr_t page;
-  uintptr_t a, b;
-  if (page == 0) page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), a, b; /* glibc: no system call */
   a = ((uintptr_t)p + page - 1) & ~(page - 1);
   b = ((uintptr_t)p + n) & ~(page - 1);
   if (b > a) madvise((void *)a, b - a, MADV_POPULATE_WRITE); /* a hint: errors ignored */
@@ -223,12 +221,26 @@ static void give_back(lr_fs *r) {
   pthread_mutex_unlock(&lend_mu);
 }
 
+/* The job puts the loan back on offer (worker thread): it goes on with another file
+ * that is not open yet (write_unnamed falling back to the named path). */
+static void offer_again(lr_fs *r) {
+  pthread_mutex_lock(&lend_mu);
+  if (r->borrowed == LR_LEND_TAKEN) {
+    __atomic_store_n(&r->borrowed, LR_LEND_OFFERED, __ATOMIC_RELAXED);
+    pthread_cond_broadcast(&lend_cv);
+  }
+  pthread_mutex_unlock(&lend_mu);
+}
+
 /* The cancel hook: the job will not read the task's string after this returns. */
 static void wait_given_back(lr_fs *r) {
   pthread_mutex_lock(&lend_mu);
-  if (r->borrowed == LR_LEND_OFFERED)
-    __atomic_store_n(&r->borrowed, LR_LEND_REVOKED, __ATOMIC_RELAXED);
-  while (r->borrowed == LR_LEND_TAKEN) pthread_cond_wait(&lend_cv, &lend_mu);
+  for (;;) {
+    if (r->borrowed == LR_LEND_OFFERED)
+      __atomic_store_n(&r->borrowed, LR_LEND_REVOKED, __ATOMIC_RELAXED);
+    if (r->borrowed != LR_LEND_TAKEN) break;
+    pthread_cond_wait(&lend_cv, &lend_mu);
+  }
   pthread_mutex_unlock(&lend_mu);
 }
 
@@ -450,10 +462,12 @@ static void read_create_choice(void) {
   if (major < 6) unnamed_refused = 1;
 }
 
+/* Not for a mode without the owner's write bit: the close by name that tells inotify
+ * (write_unnamed) could not open such a file without privileges. */
 static int may_create_unnamed(const lr_fs *r) {
   return create_choice != CREATE_NAMED &&
          !__atomic_load_n(&unnamed_refused, __ATOMIC_RELAXED) &&
-         (r->opts & (LR_FS_ATOMIC | LR_FS_APPEND)) == 0;
+         (r->opts & (LR_FS_ATOMIC | LR_FS_APPEND)) == 0 && (r->mode & S_IWUSR);
 }
 
 /* errno says that this filesystem or kernel cannot do it (not that this call failed):
@@ -489,7 +503,9 @@ static int link_unnamed(int fd, const char *path) {
   if (linkat(fd, "", AT_FDCWD, path, AT_EMPTY_PATH) == 0) return 0;
   if (errno != ENOENT && errno != EPERM) return -errno;
   snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
-  return linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW) == 0 ? 0 : -errno;
+  if (linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW) == 0) return 0;
+  if (errno == ENOENT && access("/proc/self/fd", F_OK) != 0) return UV_ENOSYS; /* no /proc */
+  return -errno;
 }
 
 /* write_file as an unnamed file, linked when written. Returns 0, a negative errno
@@ -506,8 +522,13 @@ static int write_unnamed(lr_fs *r, uint64_t t0) {
     refuse_if_unsupported(-rc);
     rc = 1;
   }
-  if (close(fd) < 0 && rc == 0 && errno != EINTR) rc = -errno;
-  if (rc == 0 && (wfd = open(r->path, O_WRONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC)) >= 0) {
+  /* Done with the task's string, or on to the named path, which takes it again once
+   * its file is open: until then a cancel must not wait (that open may block). */
+  if (rc == 1) offer_again(r);
+  else give_back(r);
+  if (close(fd) < 0 && rc == 0 && errno != EINTR) rc = -errno; /* linked all the same */
+  wfd = rc == 0 ? open(r->path, O_WRONLY | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC) : -1;
+  if (wfd >= 0) {
     /* inotify named the writes and the close after "#<inode>" (the file had no name
      * yet): one more close under its name, for watchers waiting for IN_CLOSE_WRITE. */
     close(wfd);

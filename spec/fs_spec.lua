@@ -63,6 +63,14 @@ local function new_dir()
   return dir
 end
 
+-- Linux's major version: luarun creates no unnamed files before 6.0 (see core/fs.c).
+local function kernel_major()
+  local p = assert(io.popen("uname -r"))
+  local v = tonumber(p:read("a"):match("^(%d+)"))
+  p:close()
+  return v
+end
+
 local function put(path, text)
   local f = assert(io.open(path, "wb"))
   f:write(text)
@@ -234,6 +242,13 @@ describe("luarun.fs", function()
       local code, out, err = util.sh("LUARUN_FS_CREATE=unnamed " .. q(util.bin) .. " " .. q(script) ..
                                      " " .. q(dir))
       assert.are.equal(0, code, err)
+      if kernel_major() < 6 then
+        -- Refused there (O_TMPFILE ignored the umask on filesystems without ACLs), even
+        -- when asked for: the large file is visible while it is written.
+        assert.truthy(out:find("while written\ttrue", 1, true), out)
+        os.execute("rm -rf " .. q(dir))
+        return
+      end
       assert.are.equal(table.concat({
         "new\tcontent", "mode\t600", "default mode\ttrue", "overwritten\tshort\ttrue",
         "link\tvia the link\tlink", "missing\tnil\tnot_found\ttrue", "a directory\tnil\tis_dir",
@@ -701,6 +716,30 @@ describe("luarun.fs", function()
       os.execute("rm -rf " .. q(dir))
       assert.are.equal(0, code, err)
       assert.are.equal("cancelled\tfalse\tcancelled\n0\nreader\ttrue\texit\t0\n", out)
+    end)
+
+    it("cancels at once an unnamed write whose name became a FIFO meanwhile", function()
+      -- The link finds the name taken, the job goes on to the named path and blocks in
+      -- open(): the loan of the task's string is on offer again, so the cancel revokes it.
+      local dir = new_dir()
+      put(dir .. "/child.lua", [[
+        local lr = require "luarun"
+        local fs = require "luarun.fs"
+        local path = arg[1] .. "/target"
+        local t = lr.spawn(fs.write_file, path, ("z"):rep(32 << 20)) -- ~0.1 s to write
+        lr.sleep(0.01)
+        os.execute("mkfifo " .. path) -- while the unnamed file is being written
+        lr.sleep(0.6) -- written; the link found the FIFO; open() waits for a reader
+        t:cancel()
+        local ok, e = pcall(t.wait, t)
+        print("cancelled", ok, e.kind)
+        os.execute("timeout 5 cat " .. path .. " > /dev/null") -- lets a blocked open() return
+      ]])
+      local code, out, err = util.sh("LUARUN_FS_CREATE=unnamed timeout 30 " .. q(util.bin) .. " " ..
+                                     q(dir .. "/child.lua") .. " " .. q(dir))
+      os.execute("rm -rf " .. q(dir))
+      assert.are.equal(0, code, err)
+      assert.are.equal("cancelled\tfalse\tcancelled\n", out)
     end)
 
     it("names the file for inotify when it closes after an unnamed create", function()

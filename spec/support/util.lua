@@ -19,11 +19,18 @@ M.quote = shell_quote
 local child_asan, build = os.getenv("LUARUN_CHILD_ASAN_OPTIONS"), os.getenv("LUARUN_BUILD")
 if child_asan and build then
   local wrapper = build .. "/luarun-leak-checked"
-  local f = assert(io.open(wrapper, "wb"))
-  f:write("#!/bin/sh\nunset LD_PRELOAD\nASAN_OPTIONS=" .. shell_quote(child_asan) ..
-          " exec " .. shell_quote(M.bin) .. ' "$@"\n')
-  f:close()
-  assert(os.execute("chmod +x " .. shell_quote(wrapper)))
+  local text = "#!/bin/sh\nunset LD_PRELOAD\nASAN_OPTIONS=" .. shell_quote(child_asan) ..
+               " exec " .. shell_quote(M.bin) .. ' "$@"\n'
+  local f = io.open(wrapper, "rb")
+  local old = f and f:read("a")
+  if f then f:close() end
+  if old ~= text then -- written once: each spec file loads this module again
+    f = assert(io.open(wrapper .. ".new", "wb"))
+    f:write(text)
+    f:close()
+    assert(os.execute("chmod +x " .. shell_quote(wrapper .. ".new") .. " && mv " ..
+                      shell_quote(wrapper .. ".new") .. " " .. shell_quote(wrapper)))
+  end
   M.bin = wrapper
 end
 
