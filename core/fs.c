@@ -727,6 +727,7 @@ static void dir_done(lr_fs *r, uint64_t open_ns) {
 static void runner_cb(uv_work_t *w) {
   fsq *q = ((runner *)w)->q;
   lr_fs *r;
+  lr_alloc_prime_thread(); /* read_file's buffers come from this thread's arena */
   pthread_mutex_lock(&q->mu);
   while ((r = take(q)) != NULL) {
     pthread_mutex_unlock(&q->mu);

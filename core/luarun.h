@@ -396,6 +396,7 @@ int lr_alloc_takes_block(lua_State *L, size_t size);
 /* Raises glibc's mmap and trim thresholds the way freeing a 4 MB block does, once per
  * process: for subsystems whose blocks are freed by another thread (pool, files). */
 void lr_alloc_prime_malloc(void);
+void lr_alloc_prime_thread(void); /* once per thread that mallocs for the loop */
 
 /* ---- copy.c: Lua values between states, through a flat byte buffer (the pool) ---- */
 /* Where a buffer's bytes live. Only LR_BUF_HEAP blocks are freed by lr_copybuf_free;
