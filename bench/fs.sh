@@ -7,8 +7,10 @@
 # runs is shown, each small-files run in a fresh directory, the runtimes taking
 # turns within each repetition. The 200 MB read is also
 # timed as a whole process with hyperfine against `cat file > /dev/null` (which
-# copies through one hot 128 KiB buffer and keeps nothing) and against `dd bs=200M`
-# (one read into a fresh 200 MB buffer: the data kept, as a read_file must).
+# copies through one hot 128 KiB buffer and keeps nothing), against `dd bs=200M`
+# (one read into a fresh 200 MB buffer: the data kept, as a read_file must), and
+# against bench/fs_read_floor.c (the same fresh buffer filled the way read_file does,
+# by two threads, with nothing around it: the floor for a reader that keeps the data).
 #
 #   bench/fs.sh            LUARUN_BUILD (default build), REPS (default 5),
 #                          FS_BENCH_DIR (default a new directory under /tmp),
@@ -34,6 +36,8 @@ if ! command -v node >/dev/null || ! command -v hyperfine >/dev/null ||
   bash .ci/setup bench
 fi
 luarun=$build/luarun
+floor=$build/fs_read_floor
+gcc -O2 -Wall -Wextra -pthread -o "$floor" "$root/bench/fs_read_floor.c"
 work=${FS_BENCH_DIR:-$(mktemp -d /tmp/luarun-fs-bench.XXXXXX)}
 mkdir -p "$work"
 trap 'rm -rf "$work"' EXIT
@@ -142,18 +146,19 @@ wall() { # file, command...: appends the command's wall time in ms
 for ((i = 0; i < reps + 2; i++)); do
   wall "$work/p.cat" cat "$big"
   wall "$work/p.dd" dd if="$big" of=/dev/null bs=200M count=1 iflag=fullblock status=none
+  wall "$work/p.floor" "$floor" "$big"
   wall "$work/p.luarun" "$luarun" "$root/bench/fs_luarun.lua" large "$big"
 done
 echo
 echo "200 MB read as a whole process, taking turns ($((reps + 2)) runs each, ${IDLE:-0} s idle before each, median ms):" \
      "cat $(median <"$work/p.cat"), dd bs=200M $(median <"$work/p.dd")," \
-     "luarun $(median <"$work/p.luarun")"
+     "C floor $(median <"$work/p.floor"), luarun $(median <"$work/p.luarun")"
 
 echo
 echo "200 MB read as a whole process (hyperfine, $reps runs after 2 warm-ups):"
 hyperfine -N -w 2 -r "$reps" --export-markdown "$work/h.md" \
   "cat $big" "dd if=$big of=/dev/null bs=200M count=1 iflag=fullblock status=none" \
-  "$luarun $root/bench/fs_luarun.lua large $big" \
+  "$floor $big" "$luarun $root/bench/fs_luarun.lua large $big" \
   "node $root/bench/fs_node.js large $big" \
   "/usr/bin/python3 $root/bench/fs_python.py large $big seq" >/dev/null 2>&1
-sed "s#$work/##g; s#$root/##g" "$work/h.md"
+sed "s#$work/##g; s#$root/##g; s#$build/##g" "$work/h.md"
