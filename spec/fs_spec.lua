@@ -725,15 +725,40 @@ describe("luarun.fs", function()
       put(dir .. "/child.lua", [[
         local lr = require "luarun"
         local fs = require "luarun.fs"
-        local path = arg[1] .. "/target"
-        local t = lr.spawn(fs.write_file, path, ("z"):rep(32 << 20)) -- ~0.1 s to write
-        lr.sleep(0.01)
-        os.execute("mkfifo " .. path) -- while the unnamed file is being written
-        lr.sleep(0.6) -- written; the link found the FIFO; open() waits for a reader
-        t:cancel()
-        local ok, e = pcall(t.wait, t)
-        print("cancelled", ok, e.kind)
-        os.execute("timeout 5 cat " .. path .. " > /dev/null") -- lets a blocked open() return
+        local fds = "/proc/" .. fs.read_file("/proc/self/stat"):match("^%d+") .. "/fd"
+        local function unnamed_open() -- the unnamed file shows as "#<inode> (deleted)"
+          local p = io.popen("ls -l " .. fds)
+          local l = p:read("a")
+          p:close()
+          return l:find("(deleted)", 1, true) ~= nil
+        end
+        local big = ("z"):rep(256 << 20)
+        for attempt = 1, 20 do -- until the name is taken while the file is written
+          local path = arg[1] .. "/target" .. attempt
+          local t = lr.spawn(fs.write_file, path, big)
+          local taken = false
+          for _ = 1, 500 do
+            if unnamed_open() then
+              taken = os.execute("mkfifo " .. path .. " 2>/dev/null")
+              break
+            end
+            lr.sleep(0.001)
+          end
+          if taken then
+            for _ = 1, 500 do -- written, link refused, unnamed file closed
+              if not unnamed_open() then break end
+              lr.sleep(0.002)
+            end
+            lr.sleep(0.05) -- the named open() now waits for a reader
+            t:cancel()
+            local ok, e = pcall(t.wait, t)
+            print("cancelled", ok, e.kind)
+            os.execute("timeout 5 cat " .. path .. " > /dev/null") -- lets open() return
+            return
+          end
+          t:wait()
+        end
+        print("the write always ended first")
       ]])
       local code, out, err = util.sh("LUARUN_FS_CREATE=unnamed timeout 30 " .. q(util.bin) .. " " ..
                                      q(dir .. "/child.lua") .. " " .. q(dir))
