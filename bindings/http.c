@@ -93,13 +93,17 @@ static long opt_count(lua_State *L, const char *fname, const char *name, long mi
   return (long)v;
 }
 
-static const char *opt_string(lua_State *L, const char *fname, const char *name) {
+/* The string at idx, which goes to curl as a C string: raises if a NUL would cut it. */
+static const char *c_string(lua_State *L, int idx, const char *fname, const char *name) {
   size_t n;
-  const char *s;
-  if (lua_type(L, -1) != LUA_TSTRING) opt_type_error(L, fname, name, "a string");
-  s = lua_tolstring(L, -1, &n);
+  const char *s = lua_tolstring(L, idx, &n);
   if (strlen(s) != n) luaL_error(L, "%s: option '%s' contains a NUL byte", fname, name);
   return s;
+}
+
+static const char *opt_string(lua_State *L, const char *fname, const char *name) {
+  if (lua_type(L, -1) != LUA_TSTRING) opt_type_error(L, fname, name, "a string");
+  return c_string(L, -1, fname, name);
 }
 
 static int opt_bool(lua_State *L, const char *fname, const char *name) {
@@ -132,61 +136,121 @@ static int scalar_ok(lua_State *L, int idx) {
   return t == LUA_TSTRING || t == LUA_TNUMBER || t == LUA_TBOOLEAN;
 }
 
-static int cmp_str(const void *a, const void *b) {
-  return strcmp(*(const char *const *)a, *(const char *const *)b);
+/* A key of a query or form table, with its length: keys are data, and may hold NUL. */
+typedef struct form_key {
+  const char *s;
+  size_t n;
+} form_key;
+
+static int cmp_key(const void *a, const void *b) {
+  const form_key *x = a, *y = b;
+  int c = memcmp(x->s, y->s, x->n < y->n ? x->n : y->n);
+  return c ? c : (x->n > y->n) - (x->n < y->n);
 }
 
-/* Pushes the table at -1 (query or form) encoded as application/x-www-form-urlencoded,
- * keys sorted so the result does not depend on table order; an array value repeats
- * its key. Replaces the table with the string. */
-static void encode_form(lua_State *L, const char *fname, const char *name) {
-  int tbl = lua_gettop(L), n = 0, i, first = 1;
-  const char **keys;
-  luaL_Buffer b;
+static void form_value_error(lua_State *L, const char *fname, const char *name, int key,
+                             const char *got) {
+  luaL_error(L, "%s: option '%s': value of '%s' must be a string, number, boolean or an "
+             "array of them (got %s)", fname, name, lua_tostring(L, key), got);
+}
+
+/* Raises unless the value at -1 (under the string key at -2) is a scalar or an array
+ * of scalars: a table whose keys are exactly 1..n. A nested table, or a key besides
+ * the sequence, used to be dropped without a word (issue 23). */
+static void check_form_value(lua_State *L, const char *fname, const char *name) {
+  int key = lua_gettop(L) - 1, v = key + 1;
+  lua_Integer len, count = 0;
+  if (scalar_ok(L, v)) return;
+  if (!lua_istable(L, v)) form_value_error(L, fname, name, key, luaL_typename(L, v));
+  len = (lua_Integer)lua_rawlen(L, v);
+  lua_pushnil(L);
+  while (lua_next(L, v)) {
+    int isint = 0;
+    lua_Integer i = lua_type(L, -2) == LUA_TNUMBER ? lua_tointegerx(L, -2, &isint) : 0;
+    if (!isint || i < 1 || i > len)
+      form_value_error(L, fname, name, key, "a table that is not an array");
+    if (!scalar_ok(L, -1))
+      form_value_error(L, fname, name, key, lua_pushfstring(L, "an array holding a %s",
+                                                            luaL_typename(L, -1)));
+    lua_pop(L, 1);
+    count++;
+  }
+  /* Distinct keys, all within 1..len: as many as len means no hole. */
+  if (count != len) form_value_error(L, fname, name, key, "an array with holes");
+}
+
+/* Checks the table at tbl (query or form) and returns its keys, in a userdata pushed
+ * onto the stack, sorted so the encoding does not depend on table order. */
+static form_key *form_keys(lua_State *L, int tbl, const char *fname, const char *name,
+                           int *count) {
+  int n = 0, i = 0;
+  form_key *keys;
   lua_pushnil(L);
   while (lua_next(L, tbl)) {
     if (lua_type(L, -2) != LUA_TSTRING)
       luaL_error(L, "%s: option '%s' must have string keys", fname, name);
-    if (!scalar_ok(L, -1) && !lua_istable(L, -1))
-      luaL_error(L, "%s: option '%s': value of '%s' must be a string, number, boolean "
-                 "or an array of them (got %s)", fname, name, lua_tostring(L, -2),
-                 luaL_typename(L, -1));
+    check_form_value(L, fname, name);
     lua_pop(L, 1);
     n++;
   }
-  keys = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *keys, 0); /* tbl keys */
-  i = 0;
+  keys = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *keys, 0);
   lua_pushnil(L);
   while (lua_next(L, tbl)) {
     lua_pop(L, 1);
-    keys[i++] = lua_tostring(L, -1); /* anchored by the table */
+    keys[i].s = lua_tolstring(L, -1, &keys[i].n); /* anchored by the table */
+    i++;
   }
-  qsort(keys, (size_t)n, sizeof *keys, cmp_str);
+  qsort(keys, (size_t)n, sizeof *keys, cmp_key);
+  *count = n;
+  return keys;
+}
+
+/* Appends "key=value" for the scalar at -1 to the list at parts, and pops it. (A
+ * luaL_Buffer may not have other values pushed above it between its calls, so each
+ * pair is built on top of the stack and the pairs are joined at the end.) */
+static void add_pair(lua_State *L, int parts, const form_key *k) {
+  luaL_Buffer b;
+  size_t vl;
+  const char *v = luaL_tolstring(L, -1, &vl); /* "true"/"false" for a boolean */
   luaL_buffinit(L, &b);
+  add_escaped(&b, k->s, k->n);
+  luaL_addchar(&b, '=');
+  add_escaped(&b, v, vl);
+  luaL_pushresult(&b);
+  lua_rawseti(L, parts, (lua_Integer)lua_rawlen(L, parts) + 1);
+  lua_pop(L, 2);
+}
+
+/* Pushes the table at -1 (query or form) encoded as application/x-www-form-urlencoded,
+ * keys sorted; an array value repeats its key. Replaces the table with the string.
+ * Raises, naming the function, the option and the key, for a value it cannot send. */
+static void encode_form(lua_State *L, const char *fname, const char *name) {
+  int tbl = lua_gettop(L), n, i, parts;
+  form_key *keys = form_keys(L, tbl, fname, name, &n);
+  lua_Integer j, np;
+  luaL_Buffer b;
+  lua_newtable(L); /* tbl keys parts */
+  parts = lua_gettop(L);
   for (i = 0; i < n; i++) {
-    lua_Integer j, len = 1;
-    int arr;
-    lua_getfield(L, tbl, keys[i]);
-    arr = lua_istable(L, -1);
-    if (arr) len = (lua_Integer)lua_rawlen(L, -1);
-    for (j = 1; j <= len; j++) {
-      size_t vl;
-      const char *v;
-      if (arr) lua_rawgeti(L, -1, j);
-      if (!scalar_ok(L, -1))
-        luaL_error(L, "%s: option '%s': values of '%s' must be strings, numbers or "
-                   "booleans", fname, name, keys[i]);
-      v = luaL_tolstring(L, -1, &vl);
-      if (!first) luaL_addchar(&b, '&');
-      first = 0;
-      add_escaped(&b, keys[i], strlen(keys[i]));
-      luaL_addchar(&b, '=');
-      add_escaped(&b, v, vl);
-      lua_pop(L, arr ? 2 : 1);
+    lua_pushlstring(L, keys[i].s, keys[i].n);
+    if (lua_rawget(L, tbl) == LUA_TTABLE) {
+      lua_Integer len = (lua_Integer)lua_rawlen(L, -1);
+      for (j = 1; j <= len; j++) {
+        lua_rawgeti(L, -1, j);
+        add_pair(L, parts, &keys[i]);
+      }
+      lua_pop(L, 1);
+    } else {
+      add_pair(L, parts, &keys[i]);
     }
-    lua_pop(L, 1);
   }
-  /* The buffer may sit on the stack above keys: finish, then drop tbl and keys. */
+  np = (lua_Integer)lua_rawlen(L, parts);
+  luaL_buffinit(L, &b);
+  for (j = 1; j <= np; j++) {
+    if (j > 1) luaL_addchar(&b, '&');
+    lua_rawgeti(L, parts, j);
+    luaL_addvalue(&b);
+  }
   luaL_pushresult(&b);
   lua_replace(L, tbl);
   lua_settop(L, tbl);
@@ -208,7 +272,9 @@ static void encode_json(lua_State *L) {
 
 typedef struct reqspec {
   const char *fname, *method, *url;
+  size_t url_len;
   int url_arg;                /* the URL's stack index */
+  const char *query;          /* the query option encoded (on the stack), or NULL */
   const char *body;           /* on the stack until the continuation */
   size_t body_len;
   const char *content_type;   /* for json/form, unless the script set one */
@@ -221,10 +287,12 @@ typedef struct reqspec {
   int nheaders;               /* headers merged into it (0: the table is empty) */
 } reqspec;
 
-static int valid_token(const char *s) {
-  if (*s == '\0') return 0;
-  for (; *s; s++) {
-    unsigned char ch = (unsigned char)*s;
+/* An HTTP token (RFC 9110) of n bytes: what a method or a header name may be. */
+static int valid_token(const char *s, size_t n) {
+  size_t i;
+  if (n == 0) return 0;
+  for (i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)s[i];
     if (ch <= 32 || ch >= 127 || strchr("\"(),/:;<=>?@[\\]{}", ch)) return 0;
   }
   return 1;
@@ -236,12 +304,13 @@ static void merge_headers(lua_State *L, int merged, const char *fname, int *coun
   int tbl = lua_gettop(L);
   lua_pushnil(L);
   while (lua_next(L, tbl)) {
-    const char *name, *value;
-    size_t vl;
-    if (lua_type(L, -2) != LUA_TSTRING || !valid_token(lua_tostring(L, -2)))
+    const char *name = NULL, *value;
+    size_t vl, nl = 0;
+    if (lua_type(L, -2) == LUA_TSTRING) name = lua_tolstring(L, -2, &nl);
+    /* A NUL in the name used to cut it short in the line sent (issue 23). */
+    if (name == NULL || !valid_token(name, nl))
       luaL_error(L, "%s: option 'headers': invalid header name %s", fname,
-                 lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : luaL_typename(L, -2));
-    name = lua_tostring(L, -2);
+                 name ? name : luaL_typename(L, -2));
     if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
       luaL_error(L, "%s: option 'headers': value of '%s' must be a string (got %s)", fname,
                  name, luaL_typename(L, -1));
@@ -317,6 +386,13 @@ static void read_options(lua_State *L, reqspec *q, int opts, int defs) {
     q->has_body = 1;
     q->body = lua_tolstring(L, -1, &q->body_len); /* stays on the stack */
   }
+  /* The query is encoded here, with the other options, so that its misuse raises
+   * whatever the URL turns out to be. */
+  if (get_opt(L, opts, defs, "query") != LUA_TNIL) {
+    if (!lua_istable(L, -1)) opt_type_error(L, f, "query", "a table");
+    encode_form(L, f, "query");
+    q->query = lua_tostring(L, -1); /* stays on the stack */
+  } else lua_pop(L, 1);
   if (get_opt(L, opts, defs, "timeout") != LUA_TNIL) {
     double s = opt_seconds(L, f, "timeout");
     q->timeout_ms = isinf(s) ? 0 : (long)ceil(s * 1000);
@@ -368,8 +444,8 @@ static void read_options(lua_State *L, reqspec *q, int opts, int defs) {
     }
     if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
       luaL_error(L, "%s: option 'auth' must be {user, password} (two strings)", f);
-    q->user = lua_tostring(L, -2);
-    q->password = lua_tostring(L, -1);
+    q->user = c_string(L, -2, f, "auth");
+    q->password = c_string(L, -1, f, "auth");
     /* leave auth, user, password on the stack: they must outlive setopt */
   } else lua_pop(L, 1);
   if (q->content_type && has_header(L, q->headers_idx, "content-type")) q->content_type = NULL;
@@ -378,22 +454,25 @@ static void read_options(lua_State *L, reqspec *q, int opts, int defs) {
 /* Parses the URL with curl's URL API, appends the query option, and checks the
  * scheme. Pushes the final URL and returns 1, or returns 0 (nothing pushed) with a
  * reason in why when the URL is invalid. */
-static int build_url(lua_State *L, reqspec *q, int opts, int defs, const char **why) {
+static int build_url(lua_State *L, reqspec *q, const char **why) {
   CURLU *u;
   CURLUcode rc;
   char *scheme = NULL, *full = NULL;
   int ok = 0;
-  if (get_opt(L, opts, defs, "query") == LUA_TNIL &&
+  if (strlen(q->url) != q->url_len) {
+    /* curl would take the URL up to the NUL and request that (issue 23). */
+    *why = "the URL contains a NUL byte";
+    return 0;
+  }
+  if (q->query == NULL &&
       (strncmp(q->url, "http://", 7) == 0 || strncmp(q->url, "https://", 8) == 0)) {
     /* The common case goes to curl as given: curl parses it anyway (with the scheme
      * written out, its parser and ours agree), and a URL that does not parse fails
      * the transfer with CURLE_URL_MALFORMAT, reported as invalid_url like here. */
-    lua_pop(L, 1);
     q->https = q->url[4] == 's';
     lua_pushvalue(L, q->url_arg);
     return 1;
   }
-  lua_pop(L, 1);
   u = lr_curl.url();
   if (u == NULL) luaL_error(L, "%s: out of memory", q->fname);
   rc = lr_curl.url_set(u, CURLUPART_URL, q->url, 0);
@@ -408,17 +487,8 @@ static int build_url(lua_State *L, reqspec *q, int opts, int defs, const char **
     goto done;
   }
   q->https = strcmp(scheme, "https") == 0;
-  if (get_opt(L, opts, defs, "query") != LUA_TNIL) {
-    if (!lua_istable(L, -1)) {
-      lr_curl.free(scheme);
-      lr_curl.url_cleanup(u);
-      opt_type_error(L, q->fname, "query", "a table");
-    }
-    encode_form(L, q->fname, "query");
-    if (lua_rawlen(L, -1) > 0)
-      lr_curl.url_set(u, CURLUPART_QUERY, lua_tostring(L, -1), CURLU_APPENDQUERY);
-  }
-  lua_pop(L, 1);
+  if (q->query && q->query[0])
+    lr_curl.url_set(u, CURLUPART_QUERY, q->query, CURLU_APPENDQUERY);
   if (lr_curl.url_get(u, CURLUPART_URL, &full, 0) != CURLUE_OK) {
     *why = "the URL does not parse";
     goto done;
@@ -566,10 +636,12 @@ static const char *fs_kind(int err) {
   }
 }
 
-static const char *curl_kind(const lr_http_req *r) {
+static const char *curl_kind(const lr_http_req *r, lr_http_head_fault head) {
   long status = 0;
   if (r->too_large) return "too_large";
   if (r->write_failed) return fs_kind(r->write_errno);
+  if (head == LR_HTTP_HEAD_CUT) return "protocol";
+  if (head != LR_HTTP_HEAD_OK) return "too_large";
   switch (r->result) {
     case CURLE_COULDNT_RESOLVE_HOST: case CURLE_COULDNT_RESOLVE_PROXY: return "dns";
     case CURLE_COULDNT_CONNECT: case CURLE_SEND_ERROR: return "connect";
@@ -616,14 +688,35 @@ static long redirects(lr_http_req *r) {
   return n;
 }
 
-static int push_failure(lua_State *L, lr_http_req *r, const char *url) {
-  const char *kind = curl_kind(r);
-  const char *name = curl_code_name(r->result);
+/* The message for a header fault, whose curl message is missing or misleading. */
+static void push_head_fault(lua_State *L, const lr_http_req *r, lr_http_head_fault head) {
+  switch (head) {
+    case LR_HTTP_HEAD_CUT:
+      lua_pushliteral(L, "the connection closed inside the response's header block "
+                         "(no blank line ended the headers)");
+      break;
+    case LR_HTTP_HEAD_LINE_LIMIT: /* curl says only "Out of memory" */
+      lua_pushliteral(L, "a response header line is over libcurl's limit "
+                         "(100 KiB a line in libcurl 7.88)");
+      break;
+    default:
+      lua_pushfstring(L, "the response headers are over libcurl's limit "
+                         "(300 KiB in all in libcurl 7.88): %s", r->errbuf);
+      break;
+  }
+}
+
+static int push_failure(lua_State *L, lr_http_req *r, const char *url,
+                        lr_http_head_fault head) {
+  const char *kind = curl_kind(r, head);
+  const char *name = head == LR_HTTP_HEAD_CUT ? NULL : curl_code_name(r->result);
   if (r->too_large) {
     lua_pushfstring(L, "the response body is larger than max_body_size (%I bytes)",
                     (lua_Integer)r->max_body);
   } else if (r->write_failed) {
     lua_pushfstring(L, "cannot write the output file: %s", strerror(r->write_errno));
+  } else if (head != LR_HTTP_HEAD_OK) {
+    push_head_fault(L, r, head);
   } else if (r->result == CURLE_URL_MALFORMAT && redirects(r) == 0) {
     lua_pushliteral(L, "the URL does not parse"); /* the URL as given (build_url) */
   } else if (r->result == CURLE_FILESIZE_EXCEEDED) {
@@ -637,8 +730,10 @@ static int push_failure(lua_State *L, lr_http_req *r, const char *url) {
   lua_remove(L, -3);
   lua_pushstring(L, url);
   lua_setfield(L, -2, "url");
+  /* A cut header block has no curl code: curl said CURLE_OK. */
   if (name) lua_pushstring(L, name);
-  else lua_pushinteger(L, (lua_Integer)r->result);
+  else if (head != LR_HTTP_HEAD_CUT) lua_pushinteger(L, (lua_Integer)r->result);
+  else lua_pushnil(L);
   lua_setfield(L, -2, "code");
   return 2;
 }
@@ -769,6 +864,7 @@ static int request_k(lua_State *L, int status, lua_KContext ctx) {
   int url_idx = r->url_idx;
   const char *url = lua_tostring(L, url_idx);
   const char *output = r->output_idx ? lua_tostring(L, r->output_idx) : NULL;
+  lr_http_head_fault head;
   int n;
   (void)status;
   if (t->wake == LR_WAKE_CANCELLED) {
@@ -782,8 +878,9 @@ static int request_k(lua_State *L, int status, lua_KContext ctx) {
     lua_setfield(L, -2, "url");
     return n;
   }
-  if (r->result != CURLE_OK || r->too_large || r->write_failed) {
-    n = push_failure(L, r, url);
+  head = r->too_large || r->write_failed ? LR_HTTP_HEAD_OK : lr_http_req_head_fault(r);
+  if (r->result != CURLE_OK || r->too_large || r->write_failed || head != LR_HTTP_HEAD_OK) {
+    n = push_failure(L, r, url, head);
     lr_http_req_release(r);
     return n;
   }
@@ -808,7 +905,7 @@ static int do_request(lua_State *L, int cidx, const char *method, int urlarg, in
   if (lua_type(L, urlarg) != LUA_TSTRING)
     return luaL_error(L, "%s: the URL must be a string (got %s)", fname,
                       luaL_typename(L, urlarg));
-  q.url = lua_tostring(L, urlarg);
+  q.url = lua_tolstring(L, urlarg, &q.url_len);
   q.url_arg = urlarg;
   if (!lua_isnoneornil(L, optarg)) {
     if (!lua_istable(L, optarg))
@@ -823,7 +920,7 @@ static int do_request(lua_State *L, int cidx, const char *method, int urlarg, in
   lua_getiuservalue(L, cidx, 1);
   if (lua_istable(L, -1)) defs = lua_gettop(L);
   read_options(L, &q, opts, defs);
-  if (!build_url(L, &q, opts, defs, &why)) {
+  if (!build_url(L, &q, &why)) {
     lr_error_fail(L, "invalid_url", why);
     lua_pushvalue(L, urlarg);
     lua_setfield(L, -2, "url");
@@ -915,14 +1012,23 @@ static int client_post(lua_State *L) {
   return do_request(L, 1, "POST", 2, 3, "client:post");
 }
 
-static const char *check_method(lua_State *L, int idx) {
-  const char *m = luaL_checkstring(L, idx);
-  if (!valid_token(m)) luaL_argerror(L, idx, "not a valid HTTP method");
+/* The method at idx, checked: a method with CR, LF or NUL was refused as "bad
+ * argument #2 to '?'", which names neither the call nor the fault (issue 23). */
+static const char *check_method(lua_State *L, int idx, const char *fname) {
+  size_t n;
+  const char *m;
+  if (lua_type(L, idx) != LUA_TSTRING)
+    luaL_error(L, "%s: the method must be a string (got %s)", fname, luaL_typename(L, idx));
+  m = lua_tolstring(L, idx, &n);
+  if (!valid_token(m, n))
+    luaL_error(L, "%s: the method is not a valid HTTP method (a token such as \"PUT\", "
+               "with no space, CR, LF or NUL)", fname);
   return m;
 }
 
 static int client_request(lua_State *L) {
-  return do_request(L, 1, check_method(L, 2), 3, 4, "client:request");
+  luaL_checkudata(L, 1, CLIENT_MT); /* before the method, which is argument 2 */
+  return do_request(L, 1, check_method(L, 2, "client:request"), 3, 4, "client:request");
 }
 
 static int client_stats(lua_State *L) {
@@ -1003,7 +1109,7 @@ static int l_post(lua_State *L) {
 }
 
 static int l_request(lua_State *L) {
-  check_method(L, 1);
+  check_method(L, 1, "http.request");
   lua_settop(L, 3);
   push_default_client(L);
   lua_insert(L, 1);

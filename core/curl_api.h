@@ -97,6 +97,7 @@ struct lr_http_req {
   CURLcode result;
   uint8_t in_multi, done, too_large, write_failed, aborted;
   uint8_t tainted;          /* options set that only a reset of the handle undoes */
+  uint8_t head_ended;       /* the blank line after the last response's headers came */
   uint32_t closes_at_submit; /* the client's count of closed sockets at submit */
   int write_errno;
   int url_idx, output_idx;  /* the binding's stack slots for its continuation */
@@ -132,6 +133,19 @@ void lr_http_req_cancel(lr_task *t);
 /* Gives the request, with its easy handle and buffers, back to the free list (a
  * tainted handle is reset first); frees it if the list is full or the client closed. */
 void lr_http_req_release(lr_http_req *r);
+
+/* What became of the last response's header block, which curl does not always say
+ * (issue 23). */
+typedef enum lr_http_head_fault {
+  LR_HTTP_HEAD_OK = 0,
+  LR_HTTP_HEAD_CUT,         /* the connection closed inside it, yet curl says CURLE_OK */
+  LR_HTTP_HEAD_LINE_LIMIT,  /* a line over libcurl's limit (curl says out of memory) */
+  LR_HTTP_HEAD_TOTAL_LIMIT  /* all lines together over libcurl's limit */
+} lr_http_head_fault;
+
+/* Tells, for a finished request, whether its failure (or success) is one of the
+ * above. Only meaningful once the request is done and not aborted. */
+lr_http_head_fault lr_http_req_head_fault(const lr_http_req *r);
 
 /* Counters for specs: live requests, sockets curl has open, poll handles. */
 void lr_http_client_counts(const lr_http_client *c, int *reqs, int *sockets, int *polls);

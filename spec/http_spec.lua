@@ -361,6 +361,144 @@ describe("luarun.http", function()
       end)
     end)
 
+    it("a NUL byte in the URL is invalid_url from every request function (issue 23)", function()
+      run(function()
+        local before = server_stats(base).requests
+        local c <close> = http.client()
+        local url = base .. "/get\0evil"
+        local calls = {
+          function() return http.get(url) end,
+          function() return http.post(url, {body = "x"}) end,
+          function() return http.request("PUT", url) end,
+          function() return http.get(url, {query = {a = "1"}}) end,
+          function() return c:get(url) end,
+          function() return c:post(url) end,
+          function() return c:request("DELETE", url) end,
+        }
+        for i, call in ipairs(calls) do
+          local res, err = call()
+          assert.is_nil(res, i)
+          assert.are.equal("invalid_url", err.kind, i)
+          assert.are.equal(url, err.url)
+          assert.are.equal("the URL contains a NUL byte", err.message)
+        end
+        assert.are.equal(before + 1, server_stats(base).requests)
+      end)
+    end)
+
+    it("query and form raise for a table that is not an array of scalars (issue 23)", function()
+      run(function()
+        local before = server_stats(base).requests
+        local bad = {
+          {{a = {b = {}}, keep = "1"}, "a table that is not an array"}, -- was sent as ?keep=1
+          {{a = {1, 2, x = 3}}, "a table that is not an array"},
+          {{a = {[1] = "x", [3] = "z"}}, "not an array"},
+          {{a = {[1] = "x", [2.5] = "y"}}, "a table that is not an array"},
+          {{a = {"x", {}}}, "an array holding a table"},
+          {{a = {print}}, "an array holding a function"},
+          {{a = print}, "(got function)"},
+        }
+        for _, opt in ipairs({"query", "form"}) do
+          for i, case in ipairs(bad) do
+            local ok, err = pcall(http.post, base .. "/anything", {[opt] = case[1]})
+            assert.is_false(ok, opt .. " " .. i)
+            err = tostring(err)
+            assert.is_truthy(err:find("http.post: option '" .. opt .. "': value of 'a' must be", 1, true), err)
+            assert.is_truthy(err:find(case[2], 1, true), err)
+          end
+        end
+        local ok, err = pcall(http.client, {query = {a = {b = {}}}})
+        assert.is_false(ok)
+        assert.matches("^http%.client: option 'query': value of 'a'", err)
+        local c <close> = http.client()
+        ok, err = pcall(c.get, c, base .. "/get", {query = {z = {{}}}})
+        assert.is_false(ok)
+        assert.matches("^client:get: option 'query': value of 'z'", err)
+        -- The query's misuse raises even when the URL is invalid_url.
+        assert.is_false(pcall(http.get, "not a url", {query = {a = {b = 1}}}))
+        assert.are.equal(before + 1, server_stats(base).requests)
+        -- What is allowed: an empty array sends nothing, booleans and numbers as text.
+        local echo = assert(http.get(base .. "/anything", {query = {e = {}, t = true, n = 1.5}})):json()
+        assert.are.same({t = "true", n = "1.5"}, echo.args)
+      end)
+    end)
+
+    it("a long query or form with arrays is encoded whole", function()
+      -- The encoder pushed values above its luaL_Buffer, which moves its box on
+      -- growth: past ~1 KB the process crashed.
+      run(function()
+        local q = {}
+        for i = 1, 20 do q["k" .. i] = {string.rep("v", 300), "w " .. i} end
+        local echo = assert(http.get(base .. "/anything", {query = q})):json()
+        assert.are.equal(300, #echo.args.k1[1])
+        assert.are.equal("w 20", echo.args.k20[2])
+        echo = assert(http.post(base .. "/anything", {form = q})):json()
+        assert.are.equal(300, #echo.form.k7[1])
+        assert.are.equal("w 7", echo.form.k7[2])
+        -- Keys are data too: a NUL in one is sent, not cut there.
+        local res = assert(http.get(base .. "/anything", {query = {["a\0b"] = "c\0d", a = "1"}}))
+        assert.are.equal(base .. "/anything?a=1&a%00b=c%00d", res.url)
+      end)
+    end)
+
+    it("a NUL in a header name or in auth raises (issue 23)", function()
+      run(function()
+        local before = server_stats(base).requests
+        local c <close> = http.client()
+        local cases = {
+          {function() return http.get(base, {headers = {["X-A\0B"] = "v"}}) end,
+           "http.get: option 'headers': invalid header name"},
+          {function() return http.get(base, {auth = {"u\0x", "p"}}) end,
+           "http.get: option 'auth' contains a NUL byte"},
+          {function() return http.get(base, {auth = {"u", "p\0x"}}) end,
+           "http.get: option 'auth' contains a NUL byte"},
+        }
+        for _, case in ipairs(cases) do
+          local ok, err = pcall(case[1])
+          assert.is_false(ok, case[2])
+          assert.is_truthy(tostring(err):find(case[2], 1, true), tostring(err) .. " / " .. case[2])
+        end
+        assert.are.equal(before + 1, server_stats(base).requests)
+      end)
+    end)
+
+    it("a method with CR, LF or NUL raises naming the call (issue 23)", function()
+      run(function()
+        local before = server_stats(base).requests
+        local c <close> = http.client()
+        local cases = {
+          {function() return http.request("GET\0X", base) end,
+           "http.request: the method is not a valid HTTP method"},
+          {function() return http.request("GET\r\nX-Evil: 1", base) end,
+           "http.request: the method is not a valid HTTP method"},
+          {function() return c:request("GET\r\nX-Evil: 1", base) end,
+           "client:request: the method is not a valid HTTP method"},
+          {function() return c:request("", base) end,
+           "client:request: the method is not a valid HTTP method"},
+          {function() return c:request(nil, base) end,
+           "client:request: the method must be a string (got nil)"},
+        }
+        for _, case in ipairs(cases) do
+          local ok, err = pcall(case[1])
+          assert.is_false(ok, case[2])
+          assert.is_truthy(tostring(err):find(case[2], 1, true), tostring(err) .. " / " .. case[2])
+        end
+        assert.are.equal(before + 1, server_stats(base).requests)
+      end)
+    end)
+
+    it("an Expect: 100-continue request gets the final response's headers", function()
+      run(function()
+        local res = assert(http.post(base .. "/anything", {body = string.rep("x", 2000),
+          headers = {Expect = "100-continue"}}))
+        assert.are.equal(200, res.status)
+        assert.are.equal("application/json", res.headers["content-type"])
+        assert.are.equal(2000, #res:json().body)
+        -- curl waits 1 s for the 100 before it sends the body anyway: the 100 came.
+        assert.is_true(res.elapsed < 0.9, "took " .. res.elapsed)
+      end)
+    end)
+
     it("raises outside a task", function()
       local ok, err = pcall(http.get, base .. "/get")
       assert.is_false(ok)

@@ -29,8 +29,15 @@ local function wait_for(pred, seconds, what)
   error("timed out waiting for " .. what)
 end
 
---- A fresh temporary directory (removed by M.cleanup).
-local tmpdirs = {}
+-- This process's pid, for the servers' --watch-pid.
+local function own_pid()
+  local f = assert(io.open("/proc/self/stat"))
+  local pid = f:read("a"):match("^(%d+)")
+  f:close()
+  return pid
+end
+
+local tmpdirs = {} -- made by M.tmpdir, removed by M.cleanup
 -- A started server: its port, pid and base URL, and stop(), which kills it by pid.
 local function server(port, pid, tls)
   local srv = {port = port, pid = pid,
@@ -42,6 +49,7 @@ local function server(port, pid, tls)
   return srv
 end
 
+--- A fresh temporary directory (removed by M.cleanup).
 function M.tmpdir()
   local p = io.popen("mktemp -d /tmp/luarun-http.XXXXXX")
   local d = p:read("l")
@@ -57,9 +65,7 @@ function M.httpbin(opts)
   local portf, pidf = dir .. "/port", dir .. "/pid"
   local cmd = q(M.python) .. " " .. q(M.httpbin_py) .. " --port-file " .. q(portf) ..
               " --pid-file " .. q(pidf)
-  local f = assert(io.open("/proc/self/stat"))
-  cmd = cmd .. " --watch-pid " .. f:read("a"):match("^(%d+)")
-  f:close()
+  cmd = cmd .. " --watch-pid " .. own_pid()
   if opts.tls then cmd = cmd .. " --tls " .. q(opts.tls[1]) .. " " .. q(opts.tls[2]) end
   assert(os.execute(cmd .. " >/dev/null 2>&1 &"))
   local port = wait_for(function()
@@ -71,6 +77,31 @@ function M.httpbin(opts)
     return s and tonumber(s:match("%d+"))
   end, 5, "httpbin.py's pid")
   return server(port, pid, opts.tls)
+end
+
+--- Starts badserver.py, the misbehaving server of spec/http_faults_spec.lua.
+-- opts.tls = {cert, key} adds its TLS ports. Returns {ports = {name = port}, base=,
+-- pid=, stop=}, base being the plain port's URL.
+function M.badserver(opts)
+  opts = opts or {}
+  local dir = M.tmpdir()
+  local portf, pidf = dir .. "/ports", dir .. "/pid"
+  local cmd = q(M.python) .. " " .. q(here .. "/badserver.py") .. " --port-file " .. q(portf) ..
+              " --pid-file " .. q(pidf) .. " --watch-pid " .. own_pid()
+  if opts.tls then cmd = cmd .. " --tls " .. q(opts.tls[1]) .. " " .. q(opts.tls[2]) end
+  assert(os.execute(cmd .. " >/dev/null 2>&1 &"))
+  -- The pid file is written first and the port file (atomically) once all listen.
+  local ports = wait_for(function()
+    local s = read_file(portf)
+    if not s then return nil end
+    local t = {}
+    for name, port in s:gmatch("(%S+) (%d+)") do t[name] = tonumber(port) end
+    return t
+  end, 15, "badserver.py to start")
+  local pid = tonumber(assert(read_file(pidf)):match("%d+"))
+  local s = server(ports.plain, pid, false)
+  s.ports = ports
+  return s
 end
 
 --- A self-signed certificate for 127.0.0.1 and localhost: returns cert, key paths.
