@@ -3,17 +3,23 @@
  *   luarun script.lua [args...] | luarun -e CODE [args...] | luarun - [args...]
  *
  * The chunk runs as the main task; the process exits when it and every task it
- * spawned are done: 0, or 1 after an uncaught or unhandled error, or 130 after Ctrl-C.
+ * spawned are done: 0, or 1 after an uncaught or unhandled error, 130 after Ctrl-C,
+ * 143 after SIGTERM.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <lualib.h>
 #include "luarun.h"
 #include "../bindings/bindings.h"
 
 static const char *progname = "luarun";
+
+/* LeakSanitizer's check, when the executable is built with it (it runs at exit(),
+ * which an abandoned runtime skips). */
+extern void __lsan_do_leak_check(void) __attribute__((weak));
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -30,7 +36,8 @@ static void usage(FILE *f) {
     "  -v, --version  print the version\n"
     "  -h, --help     print this help\n"
     "Modules: luarun (tasks, sleep, gather, timeout), luarun.http, luarun.fs,\n"
-    "luarun.json. Exit status: 0; 1 after an uncaught error; 130 after Ctrl-C.\n",
+    "luarun.json. Exit status: 0; 1 after an uncaught error; 130 after Ctrl-C;\n"
+    "143 after SIGTERM (both cancel the tasks first, so their cleanup runs).\n",
     progname, LUARUN_VERSION);
 }
 
@@ -171,7 +178,7 @@ static int pmain(lua_State *L) {
   } else if (rt->failures > 0) {
     r->status = 1;
   }
-  if (rt->interrupted) r->status = 130;
+  if (rt->interrupted) r->status = 128 + rt->interrupted; /* 130, 143 */
   return 0;
 }
 
@@ -197,5 +204,12 @@ int main(int argc, char **argv) {
   }
   fflush(stdout);
   lr_alloc_close(L);
+  if (lr_runtime_abandoned) {
+    /* A request is still blocked in libuv's thread pool, and exit() would wait for
+     * it forever (libuv joins its threads in a destructor): end here. */
+    if (__lsan_do_leak_check) __lsan_do_leak_check();
+    fflush(NULL);
+    _exit(r.status);
+  }
   return r.status;
 }

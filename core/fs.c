@@ -32,6 +32,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
+#include <time.h>
 #include <unistd.h>
 #include "luarun.h"
 
@@ -44,7 +45,7 @@
 #define PAR_MAX 4                      /* at most this many slices */
 
 /* The steps of a request. Single calls (stat, rename...) have one step: S_ONE. */
-enum { S_ONE = 1, S_OPEN, S_WRITE, S_CLOSE, S_MKDIR, S_STAT, S_STAGED, S_PENDING };
+enum { S_ONE = 1, S_WRITE, S_MKDIR, S_STAT, S_STAGED, S_PENDING };
 
 static void fs_cb(uv_fs_t *req);
 
@@ -154,13 +155,6 @@ static int write_chunk(lr_fs *r, uv_file fd) {
   off = r->offset < 0 ? -1 : r->offset + (int64_t)r->dpos;
   r->step = S_WRITE;
   return uv_fs_write(&r->rt->loop, &r->req, fd, &b, 1, off, fs_cb);
-}
-
-static int close_fd(lr_fs *r) {
-  uv_file fd = r->fd;
-  r->fd = -1;
-  r->step = S_CLOSE;
-  return uv_fs_close(&r->rt->loop, &r->req, fd, fs_cb);
 }
 
 /* ---- read_file and write_file: one thread-pool job each ----
@@ -536,8 +530,22 @@ static int write_unnamed(lr_fs *r, uint64_t t0) {
   return rc;
 }
 
+/* Opens the target of a plain (not atomic) write_file; *created says whether this
+ * open made the file, so that a write that fails removes it (a new file appears
+ * whole or not at all: a full disk left an empty file under the name, issue 23).
+ * O_EXCL first tells creating apart from truncating an existing file. */
+static int open_target(lr_fs *r, int *created) {
+  int fd;
+  *created = 0;
+  if (!(r->flags & O_CREAT)) return open(r->path, r->flags | O_CLOEXEC, r->mode);
+  fd = open(r->path, (r->flags & ~O_TRUNC) | O_EXCL | O_CLOEXEC, r->mode);
+  if (fd >= 0) *created = 1;
+  else if (errno == EEXIST) fd = open(r->path, r->flags | O_CLOEXEC, r->mode);
+  return fd;
+}
+
 static void write_file_job(lr_fs *r) {
-  int atomic = (r->opts & LR_FS_ATOMIC) != 0, tries = 0, fd, rc;
+  int atomic = (r->opts & LR_FS_ATOMIC) != 0, tries = 0, fd, rc, created = 0;
   uint64_t t0;
   if (atomic || r->dlen > LONG_JOB) flush(r); /* an fsync, or much to write */
   t0 = uv_hrtime();
@@ -549,10 +557,11 @@ static void write_file_job(lr_fs *r) {
     rc = UV_ECANCELED;
     goto done;
   }
-  for (;;) {
-    if (atomic && (rc = temp_name(r)) < 0) goto done;
-    fd = open(atomic ? r->path2 : r->path, r->flags | O_CLOEXEC, r->mode);
-    if (fd >= 0 || errno != EEXIST || !atomic || ++tries >= TEMP_TRIES) break;
+  if (!atomic) fd = open_target(r, &created);
+  for (; atomic;) {
+    if ((rc = temp_name(r)) < 0) goto done;
+    fd = open(r->path2, r->flags | O_CLOEXEC, r->mode);
+    if (fd >= 0 || errno != EEXIST || ++tries >= TEMP_TRIES) break;
   }
   if (fd < 0) {
     rc = -errno;
@@ -567,70 +576,90 @@ static void write_file_job(lr_fs *r) {
     if (rc == 0 && is_cancelled(r)) rc = UV_ECANCELED;
     if (rc == 0 && rename(r->path2, r->path) < 0) rc = -errno;
     if (rc < 0) unlink(r->path2);
+  } else if (rc < 0 && created) {
+    unlink(r->path); /* failed or cancelled: the new file goes */
   }
 done:
   give_back(r);
   r->status = rc;
 }
 
-/* ---- the job queue: runners on libuv's thread pool ----
+/* ---- the job queue: runner threads of our own ----
  *
- * Jobs are not handed to libuv one by one: with a uv_work_t each, every job costs a
- * wake-up of a pool thread and one of the loop, and 2,000 small reads spend more on
- * those (futexes, eventfd, epoll; worse on a loaded machine) than on their system
- * calls. Instead:
+ * Jobs are not handed to a thread one by one: each hand-over costs a wake-up of a
+ * runner and one of the loop, and 2,000 small reads would spend more on those
+ * (futexes, eventfd, epoll; worse on a loaded machine) than on their system calls.
+ * Instead:
  * - start_job only stages a request (loop thread, no lock). Just before the loop
  *   polls (q->prep, after the scheduler has run every ready task), the staged ones
- *   join the queue in one go, and runners are started for them: "runners" are
- *   uv_work_t jobs that take requests from the queue until it is empty, at most
- *   max_runners() at once, so the other pool threads stay free for getaddrinfo and
- *   the uv_fs_* calls.
+ *   join the queue in one go, and idle runners are woken (or started) for them:
+ *   runners take requests from the queue until it is empty, at most max_runners()
+ *   of them working at once.
  * - Runners hand finished requests back through the done list. The loop is told
  *   (q->async) when BATCH are waiting or the oldest has waited LATENCY_NS, before a
- *   job that may take long (a large file, an fsync), and otherwise by libuv's own
- *   completion of the runner when the queue has run dry.
- * 2,000 reads then cost about a hundred wake-ups instead of several per read. */
+ *   job that may take long (a large file, an fsync), and when the queue runs dry.
+ * 2,000 reads then cost about a hundred wake-ups instead of several per read.
+ *
+ * Why threads of our own, not uv_queue_work (issue 23): an open() can block for
+ * good (a FIFO without a writer, a hung NFS or FUSE mount). On libuv's pool such a
+ * job keeps one of its four threads, and at exit libuv joins its threads, so the
+ * process never ends; with as many stuck jobs as runners, no file call ever ran
+ * again. Here a runner whose job was abandoned (its task cancelled, as lr.timeout
+ * does) or has run for STUCK_NS no longer counts toward max_runners(): another is
+ * started beside it (up to MAX_THREADS in all), and nothing ever joins a runner, so
+ * exit does not wait for one stuck in a system call. Runners idle for IDLE_NS end.
+ * The queue is freed by the last of the loop (its handles closed) and the runners. */
 
 #define MAX_RUNNERS 4
+#define MAX_THREADS 64                  /* runner threads in all, stuck ones included */
 #define BATCH 32
 #define HANDOVER 64
 #define LATENCY_NS 200000u
+#define STUCK_NS 100000000u             /* a job this long no longer counts (100 ms) */
+#define CHECK_MS 50                     /* how often waiting jobs look for stuck runners */
+#define IDLE_NS 2000000000u             /* an idle runner ends after 2 s */
+
+typedef struct runner {
+  struct lr_fsq *q;
+  lr_fs *job;                /* the job it runs now, or NULL (q->mu) */
+  uint64_t since;            /* when it took that job (q->mu) */
+  struct runner *next;       /* q->runners (q->mu) */
+} runner;
 
 typedef struct lr_fsq {
   lr_runtime *rt;
   struct lr_fsq *next;       /* queues of other runtimes */
   uv_async_t async;          /* runners -> loop: done requests to deliver */
-  pthread_mutex_t mu;        /* guards the fields below up to `alive` */
+  pthread_mutex_t mu;        /* guards the fields below up to `staged` */
+  pthread_cond_t cv;         /* idle runners wait here for jobs */
   lr_fs *todo, *todo_tail;   /* waiting for a runner (step S_PENDING) */
   int ntodo;
   lr_fs *done, *done_tail;   /* finished, not yet delivered */
   uint64_t done_since;       /* hrtime of the oldest in done */
   int ndone, notified;
-  int runners;               /* runner loops going */
-  uint32_t wdir[MAX_RUNNERS]; /* directories that a runner writes a file in now */
+  runner *runners;           /* every runner thread alive */
+  int threads, idle;         /* runner threads alive, and of them waiting on cv */
+  uint32_t wdir[MAX_THREADS]; /* directories that a runner writes a file in now */
   int nwdir;
   uint32_t open_us[4];       /* the last write jobs' open() times, in us (mu) */
   int open_i;
   int closing;               /* the runtime closes: no more async sends */
+  int loop_done;             /* the loop side is done with the queue */
   /* Loop thread only: requests of this turn of the scheduler, handed over together
    * just before the loop polls (prep), so that a burst costs one hand-over. */
   lr_fs *staged, *staged_tail;
   int nstaged;
   uv_prepare_t prep;
-  int alive;                 /* runner jobs whose after_work is to come */
-  int nclosed;               /* handles (async, prep) closed */
+  uv_timer_t check;          /* while jobs wait: look for stuck runners */
+  int inflight;              /* jobs whose task waits: the async handle is ref'd */
+  int nclosed;               /* handles (async, prep, check) closed */
 } fsq;
-
-typedef struct runner {
-  uv_work_t work;
-  fsq *q;
-} runner;
 
 static fsq *queues; /* touched by loop threads only, one runtime per loop thread */
 
-/* One runner per core (file I/O from the page cache is CPU work, and creating files
- * in one directory serialises on its lock anyway), at least 2 so that a slow disk
- * read does not hold up everything else, at most MAX_RUNNERS. */
+/* Runners that work at once: one per core (file I/O from the page cache is CPU work,
+ * and creating files in one directory serialises on its lock anyway), at least 2 so
+ * that a slow disk read does not hold up everything else, at most MAX_RUNNERS. */
 static int max_runners(void) {
   static int n;
   if (n == 0) {
@@ -724,24 +753,172 @@ static void dir_done(lr_fs *r, uint64_t open_ns) {
   pthread_mutex_unlock(&q->mu);
 }
 
-static void runner_cb(uv_work_t *w) {
-  fsq *q = ((runner *)w)->q;
+/* fs.open: the open(2) alone, here rather than on libuv's pool, since it may block
+ * for good (a FIFO). A descriptor that arrives after the cancel is closed. */
+static void open_job(lr_fs *r) {
+  int fd = open(r->path, r->flags | O_CLOEXEC, r->mode);
+  if (fd < 0) {
+    r->status = -errno;
+  } else if (is_cancelled(r)) {
+    close(fd);
+    r->status = UV_ECANCELED;
+  } else {
+    r->fd = fd;
+  }
+}
+
+static void run_job(lr_fs *r) {
+  switch (r->op) {
+    case LR_FS_READ_FILE: read_file_job(r); break;
+    case LR_FS_WRITE_FILE: write_file_job(r); break;
+    default: open_job(r); break;
+  }
+}
+
+/* A request nobody will deliver: the runtime is gone (or going). */
+static void discard(lr_fs *r) {
+  if (r->fd >= 0) close(r->fd); /* an fs.open job's descriptor */
+  r->fd = -1;
+  lr_fs_free(r);
+}
+
+static void free_queue(fsq *q) {
+  pthread_mutex_destroy(&q->mu);
+  pthread_cond_destroy(&q->cv);
+  free(q);
+}
+
+/* Waits on q->cv for at most IDLE_NS (q->mu held). Returns 0 when woken. */
+static int idle_wait(fsq *q) {
+  struct timespec ts;
+  int rc;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  ts.tv_sec += (time_t)(IDLE_NS / 1000000000u);
+  q->idle++;
+  rc = pthread_cond_timedwait(&q->cv, &q->mu, &ts);
+  q->idle--;
+  return rc;
+}
+
+static void *runner_main(void *arg) {
+  runner *w = arg, **pp;
+  fsq *q = w->q;
   lr_fs *r;
+  int last;
   lr_alloc_prime_thread(); /* read_file's buffers come from this thread's arena */
   pthread_mutex_lock(&q->mu);
-  while ((r = take(q)) != NULL) {
-    pthread_mutex_unlock(&q->mu);
-    if (r->op == LR_FS_READ_FILE) read_file_job(r);
-    else write_file_job(r);
-    pthread_mutex_lock(&q->mu);
-    untake(q, r);
-    push_done(q, r);
-    if (q->todo && (q->ndone >= BATCH || uv_hrtime() - q->done_since > LATENCY_NS))
-      notify_locked(q);
+  for (;;) {
+    if (!q->closing && (r = take(q)) != NULL) {
+      w->job = r;
+      w->since = uv_hrtime();
+      pthread_mutex_unlock(&q->mu);
+      run_job(r);
+      pthread_mutex_lock(&q->mu);
+      w->job = NULL;
+      untake(q, r);
+      if (q->closing) {
+        discard(r);
+        continue;
+      }
+      push_done(q, r);
+      if (q->todo && (q->ndone >= BATCH || uv_hrtime() - q->done_since > LATENCY_NS))
+        notify_locked(q);
+      continue;
+    }
+    notify_locked(q); /* nothing this runner may start: deliver what is done */
+    if (q->closing) break;
+    /* A write waiting for its directory is taken by the runner writing there. */
+    if (idle_wait(q) != 0 && (q->todo == NULL || q->closing)) break;
   }
-  /* Nothing that may start: the runner writing in that directory goes on with it. */
-  q->runners--; /* libuv's completion of this runner delivers the rest */
+  for (pp = &q->runners; *pp != w; pp = &(*pp)->next) {}
+  *pp = w->next;
+  q->threads--;
+  last = q->threads == 0 && q->loop_done;
   pthread_mutex_unlock(&q->mu);
+  free(w);
+  if (last) free_queue(q);
+  return NULL;
+}
+
+/* How many runner threads to start now for the jobs that no idle runner will take
+ * (q->mu held): runners that work count up to max_runners(); a runner whose job was
+ * abandoned or has run for STUCK_NS does not. */
+static int to_start(fsq *q) {
+  uint64_t now = uv_hrtime();
+  int stuck = 0, cap, want;
+  runner *w;
+  for (w = q->runners; w; w = w->next)
+    if (w->job && (is_cancelled(w->job) || now - w->since > STUCK_NS)) stuck++;
+  cap = max_runners() + stuck;
+  if (cap > MAX_THREADS) cap = MAX_THREADS;
+  want = q->ntodo - q->idle;
+  if (want > cap - q->threads) want = cap - q->threads;
+  return want > 0 ? want : 0;
+}
+
+/* Starts n runner threads (loop thread, q->mu not held). Returns how many started. */
+static int start_runners(fsq *q, int n) {
+  pthread_attr_t attr;
+  int started = 0;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  while (started < n) {
+    runner *w = calloc(1, sizeof *w);
+    pthread_t th;
+    if (w == NULL) break;
+    w->q = q;
+    pthread_mutex_lock(&q->mu);
+    w->next = q->runners;
+    q->runners = w;
+    q->threads++;
+    pthread_mutex_unlock(&q->mu);
+    if (pthread_create(&th, &attr, runner_main, w) != 0) {
+      runner **pp;
+      pthread_mutex_lock(&q->mu);
+      for (pp = &q->runners; *pp != w; pp = &(*pp)->next) {}
+      *pp = w->next;
+      q->threads--;
+      pthread_mutex_unlock(&q->mu);
+      free(w);
+      break;
+    }
+    started++;
+  }
+  pthread_attr_destroy(&attr);
+  return started;
+}
+
+static void check_cb(uv_timer_t *h);
+
+/* Wakes idle runners for the queued jobs and starts more if some are stuck or none
+ * idle; while jobs still wait for a runner, looks again every CHECK_MS. */
+static void staff(fsq *q) {
+  int n, wake;
+  pthread_mutex_lock(&q->mu);
+  wake = q->ntodo < q->idle ? q->ntodo : q->idle;
+  while (wake-- > 0) pthread_cond_signal(&q->cv);
+  n = to_start(q);
+  pthread_mutex_unlock(&q->mu);
+  if (n > 0) start_runners(q, n);
+  pthread_mutex_lock(&q->mu);
+  n = q->ntodo > q->idle;
+  pthread_mutex_unlock(&q->mu);
+  if (n && !uv_is_active((uv_handle_t *)&q->check))
+    uv_timer_start(&q->check, check_cb, CHECK_MS, CHECK_MS);
+  else if (!n)
+    uv_timer_stop(&q->check);
+}
+
+static void check_cb(uv_timer_t *h) {
+  staff(h->data);
+}
+
+/* Jobs whose task waits keep the loop alive through the async handle; abandoned
+ * ones (stuck in open(), say) do not. */
+static void hold(fsq *q, int d) {
+  if (q->inflight == 0 && d > 0) uv_ref((uv_handle_t *)&q->async);
+  q->inflight += d;
+  if (q->inflight == 0) uv_unref((uv_handle_t *)&q->async);
 }
 
 static void end(lr_fs *r);
@@ -756,28 +933,14 @@ static void drain(fsq *q) {
   pthread_mutex_unlock(&q->mu);
   while (r) {
     lr_fs *next = r->next_job;
-    if (q->rt->closing) lr_fs_free(r); /* nothing will resume a task any more */
-    else end(r);
+    if (q->rt->closing || r->task == NULL) {
+      discard(r); /* nothing will resume a task, or it was cancelled meanwhile */
+    } else {
+      hold(q, -1);
+      end(r);
+    }
     r = next;
   }
-}
-
-static void maybe_free_queue(fsq *q) {
-  fsq **pp;
-  if (q->nclosed < 2 || q->alive > 0) return;
-  for (pp = &queues; *pp != q; pp = &(*pp)->next) {}
-  *pp = q->next;
-  pthread_mutex_destroy(&q->mu);
-  free(q);
-}
-
-static void runner_done_cb(uv_work_t *w, int status) {
-  fsq *q = ((runner *)w)->q;
-  (void)status; /* runners are never cancelled */
-  free(w);
-  q->alive--;
-  drain(q);
-  maybe_free_queue(q);
 }
 
 static void async_cb(uv_async_t *a) {
@@ -786,8 +949,13 @@ static void async_cb(uv_async_t *a) {
 
 static void closed_cb(uv_handle_t *h) {
   fsq *q = h->data;
-  q->nclosed++;
-  maybe_free_queue(q);
+  int last;
+  if (++q->nclosed < 3) return;
+  pthread_mutex_lock(&q->mu);
+  q->loop_done = 1;
+  last = q->threads == 0;
+  pthread_mutex_unlock(&q->mu);
+  if (last) free_queue(q);
 }
 
 static fsq *find_queue(lr_runtime *rt) {
@@ -797,16 +965,36 @@ static fsq *find_queue(lr_runtime *rt) {
   return NULL;
 }
 
-/* The runtime closes (before its loop): runners still going finish on their own. */
+/* The runtime closes (before its loop). Runners still in a job finish it on their
+ * own and free it; none of them will read a task's string after this returns. */
 static void close_queue(lr_runtime *rt) {
-  fsq *q = find_queue(rt);
+  fsq *q = find_queue(rt), **pp;
+  runner *w;
   if (q == NULL) return;
+  for (pp = &queues; *pp != q; pp = &(*pp)->next) {}
+  *pp = q->next;
   pthread_mutex_lock(&q->mu);
   q->closing = 1;
+  pthread_cond_broadcast(&q->cv);
+  for (w = q->runners; w; w = w->next)
+    if (w->job) {
+      /* A task that never resumed (os.exit, say) may have lent its string: the
+       * runner gives it back without needing q->mu (see take_data). */
+      __atomic_store_n(&w->job->cancelled, 1, __ATOMIC_RELEASE);
+      wait_given_back(w->job);
+    }
+  while (q->todo) { /* queued, never started */
+    lr_fs *r = q->todo;
+    q->todo = r->next_job;
+    lr_fs_free(r);
+  }
+  q->todo_tail = NULL;
+  q->ntodo = 0;
   pthread_mutex_unlock(&q->mu);
   drain(q);
   uv_close((uv_handle_t *)&q->async, closed_cb);
   uv_close((uv_handle_t *)&q->prep, closed_cb);
+  uv_close((uv_handle_t *)&q->check, closed_cb);
   /* Staged requests never started: their tasks will not be resumed any more. */
   while (q->staged) {
     lr_fs *r = q->staged;
@@ -817,6 +1005,7 @@ static void close_queue(lr_runtime *rt) {
 
 static fsq *get_queue(lr_runtime *rt) {
   fsq *q = find_queue(rt);
+  pthread_condattr_t ca;
   if (q) return q;
   lr_alloc_prime_malloc(); /* runners fill blocks that the loop thread frees */
   pthread_once(&create_once, read_create_choice);
@@ -825,10 +1014,16 @@ static fsq *get_queue(lr_runtime *rt) {
     free(q);
     return NULL;
   }
-  uv_unref((uv_handle_t *)&q->async); /* running runners keep the loop alive */
+  uv_unref((uv_handle_t *)&q->async); /* ref'd while a task waits for a job (hold) */
   uv_prepare_init(&rt->loop, &q->prep);
-  q->async.data = q->prep.data = q;
+  uv_timer_init(&rt->loop, &q->check);
+  uv_unref((uv_handle_t *)&q->check);
+  q->async.data = q->prep.data = q->check.data = q;
   pthread_mutex_init(&q->mu, NULL);
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&q->cv, &ca);
+  pthread_condattr_destroy(&ca);
   q->rt = rt;
   q->next = queues;
   queues = q;
@@ -863,42 +1058,21 @@ static int unqueue(lr_fs *r) {
 static void prep_cb(uv_prepare_t *h);
 
 /* Hands the staged requests to the runners (just before the loop polls, or once
- * HANDOVER are staged), starting as many runners as there are requests, up to
- * max_runners(). */
+ * HANDOVER are staged). */
 static void hand_over(fsq *q) {
-  uv_prepare_t *h = &q->prep;
   lr_fs *r;
-  int want;
-  uv_prepare_stop(h);
+  uv_prepare_stop(&q->prep);
+  if (q->staged == NULL) return;
   for (r = q->staged; r; r = r->next_job) r->step = S_PENDING;
   pthread_mutex_lock(&q->mu);
-  if (q->staged) {
-    if (q->todo_tail) q->todo_tail->next_job = q->staged;
-    else q->todo = q->staged;
-    q->todo_tail = q->staged_tail;
-    q->ntodo += q->nstaged;
-    q->staged = q->staged_tail = NULL;
-    q->nstaged = 0;
-  }
-  want = max_runners() - q->runners;
-  if (want > q->ntodo) want = q->ntodo;
-  if (want < 0) want = 0;
-  q->runners += want;
+  if (q->todo_tail) q->todo_tail->next_job = q->staged;
+  else q->todo = q->staged;
+  q->todo_tail = q->staged_tail;
+  q->ntodo += q->nstaged;
   pthread_mutex_unlock(&q->mu);
-  while (want-- > 0) {
-    runner *w = malloc(sizeof *w);
-    if (w) {
-      w->q = q;
-      if (uv_queue_work(&q->rt->loop, &w->work, runner_cb, runner_done_cb) == 0) {
-        q->alive++;
-        continue;
-      }
-      free(w);
-    }
-    pthread_mutex_lock(&q->mu);
-    if (--q->runners == 0 && q->todo) uv_prepare_start(h, prep_cb); /* retry next turn */
-    pthread_mutex_unlock(&q->mu);
-  }
+  q->staged = q->staged_tail = NULL;
+  q->nstaged = 0;
+  staff(q);
 }
 
 static void prep_cb(uv_prepare_t *h) {
@@ -932,6 +1106,7 @@ static int start_job(lr_fs *r) {
   if (q->staged_tail) q->staged_tail->next_job = r;
   else q->staged = r, uv_prepare_start(&q->prep, prep_cb);
   q->staged_tail = r;
+  hold(q, 1);
   /* A long burst goes in parts, so that the runners start while it is being made. */
   if (++q->nstaged >= HANDOVER) hand_over(q);
   return 0;
@@ -968,11 +1143,8 @@ static int begin(lr_fs *r) {
   uv_buf_t b;
   r->step = S_ONE;
   switch (r->op) {
-    case LR_FS_OPEN:
-      r->step = S_OPEN;
-      return uv_fs_open(lp, q, r->path, r->flags, r->mode, fs_cb);
-    case LR_FS_READ_FILE: case LR_FS_WRITE_FILE:
-      return start_job(r);
+    case LR_FS_OPEN: case LR_FS_READ_FILE: case LR_FS_WRITE_FILE:
+      return start_job(r); /* opens that may block for good: our own runners */
     case LR_FS_CLOSE: return uv_fs_close(lp, q, r->fd, fs_cb);
     case LR_FS_READ:
       b = uv_buf_init(r->buf, (unsigned int)r->cap);
@@ -1038,8 +1210,6 @@ static int end_single(lr_fs *r, ssize_t res) {
     return 0;
   }
   switch (r->op) {
-    case LR_FS_OPEN: /* (opened through S_OPEN) */
-      break;
     case LR_FS_READ: r->len = (size_t)res; break;
     case LR_FS_STAT: case LR_FS_LSTAT: case LR_FS_FSTAT:
       r->st = r->req.statbuf;
@@ -1053,14 +1223,6 @@ static int advance(lr_fs *r, ssize_t res) {
   switch (r->op) {
     case LR_FS_MKDIR_P:
       return next_mkdir_step(r, res);
-    case LR_FS_OPEN:
-      if (res >= 0 && r->step == S_OPEN) {
-        r->fd = (uv_file)res;
-        if (r->task == NULL) return close_fd(r) == 0; /* opened too late: close it */
-        return 0;
-      }
-      if (r->step == S_CLOSE) return 0;
-      return end_single(r, res);
     case LR_FS_WRITE:
       if (res > 0 && r->task && r->dpos + (size_t)res < r->dlen) {
         int rc;
@@ -1098,14 +1260,17 @@ static void fs_cb(uv_fs_t *req) {
 static void fs_cancel(lr_task *t) {
   lr_fs *r = container_of(t->inq, lr_fs, q);
   r->task = NULL; /* orphaned: the callback undoes and frees */
-  if (r->op == LR_FS_READ_FILE || r->op == LR_FS_WRITE_FILE) {
+  if (r->jobq) {
+    fsq *q = r->jobq;
     __atomic_store_n(&r->cancelled, 1, __ATOMIC_RELEASE);
+    hold(q, -1);
     if (unqueue(r)) { /* never started */
       lr_task_wake(t, LR_WAKE_CANCELLED);
       lr_fs_free(r);
       return;
     }
     wait_given_back(r); /* the job may be reading this task's string */
+    staff(q);           /* its runner may be stuck: it no longer counts */
   } else {
     uv_cancel((uv_req_t *)&r->req); /* drops it if still queued in the thread pool */
   }

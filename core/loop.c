@@ -27,18 +27,68 @@ static void close_walk_cb(uv_handle_t *h, void *arg) {
   if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
+int lr_runtime_abandoned;
+
+static void count_walk_cb(uv_handle_t *h, void *arg) {
+  (void)h;
+  ++*(int *)arg;
+}
+
+static void grace_cb(uv_timer_t *h) {
+  (void)h;
+}
+
+/* Lets the close callbacks run, then waits for requests still in libuv's thread
+ * pool, but at most CLOSE_GRACE_MS: a request blocked in a system call for good (a
+ * file:read on a FIFO nobody writes to) would hold the runtime's close, and so the
+ * process, forever. Returns 0, or -1 if requests were left running. */
+#define CLOSE_GRACE_MS 200
+static int settle_loop(uv_loop_t *loop) {
+  uv_timer_t grace;
+  uint64_t deadline;
+  int handles = 0, rc = 0;
+  uv_run(loop, UV_RUN_NOWAIT); /* the close callbacks of the first pass */
+  uv_walk(loop, count_walk_cb, &handles);
+  if (handles == 0 && !uv_loop_alive(loop)) return 0;
+  uv_timer_init(loop, &grace);
+  deadline = uv_now(loop) + CLOSE_GRACE_MS;
+  for (;;) {
+    handles = 0;
+    uv_walk(loop, count_walk_cb, &handles); /* the grace timer counts itself */
+    if (handles <= 1 && !uv_loop_alive(loop)) break;
+    uv_update_time(loop);
+    if (uv_now(loop) >= deadline) {
+      rc = -1;
+      break;
+    }
+    uv_timer_start(&grace, grace_cb, deadline - uv_now(loop), 0);
+    uv_run(loop, UV_RUN_ONCE);
+  }
+  uv_close((uv_handle_t *)&grace, NULL);
+  uv_run(loop, UV_RUN_NOWAIT);
+  return rc;
+}
+
+/* The runtime lives outside Lua's heap (the userdata holds a pointer), so that a
+ * runtime whose loop still has requests in libuv's threads can be left behind: they
+ * write into the loop when they end, however late. */
 static int rt_gc(lua_State *L) {
-  lr_runtime *rt = lua_touserdata(L, 1);
+  lr_runtime **box = lua_touserdata(L, 1), *rt = *box;
   int i;
-  if (rt->closing) return 0;
+  if (rt == NULL || rt->closing) return 0;
   rt->closing = 1;
   for (i = rt->ncloser - 1; i >= 0; i--) rt->closers[i](rt);
   lr_timer_close(rt);
   uv_walk(&rt->loop, close_walk_cb, NULL);
-  uv_run(&rt->loop, UV_RUN_DEFAULT); /* let the close callbacks run before freeing */
-  uv_loop_close(&rt->loop);
   free(rt->free_slots);
   rt->free_slots = NULL;
+  *box = NULL;
+  if (settle_loop(&rt->loop) != 0) {
+    lr_runtime_abandoned = 1; /* see luarun.h */
+    return 0;
+  }
+  uv_loop_close(&rt->loop);
+  free(rt);
   return 0;
 }
 
@@ -67,18 +117,35 @@ void lr_register_class(lua_State *L, const char *name, const luaL_Reg *methods,
 }
 
 lr_runtime *lr_runtime_get(lua_State *L) {
-  lr_runtime *rt;
+  lr_runtime *rt, **box;
+  int refs[4], i;
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &RT_KEY) == LUA_TUSERDATA) {
-    rt = lua_touserdata(L, -1);
+    rt = *(lr_runtime **)lua_touserdata(L, -1);
     lua_pop(L, 1);
+    if (rt == NULL) luaL_error(L, "luarun: the runtime is closed");
     return rt;
   }
   lua_pop(L, 1);
-  rt = lua_newuserdatauv(L, sizeof *rt, 0);
-  memset(rt, 0, sizeof *rt);
-  if (uv_loop_init(&rt->loop) != 0) luaL_error(L, "luarun: cannot create the event loop");
+  /* Everything that may raise (out of memory) comes before the runtime exists, or
+   * after the box that frees it holds it whole. */
+  for (i = 0; i < 4; i++) refs[i] = new_table_ref(L, NULL);
+  box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  lua_newtable(L);
+  lua_pushcfunction(L, rt_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  if ((rt = calloc(1, sizeof *rt)) == NULL) luaL_error(L, "not enough memory");
+  if (uv_loop_init(&rt->loop) != 0) {
+    free(rt);
+    luaL_error(L, "luarun: cannot create the event loop");
+  }
   rt->loop.data = rt;
   rt->L = L;
+  rt->tasks_ref = refs[0];
+  rt->where_ref = refs[1];
+  rt->origin_ref = refs[2];
+  rt->names_ref = refs[3];
   /* Lua never initialises the main thread's extra space, and every new thread starts
    * with a copy of it; luarun keeps the running task there, so start from NULL. */
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
@@ -86,16 +153,9 @@ lr_runtime *lr_runtime_get(lua_State *L) {
   lua_pop(L, 1);
   *(void **)lua_getextraspace(L) = NULL;
   lr_timer_init(rt);
-  lua_newtable(L);
-  lua_pushcfunction(L, rt_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_setmetatable(L, -2);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &RT_KEY);
-  rt->tasks_ref = new_table_ref(L, NULL);
-  rt->where_ref = new_table_ref(L, NULL);
-  rt->origin_ref = new_table_ref(L, NULL);
-  rt->names_ref = new_table_ref(L, NULL);
   lr_observe_init(rt);
+  *box = rt;
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &RT_KEY);
   raise_nofile_limit();
   return rt;
 }

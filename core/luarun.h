@@ -127,7 +127,7 @@ struct lr_runtime {
   int running;           /* inside lr_runtime_drive */
   int failures;          /* unhandled errors reported during this run */
   int deadlocks;         /* deadlock reports during this run */
-  volatile sig_atomic_t interrupted; /* SIGINT seen */
+  volatile sig_atomic_t interrupted; /* SIGINT or SIGTERM seen: its number */
   int closing;
   int origin_ref;        /* registry: {err, report} of the last error relayed by wait */
   int names_ref;         /* registry: task names, keyed by light userdata (tasks.c) */
@@ -147,6 +147,10 @@ extern char lr_park_sentinel;
 /* ---- loop.c: runtime context and driver ---- */
 /* Returns the runtime of this Lua state, creating it on first use. Never NULL. */
 lr_runtime *lr_runtime_get(lua_State *L);
+/* Set when a runtime closed while requests were still blocked in libuv's thread pool
+ * (a read of a FIFO nobody writes to): the runtime is left behind for them, and the
+ * executable then ends with _exit, since libuv joins its threads at exit(). */
+extern int lr_runtime_abandoned;
 /* Registers the metatable `name` once per state: the metamethods in meta and a table
  * of methods as its __index (either list may be NULL). Leaves the stack as it was. */
 void lr_register_class(lua_State *L, const char *name, const luaL_Reg *methods,

@@ -1,10 +1,12 @@
-/* signal.c: Ctrl-C for the luarun executable.
+/* signal.c: Ctrl-C and SIGTERM for the luarun executable.
  *
  * SIGINT cancels every task, so their <close> variables and cleanup run, and the
- * process exits 130 once they have unwound. The handler itself only does what is
- * safe in a signal handler: it sets a Lua hook on the thread running now (so a task
- * spinning in a loop that never waits is interrupted too, as lua.c does) and wakes
- * the loop through uv_async_send. A second Ctrl-C kills the process at once.
+ * process exits 130 once they have unwound; SIGTERM (how containers and service
+ * managers stop a program) does the same and exits 143. The handler itself only
+ * does what is safe in a signal handler: it sets a Lua hook on the thread running
+ * now (so a task spinning in a loop that never waits is interrupted too, as lua.c
+ * does) and wakes the loop through uv_async_send. A second SIGINT or SIGTERM kills
+ * the process at once (the default action of either, restored by the first).
  * SIGQUIT prints the task dump (tasks.c).
  */
 #include <signal.h>
@@ -21,11 +23,11 @@ static void interrupt_hook(lua_State *L, lua_Debug *ar) {
   lua_error(L);
 }
 
-static void on_sigint(int sig) {
+static void on_stop_signal(int sig) {
   lua_State *co = sig_rt->running_co;
-  (void)sig;
-  sig_rt->interrupted = 1;
+  sig_rt->interrupted = sig;
   signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
   if (co) lua_sethook(co, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
   uv_async_send(&sig_async);
 }
@@ -55,7 +57,10 @@ void lr_signal_install(lr_runtime *rt) {
   sig_async.data = rt;
   uv_unref((uv_handle_t *)&sig_async); /* waiting for Ctrl-C keeps nothing alive */
   memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_sigint;
+  sa.sa_handler = on_stop_signal;
   sigemptyset(&sa.sa_mask);
+  sigaddset(&sa.sa_mask, SIGINT); /* one handler at a time */
+  sigaddset(&sa.sa_mask, SIGTERM);
   sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
 }
