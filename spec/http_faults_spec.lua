@@ -149,6 +149,13 @@ describe("luarun.http against a misbehaving server", function()
           assert.are.equal("protocol", err.kind, path)
           assert.matches("header", err.message)
         end
+        -- HEAD, and a body going to a file, the same.
+        local res, err = http.request("HEAD", plain .. "/cut/mid-header")
+        assert.is_nil(res)
+        assert.are.equal("protocol", err.kind)
+        res, err = http.get(plain .. "/cut/status", {output = srv.tmpdir() .. "/out"})
+        assert.is_nil(res)
+        assert.are.equal("protocol", err.kind)
       end)
     end)
 
@@ -158,6 +165,7 @@ describe("luarun.http against a misbehaving server", function()
         local res = assert(c:get(plain .. "/trailers"))
         assert.are.equal("hello", res.body)
         assert.are.equal(200, res.status)
+        assert.are.equal("42", res.headers["x-sum"]) -- after the header block's end
         res = assert(c:get(plain .. "/redirect"))
         assert.are.equal(plain .. "/ok", res.url)
         assert.are.equal("ok", res.body)

@@ -123,11 +123,12 @@ function M.free_port()
 end
 
 --- Starts nghttpd serving docroot (h2c, or TLS with ALPN when cert and key given).
-function M.nghttpd(docroot, cert, key)
+-- flags: more of nghttpd's options, shell syntax (such as --trailer).
+function M.nghttpd(docroot, cert, key, flags)
   local dir = M.tmpdir()
   local pidf = dir .. "/pid"
   local port = M.free_port()
-  local cmd = "nghttpd -a 127.0.0.1 -d " .. q(docroot) .. " "
+  local cmd = "nghttpd -a 127.0.0.1 -d " .. q(docroot) .. " " .. (flags or "") .. " "
   if cert then cmd = cmd .. port .. " " .. q(key) .. " " .. q(cert)
   else cmd = cmd .. "--no-tls " .. port end
   assert(os.execute(cmd .. " >/dev/null 2>&1 & echo $! > " .. q(pidf)))
