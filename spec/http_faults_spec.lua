@@ -5,8 +5,9 @@ local lr = require "luarun"
 local http = require "luarun.http"
 local srv = require "support.httpserver"
 
--- Generous for the sanitizer build; the faults that need no timeout fail at once.
-local QUICK = 10
+-- Generous for the sanitizer build; the faults that need no timeout fail at once. A
+-- request that hung instead would end with kind "timeout" after FUSE seconds.
+local QUICK, FUSE = 10, 20
 
 local function assert_clean()
   local s = lr.stats()
@@ -19,6 +20,7 @@ end
 -- [min_s, max_s] seconds. Returns err.
 local function expect_failure(c, url, opts, kind, min_s, max_s)
   local t0 = lr.now()
+  opts = opts or {timeout = FUSE}
   local res, err = c:get(url, opts)
   local took = lr.now() - t0
   assert.is_nil(res, url .. " gave a response: " .. tostring(res and res.status))
