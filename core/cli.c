@@ -23,9 +23,10 @@ extern void __lsan_do_leak_check(void) __attribute__((weak));
 
 static void usage(FILE *f) {
   fprintf(f,
-    "usage: %s [options] script.lua [args...]\n"
+    "usage: %s [options] [script.lua [args...]]\n"
     "Runs a Lua 5.4 script as a task on an event loop (luarun %s).\n"
-    "  script.lua   the script to run ('-' reads it from standard input)\n"
+    "  script.lua   the script to run ('-', or no script with standard input not a\n"
+    "               terminal: read it from standard input)\n"
     "  -e CODE      run CODE instead of a script\n"
     "  --debug[=MS] report tasks that run longer than MS (default 100) without\n"
     "               yielding, with where they are stuck (also LUARUN_DEBUG=1,\n"
@@ -35,9 +36,11 @@ static void usage(FILE *f) {
     "               LUARUN_TRACE=FILE)\n"
     "  -v, --version  print the version\n"
     "  -h, --help     print this help\n"
-    "Modules: luarun (tasks, sleep, gather, timeout), luarun.http, luarun.fs,\n"
-    "luarun.json. Exit status: 0; 1 after an uncaught error; 130 after Ctrl-C;\n"
-    "143 after SIGTERM (both cancel the tasks first, so their cleanup runs).\n",
+    "Modules: luarun (tasks, sleep, gather, map, timeout, scope, locks, queues,\n"
+    "run_in_pool), luarun.http (HTTP client), luarun.fs (files), luarun.json.\n"
+    "Exit status: 0; 1 after an uncaught error; 130 after Ctrl-C; 143 after SIGTERM\n"
+    "(both cancel the tasks first, so their cleanup runs).\n"
+    "Manual: docs/ in the source tree (docs/README.md), and man luarun.\n",
     progname, LUARUN_VERSION);
 }
 
@@ -47,6 +50,7 @@ struct opts {
   int first_arg;      /* index in argv of the first script argument */
   int debug;          /* --debug: 1 + threshold in ms (0: off) */
   const char *trace;  /* --trace FILE */
+  int stdin_script;   /* no script named: standard input is the script */
 };
 
 /* Returns 0 to run, 1 when done (help/version), -1 on a usage error. */
@@ -96,8 +100,15 @@ static int parse(int argc, char **argv, struct opts *o) {
     }
   }
   if (!o->code && !o->script) {
-    usage(stderr);
-    return -1;
+    /* No script: standard input is the script, as with lua(1), unless it is a
+     * terminal (the help, until there is a prompt). */
+    if (isatty(STDIN_FILENO)) {
+      usage(stderr);
+      return -1;
+    }
+    o->stdin_script = 1;
+    o->first_arg = argc;
+    return 0;
   }
   o->first_arg = o->script + 1;
   return 0;
@@ -117,7 +128,7 @@ static void make_arg_table(lua_State *L, int argc, char **argv, const struct opt
 
 static int load_chunk(lua_State *L, const struct opts *o, char **argv) {
   if (o->code) return luaL_loadbuffer(L, o->code, strlen(o->code), "=(command line)");
-  if (strcmp(argv[o->script], "-") == 0) return luaL_loadfile(L, NULL);
+  if (o->stdin_script || strcmp(argv[o->script], "-") == 0) return luaL_loadfile(L, NULL);
   return luaL_loadfile(L, argv[o->script]); /* skips a #! first line */
 }
 

@@ -37,6 +37,22 @@ describe("luarun CLI", function()
     assert.are.equal(1, code)
   end)
 
+  it("runs standard input as the script when no script is named and it is not a terminal", function()
+    local code, out = util.sh(q(bin) .. " < /dev/null")
+    assert.are.equal(0, code) -- an empty script
+    assert.are.equal("", out)
+    code, out = util.sh(q(bin), 'local lr = require "luarun"\nlr.sleep(0.01)\nprint("from stdin", arg[0] ~= nil, select("#", ...))\n')
+    assert.are.equal(0, code)
+    assert.are.equal("from stdin\ttrue\t0\n", out)
+    code, out = util.sh(q(bin) .. " --", "print(1)")
+    assert.are.equal(0, code)
+    assert.are.equal("1\n", out)
+    -- A terminal still gets the help (there is no prompt yet): script(1), from
+    -- Debian's essential bsdutils, gives it one.
+    local _, tout = util.sh("script -qec " .. q(q(bin)) .. " /dev/null")
+    assert.matches("usage:", tout)
+  end)
+
   it("exits 1 with message, traceback and task on an uncaught error", function()
     local code, _, err = util.luarun('local function f() error("boom") end\nf()\n')
     assert.are.equal(1, code)
