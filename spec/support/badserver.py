@@ -33,6 +33,7 @@ Paths of the plain and tls ports (anything else is 404):
   /hang                  reads the request and never answers
   /big-line?n=N          a header line of N bytes (default 10 MB)
   /many-headers?n=N&size=S   N header lines of S bytes each
+  /close-delimited       a good response whose body ends when the connection closes
   /trailers              a chunked body with a trailer
   /redirect              302 to /ok
 
@@ -204,6 +205,7 @@ FAULTS = {
     "/hang": f_hang,
     "/big-line": f_big_line,
     "/many-headers": f_many_headers,
+    "/close-delimited": closes_after(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nok"),
     "/trailers": f_trailers,
     "/redirect": f_redirect,
 }
