@@ -3,7 +3,9 @@
  * Decoding uses jansson's parser: it validates UTF-8, reports errors with line,
  * column and byte offset, and bounds nesting at JSON_PARSER_MAX_DEPTH (2048), so
  * deep input raises instead of overflowing the C stack. The json_t tree is then
- * turned into Lua values.
+ * turned into Lua values. When memory runs out, encode and decode raise "not enough
+ * memory", the message of Lua's own memory errors, and never a syntax error: jansson
+ * itself cannot tell the two apart (see jalloc).
  *
  * Encoding writes JSON text directly from the Lua values instead of building a
  * json_t tree first: that saves one allocation per value, lets an error name the
@@ -32,6 +34,8 @@
  * - Cycles raise; a table reached twice without a cycle is encoded twice.
  */
 #include <math.h>
+#include <pthread.h>
+#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +48,8 @@ char lr_json_null_sentinel;
 #define ENC_MAX_DEPTH JSON_PARSER_MAX_DEPTH
 
 /* ================= encoding ================= */
+
+static int memory_error(lua_State *L);
 
 /* The output buffer lives in a userdata so an error mid-way frees it (its __gc). */
 typedef struct encbuf {
@@ -79,10 +85,10 @@ static void grow(enc *e, size_t extra) {
   encbuf *b = e->b;
   size_t cap = b->cap ? b->cap : 256;
   char *p;
-  if (extra > (size_t)-1 / 4 - b->n) luaL_error(e->L, "json.encode: out of memory");
+  if (extra > (size_t)-1 / 4 - b->n) memory_error(e->L);
   while (cap - b->n < extra) cap *= 2;
   p = realloc(b->p, cap);
-  if (p == NULL) luaL_error(e->L, "json.encode: out of memory");
+  if (p == NULL) memory_error(e->L);
   b->p = p;
   b->cap = cap;
 }
@@ -446,35 +452,136 @@ static void push_json(lua_State *L, json_t *j, int arr_mt) {
   }
 }
 
-/* Holds the parsed tree so a Lua error during conversion still frees it. */
-typedef struct jbox {
+/* Out of memory inside jansson (issue 23). jansson 2.14's parser never reports
+ * json_error_out_of_memory: a failed allocation comes back as a syntax error with a
+ * made-up position, or with an empty message at "line -1, column -1". Worse, its
+ * lexer ignores a failed growth of the token buffer and drops the byte: a long number
+ * then decodes to another value, and a string token that loses its closing quote is
+ * copied past the end of its buffer. So jansson's allocations never fail here: during
+ * a parse, our allocator jumps out of json_loadb instead of returning NULL, and every
+ * block jansson allocated since the parse began is freed from a list, parsed tree
+ * included. Blocks carry a 16-byte header with the links (malloc's alignment kept).
+ *
+ * The list (a parse) belongs to one thread; other threads' parses (pool workers)
+ * have lists of their own. Outside a parse, the hooks are plain malloc and free: the
+ * tree of a parse is never given to json_decref, only freed with its list. The hooks
+ * are process-wide (json_set_alloc_funcs): another module in the same process that
+ * sets its own would break this one. */
+typedef struct jblock {
+  struct jblock *prev, *next;
+} jblock;
+
+/* A parse in progress: its blocks, and where a failed allocation jumps to. */
+typedef struct jparse {
+  jblock head;        /* circular list of the blocks allocated by this parse */
+  jmp_buf oom;
+} jparse;
+
+static _Thread_local jparse *parsing;
+
+static void *jalloc(size_t n) {
+  jparse *jp = parsing;
+  jblock *b;
+  if (jp == NULL) return malloc(n);
+  b = n <= (size_t)-1 - sizeof *b ? malloc(sizeof *b + n) : NULL;
+  if (b == NULL) longjmp(jp->oom, 1);
+  b->prev = &jp->head;
+  b->next = jp->head.next;
+  b->next->prev = b;
+  jp->head.next = b;
+  return b + 1;
+}
+
+static void jfree(void *p) {
+  jblock *b;
+  if (p == NULL) return;
+  if (parsing == NULL) {
+    free(p);
+    return;
+  }
+  b = (jblock *)p - 1;
+  b->prev->next = b->next;
+  b->next->prev = b->prev;
+  free(b);
+}
+
+static void jparse_free_all(jparse *jp) {
+  jblock *b = jp->head.next, *next;
+  for (; b != &jp->head; b = next) {
+    next = b->next;
+    free(b);
+  }
+  jp->head.prev = jp->head.next = &jp->head;
+}
+
+static void install_hooks(void) {
+  json_set_alloc_funcs(jalloc, jfree);
+}
+
+static pthread_once_t hooks_once = PTHREAD_ONCE_INIT;
+
+/* Parses s into a tree whose blocks are on jp's list. Returns NULL with err set on
+ * invalid JSON, and sets *oom (and frees what the parse had allocated) when an
+ * allocation failed. Kept apart so that no local of the caller lives across the
+ * longjmp. */
+static json_t *parse(jparse *jp, const char *s, size_t n, json_error_t *err, int *oom) {
   json_t *root;
+  pthread_once(&hooks_once, install_hooks); /* before jansson's first allocation */
+  *oom = 0;
+  if (setjmp(jp->oom) != 0) {
+    parsing = NULL;
+    jparse_free_all(jp);
+    *oom = 1;
+    return NULL;
+  }
+  parsing = jp;
+  root = json_loadb(s, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, err);
+  parsing = NULL;
+  /* Newer jansson versions may say so themselves. */
+  if (root == NULL && json_error_code(err) == json_error_out_of_memory) {
+    jparse_free_all(jp);
+    *oom = 1;
+  }
+  return root;
+}
+
+/* Holds the parse's blocks so a Lua error during conversion still frees them. */
+typedef struct jbox {
+  jparse jp;
 } jbox;
 
 static int jbox_gc(lua_State *L) {
   jbox *b = lua_touserdata(L, 1);
-  if (b->root) json_decref(b->root);
-  b->root = NULL;
+  jparse_free_all(&b->jp);
   return 0;
+}
+
+/* What Lua itself raises when an allocation fails, so a caller can tell it from
+ * invalid input by the same test either way. */
+static int memory_error(lua_State *L) {
+  lua_pushliteral(L, "not enough memory");
+  return lua_error(L);
 }
 
 void lr_json_decode(lua_State *L, const char *s, size_t n) {
   json_error_t err;
+  json_t *root;
+  int oom;
   jbox *box = lua_newuserdatauv(L, sizeof *box, 0);
-  box->root = NULL;
+  box->jp.head.prev = box->jp.head.next = &box->jp.head;
   if (luaL_newmetatable(L, "luarun.json.Tree")) {
     lua_pushcfunction(L, jbox_gc);
     lua_setfield(L, -2, "__gc");
   }
   lua_setmetatable(L, -2);
   push_array_mt(L);                            /* box mt */
-  box->root = json_loadb(s, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
-  if (box->root == NULL)
+  root = parse(&box->jp, s, n, &err, &oom);
+  if (oom) memory_error(L);
+  if (root == NULL)
     luaL_error(L, "json.decode: %s at line %d, column %d (byte %d)", err.text, err.line,
                err.column, err.position);
-  push_json(L, box->root, lua_gettop(L));
-  json_decref(box->root);
-  box->root = NULL;
+  push_json(L, root, lua_gettop(L));           /* box mt value */
+  jparse_free_all(&box->jp);
   lua_replace(L, -3);
   lua_pop(L, 1);
 }

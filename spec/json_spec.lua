@@ -191,6 +191,82 @@ describe("luarun.json", function()
     it("raises on a non-string argument", function()
       assert.has_error(function() json.decode({}) end)
     end)
+
+    -- Issue 23: jansson 2.14 reports a failed allocation as a syntax error with a
+    -- made-up position (or "line -1, column -1"), and its lexer drops a byte when its
+    -- token buffer cannot grow: a long number decoded to another value, and a string
+    -- of 14 bytes that lost its closing quote was copied past its buffer (SIGSEGV).
+    -- Here a luarun process decodes and encodes valid JSON once for each allocation
+    -- it makes, with that allocation failing (test/failmalloc.c, preloaded).
+    it("under allocation failure raises 'not enough memory', never a syntax error", function()
+      local util = require "support.util"
+      local build = os.getenv("LUARUN_BUILD") or "./build"
+      local q = util.quote
+      local dir = os.tmpname()
+      os.remove(dir)
+      assert(os.execute("mkdir -p " .. q(dir)))
+      local script = [==[
+        local json = require "luarun.json"
+        local text = '{"title":"hello, world!!","n":12345678901234567890.5,' ..
+                     '"f":0.12345678901234567,"l":[1,2,{"x":"]==] .. ("y"):rep(30) .. [==["}]}'
+        local ok, v = pcall(json.decode, text)
+        if not ok then io.write("decode: ", tostring(v)) return end
+        if v.title ~= "hello, world!!" or v.n ~= 12345678901234567890.5 or
+           v.f ~= 0.12345678901234567 or v.l[3].x ~= ("y"):rep(30) then
+          io.write("decoded wrong")
+          return
+        end
+        local ok2, s = pcall(json.encode, v)
+        if not ok2 then io.write("encode: ", tostring(s)) return end
+        io.write("ok")
+      ]==]
+      local f = assert(io.open(dir .. "/script.lua", "wb"))
+      f:write(script)
+      f:close()
+      local function slurp(name)
+        local h = io.open(dir .. "/" .. name, "rb")
+        if not h then return "" end
+        local s = h:read("a")
+        h:close()
+        return s
+      end
+      -- Under the sanitizer build the shim comes ahead of the ASan runtime.
+      local asan = os.getenv("LUARUN_CHILD_ASAN_OPTIONS")
+      local env = "env -u LD_PRELOAD " .. (asan and "ASAN_OPTIONS=" .. q(asan .. ":verify_asan_link_order=0") or "") ..
+                  " LD_PRELOAD=" .. q(build .. "/failmalloc.so") .. " "
+      local code, out = util.sh(env .. "FAILMALLOC_COUNT=" .. q(dir .. "/count") .. " " ..
+                                q(util.exe) .. " " .. q(dir .. "/script.lua"))
+      assert.are.equal(0, code)
+      assert.are.equal("ok", out)
+      local count = assert(tonumber(slurp("count")), "the shim wrote no count")
+      -- Every run in one shell: N, exit status, then its output and stderr files.
+      local loop = ("for n in $(seq 1 %d); do " ..
+                    "timeout 60 %s FAILMALLOC_NTH=$n FAILMALLOC_TRACE=%s/$n.tr %s %s " ..
+                    ">%s/$n.out 2>%s/$n.err; echo $? >%s/$n.rc; done"):format(
+                    count + 5, env, q(dir), q(util.exe), q(dir .. "/script.lua"),
+                    q(dir), q(dir), q(dir))
+      assert.are.equal(0, (util.sh(loop)))
+      local bad, seen = {}, {}
+      for n = 1, count + 5 do
+        local rc, o, e = tonumber(slurp(n .. ".rc")), slurp(n .. ".out"), slurp(n .. ".err")
+        local fine
+        if e:find("Sanitizer") or e:find("runtime error:") then
+          fine = false
+        elseif o ~= "" then -- the script ran: each outcome it can write
+          fine = o == "ok" or o == "decode: not enough memory" or o == "encode: not enough memory"
+          seen[o] = true
+        elseif rc == 1 then -- luarun could not start: malloc_faults_spec judges those
+          fine = true
+        else -- libuv aborts when some of its own allocations fail (malloc_faults_spec)
+          fine = rc == 134 and slurp(n .. ".tr"):find("libuv%.so") ~= nil
+        end
+        if not fine then bad[#bad + 1] = ("N=%d: exit %s, %s %s"):format(n, rc, o, e) end
+      end
+      os.execute("rm -rf " .. q(dir))
+      assert.are.equal("", table.concat(bad, "\n"))
+      assert.is_true(seen["decode: not enough memory"], "no decode ran out of memory")
+      assert.is_true(seen["ok"], "no run got through")
+    end)
   end)
 
   describe("round trips", function()
