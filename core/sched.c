@@ -279,6 +279,14 @@ void lr_task_wake(lr_task *t, int why) {
   t->wake = (uint8_t)why;
   t->state = LR_READY;
   lr_waitq_push(&rt->ready, t);
+  /* A wake outside a scheduler turn comes from a libuv callback. If that callback
+   * runs before the loop polls (a timer already due when uv_run began, because tasks
+   * ran past its deadline), uv_run(UV_RUN_ONCE) would go on to block in epoll until
+   * the next event, and the task with it: lr.timeout(0.001, lr.sleep, 10) beside a
+   * busy task returned after the 10 s sleep, with the sleep's results (issue 23; seen
+   * in the malloc-failure sweep under load). uv_stop makes that poll return at once,
+   * and uv_run clears it as it returns. */
+  if (rt->batch == NULL) uv_stop(&rt->loop);
 }
 
 void lr_task_cancel(lr_task *t) {
