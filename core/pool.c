@@ -701,8 +701,11 @@ static pool *pool_start(lua_State *L, lr_runtime *rt) {
   pool *p = get_pool(rt);
   const char *path, *cpath;
   unsigned i, n;
+  int err = 0;
   pthread_attr_t attr;
   if (p == NULL) luaL_error(L, "run_in_pool: out of memory");
+  if (p->started && p->nworkers == 0) /* an earlier start failed: see below */
+    luaL_error(L, "run_in_pool: no worker thread could be started (out of memory?)");
   if (p->started) return p;
   lr_alloc_prime_malloc(); /* results come back as fresh strings: see alloc.c */
   p->ncores = (int)uv_available_parallelism();
@@ -727,7 +730,7 @@ static pool *pool_start(lua_State *L, lr_runtime *rt) {
   if (p->nworkers == 0) {
     free(p->workers);
     p->workers = NULL;
-    luaL_error(L, "run_in_pool: cannot create a Lua state for any worker");
+    luaL_error(L, "run_in_pool: cannot create a Lua state for any worker (not enough memory)");
   }
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->cv, NULL);
@@ -742,7 +745,7 @@ static pool *pool_start(lua_State *L, lr_runtime *rt) {
   pthread_attr_init(&attr);
   pthread_attr_setstacksize(&attr, 8u << 20); /* deep recursion in jobs, as in main */
   for (i = 0, n = p->nworkers; i < n; i++) {
-    if (pthread_create(&p->workers[i].th, &attr, worker_main, &p->workers[i]) != 0) {
+    if ((err = pthread_create(&p->workers[i].th, &attr, worker_main, &p->workers[i])) != 0) {
       /* Keep the ones that started (they come first). */
       unsigned k;
       for (k = i; k < n; k++) lua_close(p->workers[k].L);
@@ -752,8 +755,12 @@ static pool *pool_start(lua_State *L, lr_runtime *rt) {
   }
   pthread_attr_destroy(&attr);
   if (p->nworkers == 0) {
+    /* The pool stays started with no worker (its handles are live and closing them
+     * is asynchronous), so later calls raise at once instead of queueing jobs that
+     * nothing would run. glibc says EAGAIN when it cannot allocate the thread. */
     __atomic_store_n(&p->stop, 1, __ATOMIC_RELAXED);
-    luaL_error(L, "run_in_pool: cannot start any worker thread");
+    luaL_error(L, "run_in_pool: cannot start any worker thread: %s (out of memory or "
+               "threads)", strerror(err));
   }
   return p;
 }
