@@ -477,7 +477,11 @@ typedef struct jparse {
   jmp_buf oom;
 } jparse;
 
-static _Thread_local jparse *parsing;
+/* Initial-exec: in luarun.so, loaded by dlopen, a thread's block of the default TLS
+ * model is allocated at its first access, and glibc ends the process ("cannot
+ * allocate memory for thread-local data: ABORT") when that fails. Initial-exec TLS
+ * sits in the static block every thread gets when it is created. */
+static _Thread_local jparse *parsing __attribute__((tls_model("initial-exec")));
 
 static void *jalloc(size_t n) {
   jparse *jp = parsing;

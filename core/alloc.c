@@ -238,7 +238,9 @@ void lr_alloc_prime_malloc(void) {
 
 void lr_alloc_prime_thread(void) {
 #ifdef __GLIBC__
-  static __thread int primed;
+  /* Initial-exec: see json.c's `parsing` (dlopen'ed, the default model allocates at
+   * the first access, and exits the process if that fails). */
+  static __thread int primed __attribute__((tls_model("initial-exec")));
   void *b;
   if (primed) return;
   primed = 1;
