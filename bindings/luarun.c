@@ -1,5 +1,7 @@
 /* luarun.c: the `luarun` module: tasks, sleep, gather, timeout, run. */
+#include <dlfcn.h>
 #include <math.h>
+#include <pthread.h>
 #include "bindings.h"
 
 #define LR_MODULE(name, fn) int fn(lua_State *L);
@@ -119,8 +121,23 @@ static void preload_c_modules(lua_State *L) {
   lua_pop(L, 1);
 }
 
+/* luarun.so stays mapped until the process ends. Its file runners (core/fs.c) are
+ * never joined, so one may still be on its way out through our code when lua5.4
+ * closes its state at exit and dlcloses the module: about 1 run in 100 of a script
+ * using fs then died of SIGSEGV in a thread whose code had been unmapped (issue 23;
+ * seen by the malloc-failure sweep of the module form). RTLD_NODELETE keeps the
+ * code; in the executable this finds the program itself and does nothing. */
+static void pin_module(void) {
+  Dl_info info;
+  if (dladdr((void *)luaopen_luarun, &info) != 0 && info.dli_fname != NULL)
+    dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+}
+
 int luaopen_luarun(lua_State *L) {
-  lr_runtime *rt = lr_runtime_get(L);
+  static pthread_once_t pinned = PTHREAD_ONCE_INIT;
+  lr_runtime *rt;
+  pthread_once(&pinned, pin_module);
+  rt = lr_runtime_get(L);
   lr_sched_register(L);
   lr_coroutine_patch(L);
   lr_embedded_preload(L);
