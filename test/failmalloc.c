@@ -7,7 +7,9 @@
  *                        (with N = 0 this measures the sweep's length)
  *   FAILMALLOC_TRACE=F   when the N-th allocation fails, write its number, size and
  *                        backtrace to file F (the spec tells libraries that abort on
- *                        out-of-memory by design from our own bugs this way)
+ *                        out-of-memory by design from our own bugs this way), and
+ *                        where a later SIGSEGV or SIGBUS hit, unless the program has
+ *                        a handler of its own for them (ASan has)
  *
  * Allocations are malloc, calloc, realloc (except realloc(p, 0), a free),
  * posix_memalign, aligned_alloc, memalign, valloc and pvalloc; strdup and the like
@@ -26,6 +28,7 @@
 #include <execinfo.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -123,13 +126,54 @@ static void trace(unsigned long n, size_t size) {
   close(fd);
 }
 
+/* SIGSEGV or SIGBUS after the failure: where, then die of the signal as before (the
+ * handler was reset by SA_RESETHAND, and returning re-runs the faulting access). */
+static void crash(int sig) {
+  void *frame[64];
+  struct walk w = {frame, 0, 64};
+  char buf[64];
+  int fd = open(trace_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) return;
+  snprintf(buf, sizeof buf, "failmalloc: then signal %d at\n", sig);
+  say(fd, buf);
+  _Unwind_Backtrace(step, &w);
+  backtrace_symbols_fd(frame, w.n, fd);
+  close(fd);
+}
+
+static void catch_crashes(void) {
+  static const int sigs[] = {SIGSEGV, SIGBUS};
+  static char altstack[64 * 1024]; /* the crash may be a stack overflow */
+  struct sigaction sa, old;
+  stack_t st;
+  unsigned i;
+  /* Only where the program has no handler of its own: ASan has one, and an
+   * alternate stack it unmaps when the thread ends (ours is static). */
+  for (i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+    if (sigaction(sigs[i], NULL, &old) != 0 || old.sa_handler != SIG_DFL) return;
+  if (sigaltstack(NULL, &st) == 0 && (st.ss_flags & SS_DISABLE)) {
+    st.ss_sp = altstack;
+    st.ss_size = sizeof altstack;
+    st.ss_flags = 0;
+    sigaltstack(&st, NULL);
+  }
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = crash;
+  sa.sa_flags = SA_RESETHAND | SA_ONSTACK;
+  sigemptyset(&sa.sa_mask);
+  for (i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
+}
+
 /* Counts one allocation; returns 1 if this one is to fail. */
 static int should_fail(size_t size) {
   unsigned long n;
   if (uncounted) return 0;
   n = atomic_fetch_add(&count, 1) + 1;
   if (nth == 0 || n != nth) return 0;
-  if (trace_path != NULL) trace(n, size);
+  if (trace_path != NULL) {
+    trace(n, size);
+    catch_crashes();
+  }
   return 1;
 }
 
