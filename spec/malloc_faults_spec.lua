@@ -105,7 +105,9 @@ local function run_env(mode)
   -- -u: the shell and xargs run without the ASan runtime busted's lua5.4 preloads.
   local env = "-u LD_PRELOAD LIMIT=" .. (child_asan and 60 or 20)
   if mode.module then
-    local preload = shim .. (child_asan and ":" .. os.getenv("LD_PRELOAD") or "")
+    -- .ci/test preloads the ASan runtime into busted's lua5.4: the same for ours.
+    local asan_rt = child_asan and os.getenv("LD_PRELOAD")
+    local preload = shim .. (asan_rt and ":" .. asan_rt or "")
     env = env .. " SHIM=" .. q(preload) .. " EXE=lua5.4 SCRIPT=module.lua"
     if child_asan then
       env = env .. " ASAN_OPTIONS=" .. q(child_asan .. ":verify_asan_link_order=0:detect_leaks=0")
