@@ -297,7 +297,7 @@ int lr_error_fail(lua_State *L, const char *kind, const char *message);
 int lr_error_is(lua_State *L, int idx, const char *kind);
 void lr_error_raise_cancelled(lua_State *L);
 
-/* ---- fs.c: file requests on libuv's thread pool (luarun.fs) ---- */
+/* ---- fs.c, fs_job.c, fs_runners.c: file requests (luarun.fs) ---- */
 /* An open file, shared by the luarun.File userdata and the requests that use its fd.
  * Freed when refs drops to 0 (the userdata holds one reference, each request one). */
 typedef struct lr_file {
@@ -384,6 +384,30 @@ void lr_file_unref(lr_file *f);
 /* Marks f closed; closes its fd once no request uses it, without waiting (the File's
  * __gc and __close). */
 void lr_file_close_later(lr_file *f);
+
+/* Between fs.c (the calls), fs_job.c (the jobs' system calls) and fs_runners.c (the
+ * runner threads and their queue). A request's step: */
+enum {
+  LR_STEP_ONE = 1,  /* a single call in flight, or a job taken by a runner */
+  LR_STEP_WRITE,    /* file:write: a chunk in flight */
+  LR_STEP_MKDIR,    /* mkdir with parents: one prefix in flight */
+  LR_STEP_STAT,     /* mkdir with parents: checking what exists */
+  LR_STEP_STAGED,   /* a job staged this turn of the scheduler (loop thread only) */
+  LR_STEP_PENDING   /* a job queued for the runners */
+};
+#define LR_FS_WRITE_CHUNK ((size_t)4 << 20) /* write data copied and written per step */
+#define LR_FS_COPY_MAX ((size_t)256 << 10)  /* write_file data copied before the job */
+void lr_fs_end(lr_fs *r);                    /* fs.c: the call is over (loop thread) */
+int lr_fs_job_start(lr_fs *r);               /* fs_runners.c: 0 or a libuv error */
+int lr_fs_job_cancel(lr_fs *r);              /* 1: never started, the caller frees r */
+void lr_fs_job_flush(lr_fs *r);              /* runner: deliver what is done first */
+void lr_fs_job_opened(lr_fs *r, uint64_t open_ns); /* runner: the target is open */
+void lr_fs_run_job(lr_fs *r);                /* fs_job.c: runs r on this thread */
+int lr_fs_job_cancelled(lr_fs *r);
+void lr_fs_loan_revoke(lr_fs *r);            /* the job will not read the task's string */
+int lr_fs_may_create_unnamed(const lr_fs *r);
+int lr_fs_unnamed_forced(void);              /* LUARUN_FS_CREATE=unnamed */
+void lr_fs_job_setup(void);                  /* once, before the first job */
 
 /* ---- alloc.c: the executable's Lua allocator (small blocks from free lists) ---- */
 #define LR_ALLOC_SMALL_MAX 4096
