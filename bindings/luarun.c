@@ -34,7 +34,11 @@ static int l_sleep(lua_State *L) {
     if (deadline != UINT64_MAX && lr_timer_add(t->rt, t, deadline) != 0)
       return luaL_error(L, "sleep: out of memory");
   }
-  if (t->rt->trace && s > 0) lr_trace_begin(t, LR_TRACE_SLEEP, NULL, NULL, s);
+  if (lr_observed(t->rt) && s > 0) {
+    lr_wait_desc d = {"sleep", NULL, 0, 0, 0, {{0}}};
+    lr_wait_num(&d, "seconds", s, 0);
+    lr_hooks_wait(t->rt, t, &d);
+  }
   return lr_task_park(L, t, NULL, (lua_KContext)t, sleep_k);
 }
 
@@ -138,6 +142,7 @@ int luaopen_luarun(lua_State *L) {
   lr_runtime *rt;
   pthread_once(&pinned, pin_module);
   rt = lr_runtime_get(L);
+  lr_observe_init(rt); /* LUARUN_TRACE, LUARUN_DEBUG */
   lr_sched_register(L);
   lr_coroutine_patch(L);
   lr_embedded_preload(L);

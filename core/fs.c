@@ -298,6 +298,24 @@ static int fs_k(lua_State *L, int status, lua_KContext ctx) {
   return finish(L, (lr_fs *)ctx);
 }
 
+static const char *op_name(int op) {
+  static const char *const names[] = {
+    "?", "open", "close", "read", "write", "sync", "fstat", "stat", "lstat", "readdir",
+    "mkdir", "mkdir", "remove", "rmdir", "rename", "copyfile", "mkdtemp", "read_file",
+    "write_file", "exists"
+  };
+  return op > 0 && op < (int)(sizeof names / sizeof names[0]) ? names[op] : "?";
+}
+
+/* For the observers (--trace): the call, its path and its target. */
+static void describe_wait(lr_fs *r) {
+  lr_wait_desc d = {"fs", op_name(r->op), 0, 0, 0, {{0}}};
+  lr_wait_str(&d, "op", op_name(r->op));
+  lr_wait_str(&d, "path", r->path ? r->path : (r->file ? r->file->path : NULL));
+  if (r->op == LR_FS_RENAME || r->op == LR_FS_COPYFILE) lr_wait_str(&d, "to", r->path2);
+  lr_hooks_wait(r->rt, r->task, &d);
+}
+
 int lr_fs_start(lua_State *L, lr_fs *r, lr_fs_result push) {
   int rc;
   lr_task *t = r->task;
@@ -308,7 +326,7 @@ int lr_fs_start(lua_State *L, lr_fs *r, lr_fs_result push) {
     r->status = rc;
     return finish(L, r);
   }
-  if (r->rt->trace) lr_trace_fs(r);
+  if (lr_observed(r->rt)) describe_wait(r);
   lr_waitq_push(&r->q, t);
   return lr_task_park(L, t, fs_cancel, (lua_KContext)r, fs_k);
 }

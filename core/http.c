@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -212,6 +213,34 @@ static void req_removed(lr_http_client *c, lr_http_req *r) {
   if (--c->active == 0) uv_unref((uv_handle_t *)&c->timer);
 }
 
+/* For the observers (--trace): the transfer of r->task ended (or was cancelled), with
+ * its method, URL, status, size and times; the wait spans [started, finished]. */
+static void describe_outcome(lr_http_req *r, int cancelled) {
+  lr_wait_desc d = {"http", NULL, r->started, r->finished, 0, {{0}}};
+  char *url = NULL, *method = NULL, name[2048];
+  long code = 0;
+  curl_off_t connect = 0, first = 0;
+  if (r->task == NULL) return;
+  lr_curl.easy_getinfo(r->easy, CURLINFO_EFFECTIVE_URL, &url);
+  lr_curl.easy_getinfo(r->easy, CURLINFO_EFFECTIVE_METHOD, &method);
+  lr_curl.easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
+  lr_curl.easy_getinfo(r->easy, CURLINFO_CONNECT_TIME_T, &connect);
+  lr_curl.easy_getinfo(r->easy, CURLINFO_STARTTRANSFER_TIME_T, &first);
+  if (method == NULL) method = "GET";
+  snprintf(name, sizeof name, "%s %s", method, url ? url : "");
+  d.name = name;
+  lr_wait_str(&d, "method", method);
+  lr_wait_str(&d, "url", url ? url : "");
+  lr_wait_num(&d, "status", (double)code, 1);
+  lr_wait_num(&d, "bytes", (double)r->received, 1);
+  lr_wait_num(&d, "connect_ms", (double)connect / 1e3, 0);
+  lr_wait_num(&d, "first_byte_ms", (double)first / 1e3, 0);
+  if (cancelled) lr_wait_num(&d, "cancelled", 1, 2);
+  if (!cancelled && r->done && r->result != CURLE_OK)
+    lr_wait_str(&d, "error", r->errbuf[0] ? r->errbuf : lr_curl.easy_strerror(r->result));
+  lr_hooks_wait_end(r->client->rt, r->task, &d);
+}
+
 static void drain(lr_http_client *c) {
   CURLMsg *m;
   int left;
@@ -232,7 +261,7 @@ static void drain(lr_http_client *c) {
     r->result = res;
     r->done = 1;
     r->finished = uv_hrtime();
-    if (c->rt->trace) lr_trace_http(r, 0);
+    if (lr_observed(c->rt)) describe_outcome(r, 0);
     if (r->task) lr_task_wake(r->task, LR_WAKE_DONE);
   }
 }
@@ -632,7 +661,7 @@ void lr_http_req_cancel(lr_task *t) {
       req_removed(c, r);
     }
   }
-  if (c->rt->trace) lr_trace_http(r, 1);
+  if (lr_observed(c->rt)) describe_outcome(r, 1);
   lr_task_wake(t, LR_WAKE_CANCELLED);
 }
 

@@ -78,6 +78,7 @@ static int rt_gc(lua_State *L) {
   if (rt == NULL || rt->closing) return 0;
   rt->closing = 1;
   for (i = rt->ncloser - 1; i >= 0; i--) rt->closers[i](rt);
+  lr_hooks_close(rt);
   lr_timer_close(rt);
   uv_walk(&rt->loop, close_walk_cb, NULL);
   free(rt->free_slots);
@@ -118,7 +119,7 @@ void lr_register_class(lua_State *L, const char *name, const luaL_Reg *methods,
 
 lr_runtime *lr_runtime_get(lua_State *L) {
   lr_runtime *rt, **box;
-  int refs[4], i;
+  int refs[4], i, rc;
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &RT_KEY) == LUA_TUSERDATA) {
     rt = *(lr_runtime **)lua_touserdata(L, -1);
     lua_pop(L, 1);
@@ -136,9 +137,9 @@ lr_runtime *lr_runtime_get(lua_State *L) {
   lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);
   if ((rt = calloc(1, sizeof *rt)) == NULL) luaL_error(L, "not enough memory");
-  if (uv_loop_init(&rt->loop) != 0) {
+  if ((rc = uv_loop_init(&rt->loop)) != 0) {
     free(rt);
-    luaL_error(L, "luarun: cannot create the event loop");
+    luaL_error(L, "cannot create the event loop: %s", uv_strerror(rc));
   }
   rt->loop.data = rt;
   rt->L = L;
@@ -153,7 +154,6 @@ lr_runtime *lr_runtime_get(lua_State *L) {
   lua_pop(L, 1);
   *(void **)lua_getextraspace(L) = NULL;
   lr_timer_init(rt);
-  lr_observe_init(rt);
   *box = rt;
   lua_rawsetp(L, LUA_REGISTRYINDEX, &RT_KEY);
   raise_nofile_limit();
@@ -269,7 +269,7 @@ int lr_runtime_run_main(lua_State *L, lr_runtime *rt, int nargs, int *nres) {
   t->flags |= LR_F_MAIN | LR_F_WAITED;
   rt->main = t;
   rc = lr_runtime_drive(rt);
-  if (rt->trace) lr_trace_write(rt);
+  if (rt->nobs) lr_hooks_run_end(rt);
   rt->running = 0;
   rt->main = NULL;
   if (rc < 0) {

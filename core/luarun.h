@@ -134,10 +134,9 @@ struct lr_runtime {
   lua_State *running_co; /* the thread executing Lua right now (for SIGINT) */
   lr_closer closers[LR_MAX_CLOSERS]; /* subsystems to shut down, last first */
   int ncloser;
-  /* observe: --trace and --debug (trace.c, watchdog.c); NULL/0 when off */
-  struct lr_trace *trace;
-  struct lr_watchdog *watchdog;
-  uint8_t observe;       /* trace or watchdog on: the scheduler calls lr_observe_* */
+  /* Observers registered with the scheduler (sched_hooks.c); none: nobs == 0. */
+  struct lr_observer *observers;
+  uint8_t nobs;
 };
 
 /* The yield value that marks "parked by luarun" as opposed to a user coroutine.yield. */
@@ -475,37 +474,81 @@ unsigned lr_pool_size(lr_runtime *rt);
  * none). Returns 0, or -1 if the pool already runs with other settings. */
 int lr_pool_configure(lr_runtime *rt, unsigned size, size_t mem_limit);
 
-/* ---- observe: trace.c (--trace, LUARUN_TRACE) and watchdog.c (--debug) ----
- * Every hook is called behind one `if (rt->trace)` / `if (rt->observe)` test, so a
- * run without --trace or --debug pays one predictable branch per site. */
-struct lr_http_req;
-enum { LR_TRACE_WAIT = 0, LR_TRACE_SLEEP, LR_TRACE_POOL, LR_TRACE_FS, LR_TRACE_HTTP };
-/* Reads LUARUN_TRACE, LUARUN_DEBUG and LUARUN_DEBUG_MS (lr_runtime_get). */
+/* ---- sched_hooks.c: the scheduler's observers ----
+ * An observer (trace.c, watchdog.c, any later one) registers hooks; the scheduler and
+ * the subsystems call them through LR_HOOK, which costs one predictable branch per
+ * event while none is registered, and none of them names an observer. A subsystem
+ * is traced by describing its waits: lr_wait_describe when its task parks (or is
+ * about to), lr_wait_finish when the outcome is known (a status, a byte count). */
+#define LR_MAX_OBSERVERS 4
+#define LR_WAIT_MAX_ARGS 8
+typedef struct lr_wait_arg {
+  const char *key;       /* static */
+  const char *s;         /* a string (observers copy what they keep), or NULL: n */
+  double n;
+  int is_int;            /* 1: n is a count or a status (an integer); 2: a boolean */
+} lr_wait_arg;
+typedef struct lr_wait_desc {
+  const char *kind;      /* static: "sleep", "http", "fs", "pool"... (the category) */
+  const char *name;      /* what the wait is called (copied), or NULL: the kind */
+  uint64_t start, end;   /* lr_wait_finish: when it began and ended (hrtime), or 0 */
+  int nargs;
+  lr_wait_arg args[LR_WAIT_MAX_ARGS];
+} lr_wait_desc;
+typedef struct lr_observer {
+  const void *id;        /* the observer's own address, to find its ud again */
+  void *ud;
+  void (*spawn)(void *ud, lr_task *t);      /* t was created; rt->current spawned it */
+  void (*resume)(void *ud, lr_task *t);     /* t is about to run */
+  void (*yield)(void *ud, lr_task *t);      /* t stopped: parked, or ended (lua_status) */
+  void (*wait)(void *ud, lr_task *t, const lr_wait_desc *d);     /* t parks on d */
+  void (*wait_end)(void *ud, lr_task *t, const lr_wait_desc *d); /* its outcome */
+  void (*done)(void *ud, lr_task *t);       /* t finished: t->result is set */
+  void (*run_end)(void *ud, lr_runtime *rt); /* lr_runtime_run_main returns */
+  void (*close)(void *ud, lr_runtime *rt);  /* the runtime closes: free ud */
+} lr_observer;
+/* Registers a copy of o (hooks may be NULL). Returns 0, or -1 when full or out of
+ * memory. */
+int lr_observer_add(lr_runtime *rt, const lr_observer *o);
+/* The ud of the observer registered with this id, or NULL. */
+void *lr_observer_ud(lr_runtime *rt, const void *id);
+/* Unregisters it (its close hook is not called). */
+void lr_observer_remove(lr_runtime *rt, const void *id);
+void lr_hooks_spawn(lr_runtime *rt, lr_task *t);
+void lr_hooks_resume(lr_runtime *rt, lr_task *t);
+void lr_hooks_yield(lr_runtime *rt, lr_task *t);
+void lr_hooks_done(lr_runtime *rt, lr_task *t);
+void lr_hooks_run_end(lr_runtime *rt);
+void lr_hooks_close(lr_runtime *rt);
+void lr_hooks_wait(lr_runtime *rt, lr_task *t, const lr_wait_desc *d);
+void lr_hooks_wait_end(lr_runtime *rt, lr_task *t, const lr_wait_desc *d);
+#define LR_HOOK(rt, ev, ...) do { if ((rt)->nobs) lr_hooks_##ev((rt), __VA_ARGS__); } while (0)
+/* Whether anyone observes: build a wait's description only then. */
+#define lr_observed(rt) ((rt)->nobs != 0)
+/* Adds an argument to a wait's description (beyond LR_WAIT_MAX_ARGS: dropped). */
+static inline void lr_wait_str(lr_wait_desc *d, const char *key, const char *s) {
+  if (d->nargs < LR_WAIT_MAX_ARGS && s) {
+    d->args[d->nargs].key = key, d->args[d->nargs].s = s, d->args[d->nargs].is_int = 0;
+    d->nargs++;
+  }
+}
+static inline void lr_wait_num(lr_wait_desc *d, const char *key, double n, int is_int) {
+  if (d->nargs < LR_WAIT_MAX_ARGS) {
+    d->args[d->nargs].key = key, d->args[d->nargs].s = NULL;
+    d->args[d->nargs].n = n, d->args[d->nargs].is_int = is_int;
+    d->nargs++;
+  }
+}
+
+/* ---- observers: trace.c (--trace, LUARUN_TRACE) and watchdog.c (--debug) ---- */
+/* Reads LUARUN_TRACE, LUARUN_DEBUG and LUARUN_DEBUG_MS (luaopen_luarun). */
 void lr_observe_init(lr_runtime *rt);
-/* Around each resume of a task (sched.c run_task), when rt->observe. */
-void lr_observe_resume(lr_runtime *rt, lr_task *t);
-void lr_observe_yield(lr_runtime *rt, lr_task *t);
 /* Starts tracing into path (.html: a waterfall page, else Chrome trace JSON). Returns
- * 0, or -1 if out of memory. */
+ * 0, or -1 if out of memory. The file is written at the end of each run. */
 int lr_trace_open(lr_runtime *rt, const char *path);
-void lr_trace_spawn(lr_runtime *rt, lr_task *t);
-void lr_trace_done(lr_runtime *rt, lr_task *t);
-/* Opens a span of kind LR_TRACE_* for what t is about to wait on (strings copied,
- * may be NULL; x: sleep seconds). The span ends when t is next resumed, or at
- * lr_trace_end (a wait that ended without parking). */
-void lr_trace_begin(lr_task *t, int kind, const char *s1, const char *s2, double x);
-void lr_trace_end(lr_task *t);
-/* A file request is about to park its task (fs.c). */
-void lr_trace_fs(lr_fs *r);
-/* An HTTP transfer of r->task ended (or was cancelled): url, status, times. */
-void lr_trace_http(struct lr_http_req *r, int cancelled);
-/* Writes the trace file with everything recorded so far (end of each run). */
-void lr_trace_write(lr_runtime *rt);
 /* Starts the blocked-loop watchdog: reports runs longer than ms without a yield.
  * Returns 0, or -1 if the thread cannot start. */
 int lr_watchdog_start(lr_runtime *rt, unsigned ms);
-void lr_watchdog_resume(lr_runtime *rt, lr_task *t);
-void lr_watchdog_yield(lr_runtime *rt, lr_task *t);
 
 /* ---- embedded Lua parts (generated at build time from lua/) ---- */
 /* Sets package.preload entries for every embedded Lua module. */

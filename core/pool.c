@@ -965,7 +965,11 @@ int lr_pool_call(lua_State *L, lr_task *t, int kind, lr_copybuf *code, lr_copybu
   job *j = job_new(p);
   int spin;
   if (j == NULL) return luaL_error(L, "run_in_pool: out of memory");
-  if (t->rt->trace) lr_trace_begin(t, LR_TRACE_POOL, kind == LR_POOL_NAME ? code->p : NULL, NULL, 0);
+  if (lr_observed(t->rt)) {
+    lr_wait_desc d = {"pool", "run_in_pool", 0, 0, 0, {{0}}};
+    lr_wait_str(&d, "function", kind == LR_POOL_NAME ? code->p : "(function)");
+    lr_hooks_wait(t->rt, t, &d);
+  }
   j->p = p;
   j->kind = kind;
   j->task = t;
@@ -990,7 +994,10 @@ int lr_pool_call(lua_State *L, lr_task *t, int kind, lr_copybuf *code, lr_copybu
   j->caller_spinning = spin;
   pthread_mutex_unlock(&p->mu);
   if (spin && spin_for_result(p, j)) {
-    if (t->rt->trace) lr_trace_end(t);
+    if (lr_observed(t->rt)) { /* the wait ended without parking */
+      lr_wait_desc d = {"pool", "run_in_pool", 0, 0, 0, {{0}}};
+      lr_hooks_wait_end(t->rt, t, &d);
+    }
     j->task = NULL;
     return finish_job(L, j);
   }

@@ -152,7 +152,7 @@ lr_task *lr_task_spawn(lua_State *L, lr_runtime *rt, int nargs, int level) {
   rt->live++;
   t->state = LR_READY;
   lr_waitq_push(&rt->ready, t);
-  if (rt->trace) lr_trace_spawn(rt, t);
+  LR_HOOK(rt, spawn, t);
   return t;
 }
 
@@ -481,7 +481,7 @@ static void finish(lr_runtime *rt, lr_task *t, int status, int nres) {
     rt->failures++;
     lr_report_task_error(rt, t);
   }
-  if (rt->trace) lr_trace_done(rt, t);
+  LR_HOOK(rt, done, t);
   while ((w = t->waiters.head) != NULL) lr_task_wake(w, LR_WAKE_DONE);
   if (t->owner) t->owner->child_done(t->owner, t);
   /* The main task failed: the run is over, so the others are cancelled (their
@@ -523,7 +523,7 @@ static void run_task(lr_runtime *rt, lr_task *t) {
   /* The running task's userdata waits on the driver's stack for lr.current(). */
   lua_xmove(co, rt->L, 1);
   rt->current_idx = lua_gettop(rt->L);
-  if (rt->observe) lr_observe_resume(rt, t);
+  LR_HOOK(rt, resume, t);
   status = lua_resume(co, rt->from, nargs, &nres);
   rt->running_co = NULL;
   rt->current = NULL;
@@ -542,7 +542,7 @@ static void run_task(lr_runtime *rt, lr_task *t) {
     lua_xmove(rt->L, co, 1); /* the userdata, kept on top while suspended */
     lua_settop(rt->L, rt->current_idx - 1);
     rt->current_idx = 0;
-    if (rt->observe) lr_observe_yield(rt, t);
+    LR_HOOK(rt, yield, t);
     return;
   }
   {
@@ -552,7 +552,7 @@ static void run_task(lr_runtime *rt, lr_task *t) {
      * would run its __gc, which frees that very slot. */
     int self_idx = rt->current_idx;
     rt->current_idx = 0;
-    if (rt->observe) lr_observe_yield(rt, t);
+    LR_HOOK(rt, yield, t);
     finish(rt, t, status, nres);
     lua_settop(rt->L, self_idx - 1);
   }

@@ -1,55 +1,58 @@
-/* trace.c: the timeline (--trace FILE, LUARUN_TRACE=FILE).
+/* trace.c: the timeline (--trace FILE, LUARUN_TRACE=FILE), an observer of the
+ * scheduler (sched_hooks.c).
  *
- * While a trace is on, the scheduler and the waits record spans into one array of
- * events, and the file is written at the end of the run: Chrome's trace-event JSON
- * (Perfetto, chrome://tracing), or, for a path ending in .html, a self-contained page
- * drawing the same events as a waterfall (lua/luarun/trace_html.lua).
+ * While a trace is on, its hooks record spans into one array of events, and the file
+ * is written at the end of each run: Chrome's trace-event JSON (Perfetto,
+ * chrome://tracing), or, for a path ending in .html, a self-contained page drawing
+ * the same events as a waterfall (lua/luarun/trace_html.lua).
  *
  * One track per task (tid = task id, named after the task). On it, properly nested:
  * the task's life [spawn, done]; "run" slices [resume, yield]; and between two runs
- * the wait, labelled by what the task waited on (sleep, HTTP, pool, file call) or
- * "wait" for anything else (gather, task:wait, a queue...). A wait opened inside a
- * run (the primitive records it just before it parks) starts at the yield, so that
- * it never overlaps the run slice. Runs and unlabelled waits shorter than
- * MIN_SLICE_NS are left out, or a crawler's trace would be mostly noise.
- *
- * Off, none of this runs: every hook site tests rt->trace (or rt->observe) first.
+ * the wait, named and labelled by the description its subsystem gave (a sleep, an
+ * HTTP request, a pool job, a file call: whatever lr_wait_describe said), or "wait"
+ * for anything else (gather, task:wait, a queue...). A wait described inside a run
+ * (the primitive describes it just before it parks) starts at the yield, so that it
+ * never overlaps the run slice. Runs and unlabelled waits shorter than MIN_SLICE_NS
+ * are left out, or a crawler's trace would be mostly noise. Nothing here knows any
+ * subsystem: a new one is traced by describing its waits.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include "luarun.h"
-#include "curl_api.h"
 
 #define MIN_SLICE_NS 100000 /* 0.1 ms */
 
 typedef struct lr_trace lr_trace;
 
-enum { EV_TASK = 16, EV_RUN };
+enum { EV_WAIT, EV_SPAN, EV_TASK, EV_RUN };
 
 typedef struct ev {
   uint64_t start, end;   /* hrtime; end 0 while open */
   uint32_t tid;
-  uint8_t kind;          /* LR_TRACE_* or EV_* */
-  uint8_t flag;          /* http: cancelled; task: result */
-  int32_t status;        /* http status; task: spawned by (task id) */
-  int64_t bytes;
-  double x, y;           /* sleep: seconds; http: connect and first-byte (s) */
-  char *s1, *s2, *s3;    /* owned: see write_event */
+  uint8_t kind;          /* EV_* */
+  uint8_t result;        /* task: LR_RES_* */
+  uint32_t parent;       /* task: spawned by (task id) */
+  const char *cat;       /* span: the wait's kind (a static string) */
+  char *name;            /* owned: task name, span name, what a wait is on, or NULL */
+  lr_wait_arg *args;     /* owned (with their strings): a span's arguments */
+  int nargs;
 } ev;
 
 /* Per task id: what is open on its track. */
 typedef struct tstate {
   uint64_t spawn, run_start, wait_start;
   char *what;            /* owned: what the open unlabelled wait is on, or NULL */
-  uint32_t open;         /* index + 1 of its open labelled span, or 0 */
+  uint32_t open;         /* index + 1 of its open described span, or 0 */
   uint32_t parent;
   uint8_t waiting;       /* an unlabelled wait is open since wait_start */
   uint8_t spawned, done;
 } tstate;
 
 struct lr_trace {
+  lr_runtime *rt;
   char *path;
   int html;
   uint64_t t0;
@@ -58,6 +61,8 @@ struct lr_trace {
   tstate *ts;
   uint32_t capts;
 };
+
+static const char trace_id = 't'; /* how the trace finds itself among the observers */
 
 static char *dup_str(const char *s) {
   return s ? strdup(s) : NULL;
@@ -96,6 +101,30 @@ static long add_ev(lr_trace *tr, int kind, uint32_t tid, uint64_t start, uint64_
   return (long)tr->nev++;
 }
 
+static void free_args(lr_wait_arg *a, int n) {
+  int i;
+  for (i = 0; i < n; i++) free((char *)a[i].s);
+  free(a);
+}
+
+/* Gives event i the description d: its kind, name and a copy of its arguments. */
+static void describe(lr_trace *tr, long i, const lr_wait_desc *d) {
+  ev *e = &tr->evs[i];
+  int k;
+  e->cat = d->kind;
+  free(e->name);
+  e->name = dup_str(d->name ? d->name : d->kind);
+  free_args(e->args, e->nargs);
+  e->nargs = 0;
+  if (d->nargs > 0 && (e->args = calloc((size_t)d->nargs, sizeof *e->args)) != NULL) {
+    for (k = 0; k < d->nargs; k++) {
+      e->args[k] = d->args[k];
+      e->args[k].s = dup_str(d->args[k].s);
+    }
+    e->nargs = d->nargs;
+  }
+}
+
 /* Ends whatever wait is open on the task's track at now. */
 static void close_open(lr_trace *tr, tstate *s, uint32_t tid, uint64_t now) {
   if (s->open) {
@@ -106,105 +135,56 @@ static void close_open(lr_trace *tr, tstate *s, uint32_t tid, uint64_t now) {
   if (s->waiting) {
     long i = -1;
     s->waiting = 0;
-    if (now - s->wait_start >= MIN_SLICE_NS) i = add_ev(tr, LR_TRACE_WAIT, tid, s->wait_start, now);
-    if (i >= 0) tr->evs[i].s1 = s->what;
+    if (now - s->wait_start >= MIN_SLICE_NS) i = add_ev(tr, EV_WAIT, tid, s->wait_start, now);
+    if (i >= 0) tr->evs[i].name = s->what;
     else free(s->what);
     s->what = NULL;
   }
 }
 
-/* ---- opening and closing ---- */
-
-static void free_trace(lr_runtime *rt);
-
-int lr_trace_open(lr_runtime *rt, const char *path) {
-  lr_trace *tr = rt->trace;
-  size_t n = strlen(path);
-  char *p = strdup(path);
-  if (p == NULL) return -1;
-  if (tr == NULL) {
-    if ((tr = calloc(1, sizeof *tr)) == NULL) {
-      free(p);
-      return -1;
-    }
-    tr->t0 = uv_hrtime();
-    rt->trace = tr;
-    lr_runtime_on_close(rt, free_trace);
-  }
-  free(tr->path);
-  tr->path = p;
-  tr->html = n >= 5 && strcasecmp(path + n - 5, ".html") == 0;
-  rt->observe = 1;
-  return 0;
-}
-
-static void free_trace(lr_runtime *rt) {
-  lr_trace *tr = rt->trace;
-  size_t i;
-  if (tr == NULL) return;
-  for (i = 0; i < tr->nev; i++) {
-    free(tr->evs[i].s1);
-    free(tr->evs[i].s2);
-    free(tr->evs[i].s3);
-  }
-  free(tr->evs);
-  for (i = 0; i < tr->capts; i++) free(tr->ts[i].what);
-  free(tr->ts);
-  free(tr->path);
-  free(tr);
-  rt->trace = NULL;
-  rt->observe = rt->watchdog != NULL;
-}
-
 /* ---- the hooks ---- */
 
-void lr_observe_resume(lr_runtime *rt, lr_task *t) {
-  if (rt->watchdog) lr_watchdog_resume(rt, t);
-  if (rt->trace) {
-    lr_trace *tr = rt->trace;
-    tstate *s = task_state(tr, t->id);
-    uint64_t now = uv_hrtime();
-    if (s == NULL) return;
-    close_open(tr, s, t->id, now);
-    s->run_start = now;
-  }
+static void on_resume(void *ud, lr_task *t) {
+  lr_trace *tr = ud;
+  tstate *s = task_state(tr, t->id);
+  uint64_t now = uv_hrtime();
+  if (s == NULL) return;
+  close_open(tr, s, t->id, now);
+  s->run_start = now;
 }
 
-void lr_observe_yield(lr_runtime *rt, lr_task *t) {
-  if (rt->trace) {
-    lr_trace *tr = rt->trace;
-    tstate *s = task_state(tr, t->id);
-    uint64_t now = uv_hrtime();
-    if (s != NULL) {
-      if (now - s->run_start >= MIN_SLICE_NS) add_ev(tr, EV_RUN, t->id, s->run_start, now);
-      if (lua_status(t->co) == LUA_YIELD) { /* parked (not finished): a wait begins */
-        if (s->open) {
-          tr->evs[s->open - 1].start = now;
-        } else {
-          s->waiting = 1;
-          s->wait_start = now;
-          if (t->state == LR_PARKED) { /* say on what: "Queue:get, queue empty" */
-            lr_task_push_waiting(rt->L, t);
-            s->what = dup_str(lua_tostring(rt->L, -1));
-            lua_pop(rt->L, 1);
-          }
-        }
-      }
+static void on_yield(void *ud, lr_task *t) {
+  lr_trace *tr = ud;
+  tstate *s = task_state(tr, t->id);
+  uint64_t now = uv_hrtime();
+  if (s == NULL) return;
+  if (now - s->run_start >= MIN_SLICE_NS) add_ev(tr, EV_RUN, t->id, s->run_start, now);
+  if (lua_status(t->co) != LUA_YIELD) return; /* finished: no wait follows */
+  if (s->open) {
+    tr->evs[s->open - 1].start = now;
+  } else {
+    s->waiting = 1;
+    s->wait_start = now;
+    if (t->state == LR_PARKED) { /* say on what: "Queue:get, queue empty" */
+      lr_runtime *rt = tr->rt;
+      lr_task_push_waiting(rt->L, t);
+      s->what = dup_str(lua_tostring(rt->L, -1));
+      lua_pop(rt->L, 1);
     }
   }
-  if (rt->watchdog) lr_watchdog_yield(rt, t);
 }
 
-void lr_trace_spawn(lr_runtime *rt, lr_task *t) {
-  tstate *s = task_state(rt->trace, t->id);
+static void on_spawn(void *ud, lr_task *t) {
+  lr_trace *tr = ud;
+  tstate *s = task_state(tr, t->id);
   if (s == NULL) return;
   s->spawn = uv_hrtime();
   s->spawned = 1;
-  s->parent = rt->current ? rt->current->id : 0;
+  s->parent = tr->rt->current ? tr->rt->current->id : 0;
 }
 
-void lr_trace_done(lr_runtime *rt, lr_task *t) {
-  lr_trace *tr = rt->trace;
+static void on_done(void *ud, lr_task *t) {
+  lr_trace *tr = ud;
   tstate *s = task_state(tr, t->id);
   uint64_t now = uv_hrtime();
   long i;
@@ -212,93 +192,96 @@ void lr_trace_done(lr_runtime *rt, lr_task *t) {
   close_open(tr, s, t->id, now);
   s->done = 1;
   if ((i = add_ev(tr, EV_TASK, t->id, s->spawn, now)) < 0) return;
-  tr->evs[i].flag = t->result;
-  tr->evs[i].status = (int32_t)s->parent;
-  lr_report_push_taskname(rt->L, t);
-  tr->evs[i].s1 = dup_str(lua_tostring(rt->L, -1));
-  lua_pop(rt->L, 1);
+  tr->evs[i].result = t->result;
+  tr->evs[i].parent = s->parent;
+  lr_report_push_taskname(tr->rt->L, t);
+  tr->evs[i].name = dup_str(lua_tostring(tr->rt->L, -1));
+  lua_pop(tr->rt->L, 1);
 }
 
-static long begin(lr_task *t, int kind) {
-  lr_trace *tr = t->rt->trace;
+/* t is about to wait on d: a span opens (it starts at the yield that follows). */
+static void on_wait(void *ud, lr_task *t, const lr_wait_desc *d) {
+  lr_trace *tr = ud;
   tstate *s = task_state(tr, t->id);
   uint64_t now = uv_hrtime();
   long i;
-  if (s == NULL) return -1;
+  if (s == NULL) return;
   close_open(tr, s, t->id, now); /* one wait at a time: a stale one ends here */
-  if ((i = add_ev(tr, kind, t->id, now, 0)) >= 0) s->open = (uint32_t)i + 1;
-  return i;
+  if ((i = add_ev(tr, EV_SPAN, t->id, now, 0)) < 0) return;
+  s->open = (uint32_t)i + 1;
+  describe(tr, i, d);
 }
 
-void lr_trace_begin(lr_task *t, int kind, const char *s1, const char *s2, double x) {
-  long i = begin(t, kind);
-  ev *e;
-  if (i < 0) return;
-  e = &t->rt->trace->evs[i];
-  e->s1 = dup_str(s1);
-  e->s2 = dup_str(s2);
-  e->x = x;
-}
-
-void lr_trace_end(lr_task *t) {
-  lr_trace *tr = t->rt->trace;
+/* t's wait ended with an outcome. A description with its own times (an HTTP
+ * transfer) becomes the span [start, end], taking the place of the unlabelled wait
+ * it overlaps; one without only closes the open span (a wait that never parked). */
+static void on_wait_end(void *ud, lr_task *t, const lr_wait_desc *d) {
+  lr_trace *tr = ud;
   tstate *s = task_state(tr, t->id);
-  if (s) close_open(tr, s, t->id, uv_hrtime());
-}
-
-static const char *fs_op_name(int op) {
-  static const char *const names[] = {
-    "?", "open", "close", "read", "write", "sync", "fstat", "stat", "lstat", "readdir",
-    "mkdir", "mkdir", "remove", "rmdir", "rename", "copyfile", "mkdtemp", "read_file",
-    "write_file", "exists"
-  };
-  return op > 0 && op < (int)(sizeof names / sizeof names[0]) ? names[op] : "?";
-}
-
-void lr_trace_fs(lr_fs *r) {
-  long i = begin(r->task, LR_TRACE_FS);
-  ev *e;
-  if (i < 0) return;
-  e = &r->rt->trace->evs[i];
-  e->s1 = dup_str(fs_op_name(r->op));
-  e->s2 = dup_str(r->path ? r->path : (r->file ? r->file->path : NULL));
-  if (r->op == LR_FS_RENAME || r->op == LR_FS_COPYFILE) e->s3 = dup_str(r->path2);
-}
-
-/* The task is parked on the request: its unlabelled wait becomes the request's span. */
-void lr_trace_http(struct lr_http_req *r, int cancelled) {
-  lr_task *t = r->task;
-  lr_trace *tr;
-  tstate *s;
-  ev *e;
-  char *url = NULL, *method = NULL;
-  long code = 0, i;
-  curl_off_t connect = 0, first = 0;
-  uint64_t start;
-  if (t == NULL || (s = task_state(tr = t->rt->trace, t->id)) == NULL) return;
-  start = s->waiting && s->wait_start > r->started ? s->wait_start : r->started;
+  uint64_t now = uv_hrtime(), start;
+  long i;
+  if (s == NULL) return;
+  if (d->start == 0) {
+    close_open(tr, s, t->id, now);
+    return;
+  }
+  start = s->waiting && s->wait_start > d->start ? s->wait_start : d->start;
   s->waiting = 0;
   free(s->what);
   s->what = NULL;
-  if (s->open) close_open(tr, s, t->id, uv_hrtime());
-  if ((i = add_ev(tr, LR_TRACE_HTTP, t->id, start, r->finished ? r->finished : uv_hrtime())) < 0)
-    return;
+  if (s->open) close_open(tr, s, t->id, now);
+  if ((i = add_ev(tr, EV_SPAN, t->id, start, d->end ? d->end : now)) < 0) return;
   s->open = (uint32_t)i + 1;
-  e = &tr->evs[i];
-  lr_curl.easy_getinfo(r->easy, CURLINFO_EFFECTIVE_URL, &url);
-  lr_curl.easy_getinfo(r->easy, CURLINFO_EFFECTIVE_METHOD, &method);
-  lr_curl.easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
-  lr_curl.easy_getinfo(r->easy, CURLINFO_CONNECT_TIME_T, &connect);
-  lr_curl.easy_getinfo(r->easy, CURLINFO_STARTTRANSFER_TIME_T, &first);
-  e->s1 = dup_str(method ? method : "GET");
-  e->s2 = dup_str(url);
-  e->status = (int32_t)code;
-  e->bytes = (int64_t)r->received;
-  e->x = (double)connect / 1e6;
-  e->y = (double)first / 1e6;
-  e->flag = (uint8_t)cancelled;
-  if (!cancelled && r->done && r->result != CURLE_OK)
-    e->s3 = dup_str(r->errbuf[0] ? r->errbuf : lr_curl.easy_strerror(r->result));
+  describe(tr, i, d);
+}
+
+static void write_file(lr_trace *tr);
+
+static void on_run_end(void *ud, lr_runtime *rt) {
+  (void)rt;
+  write_file(ud);
+}
+
+static void on_close(void *ud, lr_runtime *rt) {
+  lr_trace *tr = ud;
+  size_t i;
+  (void)rt;
+  for (i = 0; i < tr->nev; i++) {
+    free(tr->evs[i].name);
+    free_args(tr->evs[i].args, tr->evs[i].nargs);
+  }
+  free(tr->evs);
+  for (i = 0; i < tr->capts; i++) free(tr->ts[i].what);
+  free(tr->ts);
+  free(tr->path);
+  free(tr);
+}
+
+int lr_trace_open(lr_runtime *rt, const char *path) {
+  lr_trace *tr = lr_observer_ud(rt, &trace_id);
+  size_t n = strlen(path);
+  char *p = strdup(path);
+  if (p == NULL) return -1;
+  if (tr == NULL) {
+    lr_observer o = {&trace_id, NULL, on_spawn, on_resume, on_yield, on_wait, on_wait_end,
+                     on_done, on_run_end, on_close};
+    if ((tr = calloc(1, sizeof *tr)) == NULL) {
+      free(p);
+      return -1;
+    }
+    tr->rt = rt;
+    tr->t0 = uv_hrtime();
+    o.ud = tr;
+    if (lr_observer_add(rt, &o) != 0) {
+      free(tr);
+      free(p);
+      return -1;
+    }
+  }
+  free(tr->path);
+  tr->path = p;
+  tr->html = n >= 5 && strcasecmp(path + n - 5, ".html") == 0;
+  return 0;
 }
 
 /* ---- writing ---- */
@@ -400,42 +383,36 @@ static void put_key(sbuf *b, const char *k) {
   put(b, "\":", 2);
 }
 
-static const char *kind_name(int kind) {
-  switch (kind) {
-    case LR_TRACE_SLEEP: return "sleep";
-    case LR_TRACE_POOL: return "pool";
-    case LR_TRACE_FS: return "fs";
-    case LR_TRACE_HTTP: return "http";
+static const char *result_name(int r) {
+  return r == LR_RES_OK ? "ok" : r == LR_RES_FAILED ? "failed" :
+         r == LR_RES_CANCELLED ? "cancelled" : "unfinished";
+}
+
+static const char *cat_of(const ev *e) {
+  switch (e->kind) {
+    case EV_SPAN: return e->cat;
     case EV_TASK: return "task";
     case EV_RUN: return "run";
     default: return "wait";
   }
 }
 
-static const char *result_name(int r) {
-  return r == LR_RES_OK ? "ok" : r == LR_RES_FAILED ? "failed" :
-         r == LR_RES_CANCELLED ? "cancelled" : "unfinished";
+static void write_arg(sbuf *b, const lr_wait_arg *a) {
+  put_key(b, a->key);
+  if (a->s) put_str(b, a->s);
+  else if (a->is_int == 2) puts_(b, a->n != 0 ? "true" : "false");
+  else if (a->is_int) puti(b, (long long)a->n);
+  else putf(b, "%.6g", a->n);
 }
 
 static void write_event(sbuf *b, lr_trace *tr, const ev *e, uint64_t now) {
   uint64_t end = e->end ? e->end : now;
+  int i;
   put(b, ",\n{\"name\":", 10);
-  switch (e->kind) {
-    case LR_TRACE_SLEEP: puts_(b, "\"sleep\""); break;
-    case LR_TRACE_POOL: puts_(b, "\"run_in_pool\""); break;
-    case LR_TRACE_FS: put_str(b, e->s1); break;
-    case LR_TRACE_HTTP: {
-      size_t n = strlen(e->s1 ? e->s1 : "") + strlen(e->s2 ? e->s2 : "") + 2;
-      char *name = malloc(n);
-      if (name) snprintf(name, n, "%s %s", e->s1 ? e->s1 : "", e->s2 ? e->s2 : "");
-      put_str(b, name ? name : "http");
-      free(name);
-      break;
-    }
-    default: put_str(b, kind_name(e->kind)); break;
-  }
+  put_str(b, e->kind == EV_SPAN || e->kind == EV_TASK ? (e->name ? e->name : cat_of(e))
+                                                      : cat_of(e));
   puts_(b, ",\"cat\":");
-  put_str(b, kind_name(e->kind));
+  put_str(b, cat_of(e));
   puts_(b, ",\"ph\":\"X\",\"pid\":1,\"tid\":");
   puti(b, e->tid);
   putf(b, ",\"ts\":%.3f", (double)(e->start - tr->t0) / 1e3);
@@ -445,43 +422,16 @@ static void write_event(sbuf *b, lr_trace *tr, const ev *e, uint64_t now) {
   switch (e->kind) {
     case EV_TASK:
       put_key(b, "name");
-      put_str(b, e->s1);
+      put_str(b, e->name);
       put_key(b, "result");
-      put_str(b, result_name(e->flag));
-      if (e->status) put_key(b, "spawned_by"), puti(b, e->status);
+      put_str(b, result_name(e->result));
+      if (e->parent) put_key(b, "spawned_by"), puti(b, e->parent);
       break;
-    case LR_TRACE_SLEEP:
-      put_key(b, "seconds");
-      putf(b, "%.6g", e->x);
+    case EV_WAIT:
+      if (e->name) put_key(b, "on"), put_str(b, e->name);
       break;
-    case LR_TRACE_WAIT:
-      if (e->s1) put_key(b, "on"), put_str(b, e->s1);
-      break;
-    case LR_TRACE_POOL:
-      put_key(b, "function");
-      put_str(b, e->s1 ? e->s1 : "(function)");
-      break;
-    case LR_TRACE_FS:
-      put_key(b, "op");
-      put_str(b, e->s1);
-      if (e->s2) put_key(b, "path"), put_str(b, e->s2);
-      if (e->s3) put_key(b, "to"), put_str(b, e->s3);
-      break;
-    case LR_TRACE_HTTP:
-      put_key(b, "method");
-      put_str(b, e->s1);
-      put_key(b, "url");
-      put_str(b, e->s2);
-      put_key(b, "status");
-      puti(b, e->status);
-      put_key(b, "bytes");
-      puti(b, e->bytes);
-      put_key(b, "connect_ms");
-      putf(b, "%.3f", e->x * 1e3);
-      put_key(b, "first_byte_ms");
-      putf(b, "%.3f", e->y * 1e3);
-      if (e->flag) put_key(b, "cancelled"), puts_(b, "true");
-      if (e->s3) put_key(b, "error"), put_str(b, e->s3);
+    case EV_SPAN:
+      for (i = 0; i < e->nargs; i++) write_arg(b, &e->args[i]);
       break;
   }
   puts_(b, "}}");
@@ -508,7 +458,7 @@ static void trace_json(lr_trace *tr, sbuf *b) {
            "\"tid\":0,\"args\":{\"name\":\"luarun\"}}");
   for (i = 0; i < tr->nev; i++) {
     const ev *e = &tr->evs[i];
-    if (e->kind == EV_TASK) write_meta(b, e->tid, e->s1);
+    if (e->kind == EV_TASK) write_meta(b, e->tid, e->name);
     write_event(b, tr, e, now);
   }
   /* Tasks still alive (a deadlock, or a run that raised): their life so far. */
@@ -522,8 +472,8 @@ static void trace_json(lr_trace *tr, sbuf *b) {
     e.kind = EV_TASK;
     e.tid = id;
     e.start = s->spawn;
-    e.s1 = name;
-    e.status = (int32_t)s->parent;
+    e.name = name;
+    e.parent = s->parent;
     write_meta(b, id, name);
     write_event(b, tr, &e, now);
   }
@@ -540,9 +490,8 @@ static int html_page(lua_State *L) {
   return 1;
 }
 
-void lr_trace_write(lr_runtime *rt) {
-  lr_trace *tr = rt->trace;
-  lua_State *L = rt->L;
+static void write_file(lr_trace *tr) {
+  lua_State *L = tr->rt->L;
   sbuf b = {NULL, 0, 0, 0};
   const char *out;
   size_t n;

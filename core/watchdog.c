@@ -16,7 +16,7 @@
  * safely (which task, for how long), and the hook prints the traceback as soon as Lua
  * code runs again. When the run finally ends, one more line gives its total.
  *
- * Off (no --debug), nothing here runs: the scheduler tests rt->observe first.
+ * An observer of the scheduler (sched_hooks.c): off (no --debug), nothing here runs.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -126,20 +126,22 @@ static void remember_name(lr_watchdog *wd, lr_runtime *rt, lr_task *t) {
   lua_pop(L, 1);
 }
 
-void lr_watchdog_resume(lr_runtime *rt, lr_task *t) {
-  lr_watchdog *wd = rt->watchdog;
-  if (wd->named != t || wd->named_id != t->id) remember_name(wd, rt, t);
+static const char watchdog_id = 'w'; /* how it finds itself among the observers */
+
+static void on_resume(void *ud, lr_task *t) {
+  lr_watchdog *wd = ud;
+  if (wd->named != t || wd->named_id != t->id) remember_name(wd, wd->rt, t);
   wd->task = t;
   __atomic_store_n(&wd->loop, pthread_self(), __ATOMIC_RELAXED);
   __atomic_store_n(&wd->start, uv_hrtime(), __ATOMIC_RELAXED);
   __atomic_fetch_add(&wd->gen, 1, __ATOMIC_SEQ_CST); /* odd: running */
 }
 
-void lr_watchdog_yield(lr_runtime *rt, lr_task *t) {
-  lr_watchdog *wd = rt->watchdog;
+static void on_yield(void *ud, lr_task *t) {
+  lr_watchdog *wd = ud;
   uint64_t g = wd->gen;
   uint64_t ran = uv_hrtime() - wd->start;
-  lua_State *L = rt->L;
+  lua_State *L = wd->rt->L;
   __atomic_fetch_add(&wd->gen, 1, __ATOMIC_SEQ_CST); /* even: the handler stands down */
   if (wd->hooked) {
     if (lua_gethook(wd->hooked) == block_hook) lua_sethook(wd->hooked, NULL, 0, 0);
@@ -223,9 +225,9 @@ static void *wd_main(void *arg) {
   return NULL;
 }
 
-static void wd_close(lr_runtime *rt) {
-  lr_watchdog *wd = rt->watchdog;
-  if (wd == NULL) return;
+static void on_close(void *ud, lr_runtime *rt) {
+  lr_watchdog *wd = ud;
+  (void)rt;
   pthread_mutex_lock(&wd->mu);
   wd->stop = 1;
   pthread_cond_signal(&wd->cv);
@@ -235,8 +237,6 @@ static void wd_close(lr_runtime *rt) {
   pthread_cond_destroy(&wd->cv);
   pthread_mutex_destroy(&wd->mu);
   free(wd);
-  rt->watchdog = NULL;
-  rt->observe = rt->trace != NULL;
 }
 
 static void set_threshold(lr_watchdog *wd, unsigned ms) {
@@ -249,7 +249,9 @@ static void set_threshold(lr_watchdog *wd, unsigned ms) {
 }
 
 int lr_watchdog_start(lr_runtime *rt, unsigned ms) {
-  lr_watchdog *wd = rt->watchdog;
+  lr_watchdog *wd = lr_observer_ud(rt, &watchdog_id);
+  lr_observer o = {&watchdog_id, NULL, NULL, on_resume, on_yield, NULL, NULL, NULL, NULL,
+                   on_close};
   pthread_condattr_t ca;
   struct sigaction sa;
   sigset_t all, old;
@@ -287,9 +289,11 @@ int lr_watchdog_start(lr_runtime *rt, unsigned ms) {
     free(wd);
     return -1;
   }
+  o.ud = wd;
+  if (lr_observer_add(rt, &o) != 0) {
+    on_close(wd, rt);
+    return -1;
+  }
   active = wd;
-  rt->watchdog = wd;
-  rt->observe = 1;
-  lr_runtime_on_close(rt, wd_close);
   return 0;
 }

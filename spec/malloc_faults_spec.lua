@@ -195,13 +195,6 @@ local function judge(dir, n, mode)
   end
   if rc == 1 then
     if err:lower():find("memory") then return nil end
-    -- core/loop.c does not say why uv_loop_init failed (its first calloc, here);
-    -- the fix, naming uv_strerror's "not enough memory", is proposed in issue 23.
-    -- Until then this one message passes, and only when uv_loop_init's allocation failed.
-    if err:find("cannot create the event loop", 1, true) and
-       (trace or ""):find("uv_loop_init", 1, true) then
-      return nil
-    end
     return bad("exit 1 without saying memory ran out")
   end
   if rc == 134 and by[1] and by[1]:find("libuv%.so") then return nil end
