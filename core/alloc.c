@@ -29,7 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <lauxlib.h>
-#include "luarun.h"
+#include "lr_base.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>

@@ -177,6 +177,7 @@ static int pmain(lua_State *L) {
   }
   for (i = r->o.first_arg; i < r->argc; i++) lua_pushstring(L, r->argv[i]);
   lr_signal_install(rt);
+  lr_tasks_watch_quit(rt);
   st = lr_runtime_run_main(L, rt, r->argc - r->o.first_arg, &nres);
   if (st == LR_DEADLOCK) {
     fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));

@@ -23,7 +23,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include "luarun.h"
+#include "lr_base.h"
 #include "../bindings/bindings.h"
 
 enum { T_NIL, T_FALSE, T_TRUE, T_INT, T_FLT, T_STR, T_TABLE, T_REF, T_NULL, T_END, T_STRREF };

@@ -11,7 +11,7 @@
 #define LUARUN_CURL_API_H
 
 #include <curl/curl.h>
-#include "luarun.h"
+#include "lr_subsys.h"
 
 /* X(return type, name without "curl_", parameter list) */
 #define LR_CURL_FUNCTIONS(X)                                                        \

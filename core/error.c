@@ -5,7 +5,7 @@
  * "connect: Connection refused (http://...)" rather than "table: 0x...".
  */
 #include <string.h>
-#include "luarun.h"
+#include "lr_base.h"
 
 #define ERROR_MT "luarun.Error"
 

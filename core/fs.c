@@ -28,7 +28,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include "luarun.h"
+#include "lr_subsys.h"
 
 static void fs_cb(uv_fs_t *req);
 

@@ -15,7 +15,7 @@
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
-#include "luarun.h"
+#include "lr_subsys.h"
 
 #define READ_CHUNK ((size_t)32 << 20)  /* largest single read of read_file */
 #define FIRST_CAP ((size_t)64 << 10)   /* read_file's buffer when the size is unknown */

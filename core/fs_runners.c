@@ -8,7 +8,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include "luarun.h"
+#include "lr_subsys.h"
 
 /* ---- the job queue: runner threads of our own ----
  *

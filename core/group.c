@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
-#include "luarun.h"
+#include "lr_prims.h"
 
 int lr_is_callable(lua_State *L, int idx) {
   if (lua_isfunction(L, idx)) return 1;

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include "luarun.h"
+#include "lr_sched.h"
 
 static const char RT_KEY = 'r';
 

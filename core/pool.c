@@ -38,7 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <lualib.h>
-#include "luarun.h"
+#include "lr_subsys.h"
 #include "../bindings/bindings.h"
 
 #define MAX_WORKERS 1024

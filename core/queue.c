@@ -17,7 +17,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
-#include "luarun.h"
+#include "lr_prims.h"
 
 #define QUEUE_MT "luarun.Queue"
 

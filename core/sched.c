@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include "luarun.h"
+#include "lr_sched.h"
 
 char lr_park_sentinel;
 

@@ -9,7 +9,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include "luarun.h"
+#include "lr_sched.h"
 
 int lr_observer_add(lr_runtime *rt, const lr_observer *o) {
   if (rt->nobs == LR_MAX_OBSERVERS) return -1;

@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include "luarun.h"
+#include "lr_prims.h"
 
 #define SCOPE_MT "luarun.Scope"
 #define COMPLETED_MT "luarun.AsCompleted"

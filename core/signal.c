@@ -7,11 +7,11 @@
  * now (so a task spinning in a loop that never waits is interrupted too, as lua.c
  * does) and wakes the loop through uv_async_send. A second SIGINT or SIGTERM kills
  * the process at once (the default action of either, restored by the first).
- * SIGQUIT prints the task dump (tasks.c).
+ * SIGQUIT's task dump belongs to tasks.c, an observer.
  */
 #include <signal.h>
 #include <string.h>
-#include "luarun.h"
+#include "lr_subsys.h"
 
 static lr_runtime *sig_rt;
 static uv_async_t sig_async;
@@ -37,21 +37,8 @@ static void sigint_async_cb(uv_async_t *h) {
   lr_runtime_cancel_all(rt);
 }
 
-/* SIGQUIT (Ctrl-\): print every live task and carry on. libuv's signal handle runs
- * the callback on the loop, between tasks, where the task stacks can be read. */
-static uv_signal_t quit_signal;
-
-static void sigquit_cb(uv_signal_t *h, int sig) {
-  (void)sig;
-  lr_tasks_dump(h->data);
-}
-
 void lr_signal_install(lr_runtime *rt) {
   struct sigaction sa;
-  uv_signal_init(&rt->loop, &quit_signal);
-  quit_signal.data = rt;
-  uv_signal_start(&quit_signal, sigquit_cb, SIGQUIT);
-  uv_unref((uv_handle_t *)&quit_signal);
   sig_rt = rt;
   uv_async_init(&rt->loop, &sig_async, sigint_async_cb);
   sig_async.data = rt;

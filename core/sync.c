@@ -14,7 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "luarun.h"
+#include "lr_prims.h"
 
 #define SEMAPHORE_MT "luarun.Semaphore"
 #define LOCK_MT "luarun.Lock"

@@ -1,102 +1,11 @@
-/* tasks.c: what the live tasks are doing, for people: names, lr.tasks(), and the
- * task dump that SIGQUIT (Ctrl-\) prints while the process keeps running.
- *
- * Names live in a registry table keyed by the task's address, not in the task: most
- * tasks never get one, and a task's struct is kept small on purpose (see luarun.h).
+/* tasks.c: what the live tasks are doing, for people: lr.tasks(), and the task dump
+ * that SIGQUIT (Ctrl-\) prints while the process keeps running. It reads the
+ * scheduler (names, spawn sites, what each waits on: report.c) and sits above it.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "luarun.h"
-
-static void push_names(lua_State *L, lr_runtime *rt) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->names_ref);
-}
-
-void lr_task_push_name(lua_State *L, lr_task *t) {
-  if (!(t->flags & LR_F_NAMED)) {
-    lua_pushnil(L);
-    return;
-  }
-  push_names(L, t->rt);
-  lua_rawgetp(L, -1, t);
-  lua_remove(L, -2);
-}
-
-void lr_task_forget_name(lua_State *L, lr_task *t) {
-  push_names(L, t->rt);
-  lua_pushnil(L);
-  lua_rawsetp(L, -2, t);
-  lua_pop(L, 1);
-  t->flags &= (uint8_t)~LR_F_NAMED;
-}
-
-/* task:name() -> the name given with set_name, or "task N". */
-int lr_task_name(lua_State *L) {
-  lr_task *t = lr_task_check(L, 1);
-  lr_task_push_name(L, t);
-  if (lua_isnil(L, -1)) lua_pushfstring(L, "task %d", (int)t->id);
-  return 1;
-}
-
-/* task:set_name(name) -> task: the name shows in error reports, the deadlock report,
- * the task dump and lr.tasks(). nil removes it. */
-int lr_task_set_name(lua_State *L) {
-  lr_task *t = lr_task_check(L, 1);
-  if (lua_isnoneornil(L, 2)) {
-    if (t->flags & LR_F_NAMED) lr_task_forget_name(L, t);
-  } else {
-    luaL_checktype(L, 2, LUA_TSTRING);
-    push_names(L, t->rt);
-    lua_pushvalue(L, 2);
-    lua_rawsetp(L, -2, t);
-    lua_pop(L, 1);
-    t->flags |= LR_F_NAMED;
-  }
-  lua_settop(L, 1);
-  return 1;
-}
-
-void lr_task_push_spawned_at(lua_State *L, lr_task *t) {
-  size_t n;
-  const char *w;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, t->rt->where_ref);
-  lua_rawgeti(L, -1, (lua_Integer)t->where);
-  lua_remove(L, -2);
-  w = lua_tolstring(L, -1, &n);
-  if (w == NULL || n <= 2) {
-    lua_pop(L, 1);
-    lua_pushnil(L);
-    return;
-  }
-  lua_pushlstring(L, w, n - 2); /* luaL_where's "file:line: " without ": " */
-  lua_remove(L, -2);
-}
-
-void lr_task_push_waiting(lua_State *L, lr_task *t) {
-  lr_describe_fn describe;
-  lua_Debug ar;
-  if (t->state != LR_PARKED) {
-    lua_pushnil(L);
-    return;
-  }
-  describe = lr_task_describer(t);
-  if (describe) {
-    describe(L, t);
-  } else if (lr_timer_has(t->rt, t)) {
-    uint64_t now = uv_hrtime();
-    double left = t->deadline > now ? (double)(t->deadline - now) / 1e9 : 0.0;
-    char buf[48];
-    snprintf(buf, sizeof buf, "sleep, %.3f s left", left);
-    lua_pushstring(L, buf);
-  } else if (t->co && lua_getstack(t->co, 0, &ar) && lua_getinfo(t->co, "n", &ar) &&
-             ar.name) {
-    /* Parked by a call that does not describe itself: name the call. */
-    lua_pushfstring(L, "%s()", ar.name);
-  } else {
-    lua_pushliteral(L, "a luarun call");
-  }
-}
+#include "lr_observe.h"
 
 /* Pushes the record of one task: {id, name, state, waiting, spawned_at, traceback,
  * main, task}. */
@@ -210,4 +119,20 @@ void lr_tasks_dump(lr_runtime *rt) {
   for (i = 0; i < l.n; i++) dump_one(L, l.v[i]);
   free(l.v);
   fflush(stderr);
+}
+
+/* SIGQUIT (Ctrl-\): print every live task and carry on. libuv's signal handle runs
+ * the callback on the loop, between tasks, where the task stacks can be read. */
+static uv_signal_t quit_signal;
+
+static void sigquit_cb(uv_signal_t *h, int sig) {
+  (void)sig;
+  lr_tasks_dump(h->data);
+}
+
+void lr_tasks_watch_quit(lr_runtime *rt) {
+  uv_signal_init(&rt->loop, &quit_signal);
+  quit_signal.data = rt;
+  uv_signal_start(&quit_signal, sigquit_cb, SIGQUIT);
+  uv_unref((uv_handle_t *)&quit_signal); /* waiting for it keeps nothing alive */
 }

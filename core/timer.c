@@ -15,7 +15,7 @@
  */
 #include <math.h>
 #include <stdlib.h>
-#include "luarun.h"
+#include "lr_sched.h"
 
 static int earlier(const lr_task *a, const lr_task *b) {
   return a->deadline < b->deadline;

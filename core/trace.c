@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include "luarun.h"
+#include "lr_observe.h"
 
 #define MIN_SLICE_NS 100000 /* 0.1 ms */
 

@@ -25,7 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include "luarun.h"
+#include "lr_observe.h"
 
 #define DEFAULT_MS 100
 #define WD_SIGNAL (SIGRTMIN + 4)
