@@ -11,20 +11,7 @@ local srv = require "support.httpserver"
 
 local q = util.quote
 
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function lines_of(cmd)
-  local p = assert(io.popen(cmd))
-  local out = {}
-  for l in p:lines() do out[#out + 1] = l end
-  p:close()
-  return out
-end
+local slurp, lines_of = util.slurp, util.lines_of
 
 local pages = lines_of("find docs -name '*.md' | sort")
 

@@ -6,18 +6,7 @@ local util = require "support.util"
 
 local q = util.quote
 
-local function new_dir()
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(os.execute("mkdir " .. q(dir)))
-  return dir
-end
-
-local function put(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local new_dir, put = util.new_dir, util.put
 
 local function ls(dir)
   local p = assert(io.popen("ls -A " .. q(dir)))

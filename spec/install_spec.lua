@@ -9,12 +9,7 @@ local root = os.getenv("PWD")
 local build = os.getenv("LUARUN_BUILD") or (root .. "/build")
 local child_asan = os.getenv("LUARUN_CHILD_ASAN_OPTIONS")
 
-local function tmpdir()
-  local p = assert(io.popen("mktemp -d /tmp/luarun-install.XXXXXX"))
-  local d = p:read("*l")
-  p:close()
-  return d
-end
+local tmpdir = util.new_dir
 
 local function exists(path)
   local f = io.open(path, "rb")
@@ -68,9 +63,7 @@ describe("installing", function()
       assert.is_true(exists(prefix .. "/" .. f), "not installed: " .. f)
     end
     local script = prefix .. "/script.lua"
-    local f = assert(io.open(script, "wb"))
-    f:write(SCRIPT)
-    f:close()
+    util.put(script, SCRIPT)
     -- The executable, run from elsewhere (nothing of the source or build tree).
     rc, out, err = util.sh("cd / && " .. env() .. q(prefix .. "/bin/luarun") .. " " .. q(script))
     assert.are.equal(0, rc, err)
@@ -98,9 +91,7 @@ describe("installing", function()
                            " luarun-scm-1.rockspec")
     assert.are.equal(0, rc, out .. err)
     local script = work .. "/script.lua"
-    local f = assert(io.open(script, "wb"))
-    f:write(SCRIPT)
-    f:close()
+    util.put(script, SCRIPT)
     rc, out, err = util.sh("cd / && env -u LD_PRELOAD LUA_CPATH=" .. q(tree .. "/lib/lua/5.4/?.so") ..
                            " lua5.4 -e " .. q("require('luarun').run(loadfile(" ..
                            ("%q"):format(script) .. "))"))

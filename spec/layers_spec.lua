@@ -2,13 +2,9 @@
 -- point one way (down), and neither the scheduler nor a subsystem names an observer.
 -- The layer of each file is the table in core/luarun.h's opening comment, so a new
 -- file must be placed in it.
+local util = require "support.util"
 
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local slurp = util.slurp
 
 local function core_files(ext)
   local p = assert(io.popen("ls core/*." .. ext))

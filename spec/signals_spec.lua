@@ -10,13 +10,9 @@ local q = util.quote
 -- them). Returns the exit code, the script's output, its stderr and the milliseconds
 -- from the first signal to the exit.
 local function signalled(script, signals)
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(os.execute("mkdir " .. q(dir)))
+  local dir = util.new_dir()
   local path, out, err = dir .. "/s.lua", dir .. "/out", dir .. "/err"
-  local f = assert(io.open(path, "wb"))
-  f:write(script)
-  f:close()
+  util.put(path, script)
   local kills = {}
   for i, sig in ipairs(signals) do
     kills[#kills + 1] = (i > 1 and "sleep 0.3; " or "") .. "kill -" .. sig .. " $pid 2>/dev/null;"
@@ -26,16 +22,23 @@ local function signalled(script, signals)
               " && break; sleep 0.025; done; t0=$(date +%s%N); " .. table.concat(kills, " ") ..
               " wait $pid; rc=$?; t1=$(date +%s%N); echo $(( (t1 - t0) / 1000000 )); exit $rc)"
   local code, ms = util.sh(cmd)
-  local function slurp(p)
-    local h = assert(io.open(p, "rb"))
-    local s = h:read("a")
-    h:close()
-    return s
-  end
-  local o, e = slurp(out), slurp(err)
+  local o, e = util.slurp(out), util.slurp(err)
   os.execute("rm -rf " .. q(dir))
   return code, o, e, tonumber(ms)
 end
+
+-- A script whose cleanup spins for 30 s once it is cancelled.
+local STUCK_CLEANUP = [[local lr = require "luarun"
+local _ <close> = setmetatable({}, {__close = function()
+  print("stuck cleanup")
+  io.stdout:flush()
+  local t0 = os.time()
+  while os.time() - t0 < 30 do end
+end})
+print("ready")
+io.stdout:flush()
+lr.sleep(30)
+]]
 
 describe("signals", function()
   it("SIGTERM cancels every task, runs their cleanup and exits 143", function()

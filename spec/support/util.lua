@@ -34,6 +34,38 @@ if child_asan and build then
   M.bin = wrapper
 end
 
+--- The whole content of a file (raises if it cannot be read).
+function M.slurp(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+--- Writes text to path in one go (raises on failure).
+function M.put(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+--- A fresh directory under /tmp (the caller removes it).
+function M.new_dir()
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir " .. M.quote(dir)))
+  return dir
+end
+
+--- The lines a shell command prints.
+function M.lines_of(cmd)
+  local p = assert(io.popen(cmd))
+  local out = {}
+  for l in p:lines() do out[#out + 1] = l end
+  p:close()
+  return out
+end
+
 --- Runs a command; returns exit code, stdout, stderr.
 -- @param cmd string: a shell command
 -- @param input string|nil: fed to standard input
