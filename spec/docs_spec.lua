@@ -64,22 +64,11 @@ local classes = {
   res = "luarun.http.Response",
 }
 
--- The methods of a class: its __index table, or the table a function __index looks
--- things up in (its first upvalue).
+-- The sorted method names of a class (it must exist).
 local function methods_of(mtname)
-  local mt = debug.getregistry()[mtname]
-  assert(type(mt) == "table", "no class " .. mtname)
-  local idx = mt.__index
-  if type(idx) == "function" then
-    local _, up = debug.getupvalue(idx, 1)
-    idx = up
-  end
+  local methods = assert(util.methods_of(mtname), "no class " .. mtname)
   local names = {}
-  if type(idx) == "table" then
-    for k in pairs(idx) do
-      if type(k) == "string" and not k:match("^_") then names[#names + 1] = k end
-    end
-  end
+  for k in pairs(methods) do names[#names + 1] = k end
   table.sort(names)
   return names
 end

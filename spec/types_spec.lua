@@ -47,22 +47,7 @@ local files = {
   ["luarun.fs"] = "types/luarun/fs.lua", ["luarun.json"] = "types/luarun/json.lua",
 }
 
-local function methods_of(mtname)
-  local mt = debug.getregistry()[mtname]
-  if type(mt) ~= "table" then return nil end
-  local idx = mt.__index
-  if type(idx) == "function" then
-    local _, up = debug.getupvalue(idx, 1)
-    idx = up
-  end
-  local names = {}
-  if type(idx) == "table" then
-    for k, v in pairs(idx) do
-      if type(k) == "string" and not k:match("^_") then names[k] = v end
-    end
-  end
-  return names
-end
+local methods_of = util.methods_of
 
 -- "1 + vararg" for a parameter list of the annotations or a Lua function.
 local function shape(nparams, vararg)

@@ -66,6 +66,25 @@ function M.lines_of(cmd)
   return out
 end
 
+--- The public methods of the class registered as mtname: {name = function}, or nil
+-- if there is no such class. A function __index looks them up in its first upvalue.
+function M.methods_of(mtname)
+  local mt = debug.getregistry()[mtname]
+  if type(mt) ~= "table" then return nil end
+  local idx = mt.__index
+  if type(idx) == "function" then
+    local _, up = debug.getupvalue(idx, 1)
+    idx = up
+  end
+  local names = {}
+  if type(idx) == "table" then
+    for k, v in pairs(idx) do
+      if type(k) == "string" and not k:match("^_") then names[k] = v end
+    end
+  end
+  return names
+end
+
 --- Runs a command; returns exit code, stdout, stderr.
 -- @param cmd string: a shell command
 -- @param input string|nil: fed to standard input
