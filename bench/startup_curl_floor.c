@@ -5,15 +5,18 @@
  * faster than this with the same library.
  *
  *   gcc -O2 -o floor bench/startup_curl_floor.c -ldl
- *   ./floor URL [LIB [FLAGS]]
+ *   ./floor URL [now|lazy [LIB]]
  *
- * LIB is the library to open (default libcurl.so.4); FLAGS the curl_global_init
- * flags as a number (default 3, CURL_GLOBAL_DEFAULT). Exits 0 if the request got a
- * response, else 1.
+ * now or lazy: dlopen's RTLD_NOW (default) or RTLD_LAZY. LIB is the library to open
+ * (default libcurl.so.4; Debian also has libcurl-gnutls.so.4 and libcurl-nss.so.4).
+ * curl_global_init gets CURL_GLOBAL_DEFAULT: libcurl 7.57 and later ignore the
+ * flag for TLS and initialise the TLS library whatever the flags say. Exits 0 if
+ * the request got a response, else 1.
  */
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 typedef void CURL;
 typedef int (*global_init_fn)(long);
@@ -26,6 +29,7 @@ typedef void (*easy_cleanup_fn)(CURL *);
  * development headers. */
 #define OPT_URL 10002
 #define OPT_WRITEFUNCTION 20011
+#define GLOBAL_DEFAULT 3 /* CURL_GLOBAL_SSL | CURL_GLOBAL_WIN32 */
 
 static size_t sink(char *p, size_t size, size_t n, void *ud) {
   (void)p;
@@ -34,21 +38,21 @@ static size_t sink(char *p, size_t size, size_t n, void *ud) {
 }
 
 int main(int argc, char **argv) {
-  const char *lib = argc > 2 ? argv[2] : "libcurl.so.4";
-  long flags = argc > 3 ? strtol(argv[3], NULL, 0) : 3;
+  int mode = argc > 2 && strcmp(argv[2], "lazy") == 0 ? RTLD_LAZY : RTLD_NOW;
+  const char *lib = argc > 3 ? argv[3] : "libcurl.so.4";
   void *h;
   CURL *e;
   int rc;
   if (argc < 2) {
-    fprintf(stderr, "usage: %s URL [LIB [FLAGS]]\n", argv[0]);
+    fprintf(stderr, "usage: %s URL [now|lazy [LIB]]\n", argv[0]);
     return 2;
   }
-  h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
+  h = dlopen(lib, mode | RTLD_LOCAL);
   if (h == NULL) {
     fprintf(stderr, "%s\n", dlerror());
     return 1;
   }
-  if (((global_init_fn)dlsym(h, "curl_global_init"))(flags) != 0) return 1;
+  if (((global_init_fn)dlsym(h, "curl_global_init"))(GLOBAL_DEFAULT) != 0) return 1;
   e = ((easy_init_fn)dlsym(h, "curl_easy_init"))();
   if (e == NULL) return 1;
   ((easy_setopt_fn)dlsym(h, "curl_easy_setopt"))(e, OPT_URL, argv[1]);
