@@ -23,16 +23,17 @@
 # --variants adds floor rows for Debian's other libcurl flavours (libcurl-gnutls.so.4,
 # libcurl-nss.so.4) where installed. --pin runs the server on CPU 0 and hyperfine
 # (so every command) on CPU 1. --runs N: at least N runs a command in a round
-# (default 200). --rounds R: hyperfine is run R times (default 3) and the table gives
-# the median of the rounds' medians and their range: on a shared machine a burst of
-# load hits whichever command runs at that moment, and the rounds show it.
-# --no-peers leaves out python3 and node (node alone takes ~20 s a round).
+# (default 100). --rounds R: hyperfine is run R times (default 5), the commands in a
+# new random order each time, and the table gives the median of the rounds' medians
+# and their range: on a shared machine a burst of load hits whichever command runs
+# at that moment, and the rounds show it.
+# --no-peers leaves out python3 and node (node alone takes ~12 s a round).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 build=${LUARUN_BUILD:-build}
 case "$build" in /*) ;; *) build="$root/$build" ;; esac
-head=0 compare="" variants=0 pin=0 runs=200 rounds=3 server=c peers=1
+head=0 compare="" variants=0 pin=0 runs=100 rounds=5 server=c peers=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --head) head=1; shift ;;
@@ -134,21 +135,30 @@ fi
 echo "luarun startup benchmark: $built"
 echo "binary $luarun; server $server_name at $url (pid $server_pid); pinned: $([ $pin = 1 ] && echo "server CPU 0, hyperfine CPU 1" || echo no)"
 echo "libcurl $(dpkg-query -W -f='${Version}' libcurl4 2>/dev/null || echo '?'); $rounds rounds of hyperfine"
+# hyperfine runs its commands one after another, so each round takes them in another
+# (random) order: a burst of load then lands on different commands in each round.
 for i in $(seq "$rounds"); do
   echo "round $i: load average $(cut -d" " -f1-3 /proc/loadavg)"
+  shuffled=()
+  for k in $(seq 0 3 $((${#rows[@]} - 1)) | shuf); do
+    shuffled+=("${rows[@]:k:3}")
+  done
   "${hf[@]}" -N --warmup 20 --min-runs "$runs" --export-json "$tmp/h$i.json" \
-    "${rows[@]}" >"$tmp/h$i.log" 2>&1 || { cat "$tmp/h$i.log" >&2; exit 1; }
+    "${shuffled[@]}" >"$tmp/h$i.log" 2>&1 || { cat "$tmp/h$i.log" >&2; exit 1; }
 done
 echo "load average after $(cut -d" " -f1-3 /proc/loadavg)"
 echo
 /usr/bin/python3 - "$tmp"/h*.json <<'PY'
 import json, statistics, sys
 rounds = [{x["command"]: x for x in json.load(open(f))["results"]} for f in sys.argv[1:]]
+order = [x["command"] for x in json.load(open(sys.argv[1]))["results"]]
 ms = lambda xs: [x * 1000 for x in xs]
+ROWS = ["lua5.4", "luarun", "python3", "node", "luarun-require", "luarun-fetch",
+        "floor-now", "floor-lazy"]
 print("| command | median ms | range of round medians | mean ms | min ms | runs |")
 print("|:---|---:|---:|---:|---:|---:|")
 meds = {}
-for name in rounds[0]:
+for name in sorted(order, key=lambda n: ROWS.index(n) if n in ROWS else len(ROWS)):
     rm = ms([r[name]["median"] for r in rounds])
     meds[name] = statistics.median(rm)
     times = ms([t for r in rounds for t in r[name]["times"]])
