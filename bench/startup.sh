@@ -14,7 +14,7 @@
 # Also shows the shared libraries luarun loads at start (libcurl must not be one).
 #
 #   bench/startup.sh [--head] [--compare REV] [--variants] [--pin] [--runs N]
-#                    [--rounds R] [--server c|httpbin] [--no-peers]
+#                    [--rounds R] [--server c|httpbin] [--no-peers] [--interleaved]
 #
 # --head measures the committed HEAD, exported (git archive) to
 # /tmp/luarun-bench-<commit> and built there; otherwise build/ (LUARUN_BUILD) is
@@ -28,12 +28,15 @@
 # and their range: on a shared machine a burst of load hits whichever command runs
 # at that moment, and the rounds show it.
 # --no-peers leaves out python3 and node (node alone takes ~12 s a round).
+# --interleaved times the same commands with bench/interleave.py instead of hyperfine:
+# R x N rounds, each running every command once in a random order (its own table,
+# with CPU times, then the summary with one "round").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 build=${LUARUN_BUILD:-build}
 case "$build" in /*) ;; *) build="$root/$build" ;; esac
-head=0 compare="" variants=0 pin=0 runs=100 rounds=5 server=c peers=1
+head=0 compare="" variants=0 pin=0 runs=100 rounds=5 server=c peers=1 interleaved=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --head) head=1; shift ;;
@@ -44,8 +47,9 @@ while [ $# -gt 0 ]; do
     --rounds) rounds=$2; shift 2 ;;
     --server) server=$2; shift 2 ;;
     --no-peers) peers=0; shift ;;
+    --interleaved) interleaved=1; shift ;;
     *) echo "usage: bench/startup.sh [--head] [--compare REV] [--variants] [--pin]" \
-            "[--runs N] [--rounds R] [--server c|httpbin] [--no-peers]" >&2
+            "[--runs N] [--rounds R] [--server c|httpbin] [--no-peers] [--interleaved]" >&2
        exit 2 ;;
   esac
 done
@@ -134,9 +138,19 @@ fi
 
 echo "luarun startup benchmark: $built"
 echo "binary $luarun; server $server_name at $url (pid $server_pid); pinned: $([ $pin = 1 ] && echo "server CPU 0, hyperfine CPU 1" || echo no)"
-echo "libcurl $(dpkg-query -W -f='${Version}' libcurl4 2>/dev/null || echo '?'); $rounds rounds of hyperfine"
+echo "libcurl $(dpkg-query -W -f='${Version}' libcurl4 2>/dev/null || echo '?')"
+if [ $interleaved = 1 ]; then
+  echo "$((rounds * runs)) interleaved rounds of bench/interleave.py"
+  echo "load average $(cut -d" " -f1-3 /proc/loadavg)"
+  names_cmds=()
+  for k in $(seq 0 3 $((${#rows[@]} - 1))); do names_cmds+=("${rows[@]:k+1:2}"); done
+  "${hf[@]:0:${#hf[@]}-1}" /usr/bin/python3 bench/interleave.py --export-json "$tmp/h1.json" \
+    $((rounds * runs)) "${names_cmds[@]}"
+  rounds=0
+fi
 # hyperfine runs its commands one after another, so each round takes them in another
 # (random) order: a burst of load then lands on different commands in each round.
+[ "$rounds" = 0 ] || echo "$rounds rounds of hyperfine"
 for i in $(seq "$rounds"); do
   echo "round $i: load average $(cut -d" " -f1-3 /proc/loadavg)"
   shuffled=()
