@@ -48,6 +48,11 @@ static int load_locked(char *err, size_t errlen) {
              v ? v->version : "?");
     return -1;
   }
+  /* This initialises OpenSSL too (~0.9 ms, most of it reading openssl.cnf), plain
+   * HTTP or not: libcurl 7.57 and later ignore CURL_GLOBAL_SSL and always set up the
+   * TLS back end here, and curl_easy_init would do it if we did not. Deferring it to
+   * the first https request would mean skipping OpenSSL's config, i.e. the system's
+   * TLS policy (issue 20; bench/RESULTS.md). */
   if (lr_curl.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
     snprintf(err, errlen, "curl_global_init failed");
     return -1;
