@@ -15,7 +15,18 @@ static int load_locked(char *err, size_t errlen) {
   const char *why;
   curl_version_info_data *v;
   if (loaded) return 0;
-  lib = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
+  /* RTLD_LAZY, not RTLD_NOW (issue 20). The dlopen is most of what a fetch script's
+   * startup costs (~5 of ~7 ms), and half of that is the dynamic linker's symbol
+   * lookups: some 10,700 over libcurl and the ~31 libraries it pulls in. RTLD_NOW
+   * also binds, up front, every PLT slot of the libraries built without -z now
+   * (libcurl itself, krb5, gssapi, gmp, rtmp, nghttp2, zlib: ~2,300 of the lookups),
+   * most of which a run never calls; lazily each is bound at its first call.
+   * Measured on Debian 12 (bench/startup.sh): 0.5-0.8 ms less per fetch script. The
+   * big ones (libcrypto, libssl, gnutls, p11-kit) are linked -z now and are bound
+   * in full either way. A symbol missing from a library would now abort at its
+   * first call instead of failing the dlopen; our own calls into libcurl still go
+   * through dlsym below and are checked. */
+  lib = dlopen("libcurl.so.4", RTLD_LAZY | RTLD_LOCAL);
   if (lib == NULL) {
     why = dlerror();
     snprintf(err, errlen, "cannot load libcurl (libcurl.so.4): %s; install libcurl4",
@@ -37,6 +48,11 @@ static int load_locked(char *err, size_t errlen) {
              v ? v->version : "?");
     return -1;
   }
+  /* This initialises OpenSSL too (~0.9 ms, most of it reading openssl.cnf), plain
+   * HTTP or not: libcurl 7.57 and later ignore CURL_GLOBAL_SSL and always set up the
+   * TLS back end here, and curl_easy_init would do it if we did not. Deferring it to
+   * the first https request would mean skipping OpenSSL's config, i.e. the system's
+   * TLS policy (issue 20; bench/RESULTS.md). */
   if (lr_curl.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
     snprintf(err, errlen, "curl_global_init failed");
     return -1;

@@ -918,5 +918,30 @@ describe("luarun.http", function()
       assert.are.equal(0, code)
       assert.are.equal("function\n", out)
     end)
+
+    it("a script maps no libcurl or TLS library until it requires luarun.http (issue 20)", function()
+      -- What the process has mapped, seen from inside it: startup stays as fast as
+      -- lua5.4's only while nothing at start pulls libcurl or OpenSSL in.
+      local probe = [[
+        local function mapped()
+          local seen = {}
+          for l in io.lines("/proc/self/maps") do
+            for _, name in ipairs({"libcurl", "libssl", "libcrypto", "libgnutls"}) do
+              if l:find("/" .. name, 1, true) then seen[name] = true end
+            end
+          end
+          local t = {}
+          for name in pairs(seen) do t[#t + 1] = name end
+          table.sort(t)
+          return table.concat(t, ",")
+        end
+        io.write("[", mapped(), "] ")
+        require "luarun.http"
+        io.write("[", mapped():match("libcurl") or "", "]")
+      ]]
+      local code, out = util.sh(util.quote(util.bin) .. " -e " .. util.quote(probe))
+      assert.are.equal(0, code)
+      assert.are.equal("[] [libcurl]", out)
+    end)
   end)
 end)
