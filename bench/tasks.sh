@@ -12,7 +12,8 @@
 #
 # Each repetition runs every program once, in turn (so a change of load hits them
 # all); the table shows medians and, in brackets, the range over the repetitions.
-# elapsed_s and rss_MB come from /usr/bin/time -f '%e %M' (the whole process);
+# elapsed_s, cpu_s (user + system) and rss_MB come from /usr/bin/time -f '%e %U %S %M'
+# (the whole process; on a shared machine cpu_s moves less with load than elapsed_s);
 # spawn_s and wall_s are measured inside (wall: before the first spawn to after the
 # wait returns; lua5.4-coroutines: CPU time of its loop). rss/floor divides by the
 # floor's median peak RSS.
@@ -89,15 +90,15 @@ echo "$(uname -srm), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadav
 for ((r = 1; r <= reps; r++)); do
   for l in "${labels[@]}"; do
     # shellcheck disable=SC2086
-    if ! "${pin[@]}" /usr/bin/time -f "%e %M" -o "$tmp/time" ${cmd[$l]} "$n" >"$tmp/out" 2>"$tmp/err"; then
+    if ! "${pin[@]}" /usr/bin/time -f "%e %U %S %M" -o "$tmp/time" ${cmd[$l]} "$n" >"$tmp/out" 2>"$tmp/err"; then
       echo "tasks.sh: $l failed:" >&2; cat "$tmp/err" "$tmp/time" >&2; continue
     fi
     echo "$l $(grep -o 'spawn=[0-9.]* wall=[0-9.]*' "$tmp/out" | tr '=' ' ' |
-      awk '{print $2, $4}') $(tail -1 "$tmp/time")" >>"$tmp/rows"
+      awk '{print $2, $4}') $(tail -1 "$tmp/time" | awk '{print $1, $2 + $3, $4}')" >>"$tmp/rows"
   done
 done
 
-# rows: label spawn wall elapsed rss_kb
+# rows: label spawn wall elapsed cpu rss_kb
 awk -v order="${labels[*]}" '
   function med(a, k,   i, j, t, m) {
     m = cnt[k]; for (i = 1; i <= m; i++) s[i] = a[k, i]
@@ -105,18 +106,19 @@ awk -v order="${labels[*]}" '
     lo = s[1]; hi = s[m]
     return (m % 2) ? s[(m + 1) / 2] : (s[m / 2] + s[m / 2 + 1]) / 2
   }
-  { k = $1; c = ++cnt[k]; sp[k, c] = $2; wa[k, c] = $3; el[k, c] = $4; rs[k, c] = $5 / 1024 }
+  { k = $1; c = ++cnt[k]; sp[k, c] = $2; wa[k, c] = $3; el[k, c] = $4; cp[k, c] = $5; rs[k, c] = $6 / 1024 }
   END {
     floor = 0
     if (cnt["lua5.4-coroutines"]) floor = med(rs, "lua5.4-coroutines")
-    printf "%-18s %7s %7s %17s %19s %8s\n", "runtime", "spawn_s", "wall_s", "elapsed_s [range]", "rss_MB [range]", "rss/floor"
+    printf "%-18s %7s %7s %17s %6s %19s %8s\n", "runtime", "spawn_s", "wall_s", "elapsed_s [range]", "cpu_s", "rss_MB [range]", "rss/floor"
     n = split(order, ks, " ")
     for (i = 1; i <= n; i++) {
       k = ks[i]; if (!cnt[k]) continue
       a = med(sp, k); b = med(wa, k)
       e = med(el, k); elo = lo; ehi = hi
+      u = med(cp, k)
       m = med(rs, k); mlo = lo; mhi = hi
-      printf "%-18s %7.3f %7.3f %5.2f [%4.2f-%4.2f] %6.1f [%5.1f-%5.1f] %8s\n", k, a, b, e, elo, ehi, m, mlo, mhi,
+      printf "%-18s %7.3f %7.3f %5.2f [%4.2f-%4.2f] %6.2f %6.1f [%5.1f-%5.1f] %8s\n", k, a, b, e, elo, ehi, u, m, mlo, mhi,
         (floor > 0 && k != "lua5.4-coroutines") ? sprintf("%.3f", m / floor) : "-"
     }
   }' "$tmp/rows"
