@@ -70,6 +70,7 @@ typedef struct heap {
   char *bump, *end;       /* the unused rest of the newest chunk */
   chunk *chunks;
   size_t chunk_bytes;     /* in all chunks */
+  int closing;            /* in lr_alloc_close: small frees are left to the chunks' */
   int warn;               /* warnings: 0 off, 1 on, 2 inside a multi-part message */
 } heap;
 
@@ -130,6 +131,13 @@ static void *small_alloc(heap *h, unsigned cls) {
 }
 
 static void small_free(heap *h, void *p, unsigned cls) {
+#if !defined(__SANITIZE_ADDRESS__)
+  /* lua_close frees every object, and the chunks go right after: pushing each block
+   * on its free list would write to every one of them (closing the state after
+   * 100,000 finished tasks: 16.4 -> 14.0 ms, medians of 8). ASan builds still poison
+   * them. */
+  if (h->closing) return;
+#endif
   *(void **)p = h->free[cls];
   h->free[cls] = p;
   POISON(p, (size_t)cls * GRAIN);
@@ -223,8 +231,9 @@ void lr_alloc_close(lua_State *L) {
     lua_close(L);
     return;
   }
-  lua_close(L);
   h = ud;
+  h->closing = 1;
+  lua_close(L);
   while ((c = h->chunks) != NULL) {
     h->chunks = c->next;
     free_chunk(c);
