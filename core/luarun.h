@@ -114,6 +114,7 @@ struct lr_runtime {
   uint16_t where_last_id; /* cache of the last spawn site (sched.c) */
   int where_last_line;
   const char *where_last_src;
+  const void *task_mt;   /* the luarun.Task metatable, for lr_task_test_rt */
   /* Timers: a binary min-heap of sleeping tasks driven by one uv_timer_t. */
   lr_task **heap;
   uint32_t heap_n, heap_cap;
@@ -170,6 +171,9 @@ void lr_runtime_cancel_all(lr_runtime *rt);
 lr_task *lr_task_spawn(lua_State *L, lr_runtime *rt, int nargs, int level);
 lr_task *lr_task_check(lua_State *L, int idx);
 lr_task *lr_task_test(lua_State *L, int idx);
+/* lr_task_test for hot loops (gather's children): compares the metatable's address
+ * with rt's, without looking the metatable up in the registry. */
+lr_task *lr_task_test_rt(lua_State *L, lr_runtime *rt, int idx);
 /* Pushes t's userdata, live or done; nil for a done task that kept nothing (no
  * outcome, no name) and that nobody could be holding anyway. */
 void lr_task_push_ud(lua_State *L, lr_task *t);
@@ -238,7 +242,8 @@ int lr_timeout(lua_State *L);
 int lr_is_callable(lua_State *L, int idx);
 /* Checks item i of a group (at idx): a function, or a task no group owns yet. Raises
  * naming fname (arg: as argument i, else as item i of a list). */
-void lr_check_child(lua_State *L, int idx, const char *fname, lua_Integer i, int arg);
+void lr_check_child(lua_State *L, lr_runtime *rt, int idx, const char *fname, lua_Integer i,
+                    int arg);
 /* Cancels every live task that o owns. */
 void lr_owner_cancel_children(lr_runtime *rt, lr_owner *o);
 

@@ -178,6 +178,14 @@ lr_task *lr_task_test(lua_State *L, int idx) {
   return (lr_task *)luaL_testudata(L, idx, TASK_MT);
 }
 
+lr_task *lr_task_test_rt(lua_State *L, lr_runtime *rt, int idx) {
+  const void *mt;
+  if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return NULL;
+  mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  return mt == rt->task_mt ? (lr_task *)lua_touserdata(L, idx) : NULL;
+}
+
 /* ---- which task is running here ---- */
 
 /* Pushes "table.sort" for a function found in a loaded module, else "?". */
@@ -709,4 +717,8 @@ void lr_sched_register(lua_State *L) {
   static const luaL_Reg meta[] = {
     {"__tostring", task_tostring}, {NULL, NULL}};
   lr_register_class(L, TASK_MT, task_methods, meta);
+  /* The registry keeps the metatable, and so this address, for the state's life. */
+  luaL_getmetatable(L, TASK_MT);
+  lr_runtime_get(L)->task_mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
 }
