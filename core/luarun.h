@@ -115,6 +115,7 @@ struct lr_runtime {
   int where_last_line;
   const char *where_last_src;
   const void *task_mt;   /* the luarun.Task metatable, for lr_task_test_rt */
+  int task_mt_ref;       /* registry[task_mt_ref]: the same table (0 until registered) */
   /* Timers: a binary min-heap of sleeping tasks driven by one uv_timer_t. */
   lr_task **heap;
   uint32_t heap_n, heap_cap;

@@ -150,7 +150,10 @@ lr_task *lr_task_spawn(lua_State *L, lr_runtime *rt, int nargs, int level) {
   lr_task *t = lua_newuserdatauv(L, sizeof *t, 0); /* fn args ud */
   lua_State *co;
   memset(t, 0, sizeof *t);
-  luaL_setmetatable(L, TASK_MT);
+  /* By integer ref: luaL_setmetatable hashes and compares the name every spawn. */
+  if (rt->task_mt_ref > 0) lua_rawgeti(L, LUA_REGISTRYINDEX, rt->task_mt_ref);
+  else luaL_getmetatable(L, TASK_MT);
+  lua_setmetatable(L, -2);
   co = lua_newthread(L);                     /* fn args ud co */
   lua_pushvalue(L, -2);
   lua_xmove(L, co, 1);                       /* co: ud */
@@ -714,11 +717,14 @@ static const luaL_Reg task_methods[] = {
 };
 
 void lr_sched_register(lua_State *L) {
+  lr_runtime *rt;
   static const luaL_Reg meta[] = {
     {"__tostring", task_tostring}, {NULL, NULL}};
   lr_register_class(L, TASK_MT, task_methods, meta);
   /* The registry keeps the metatable, and so this address, for the state's life. */
   luaL_getmetatable(L, TASK_MT);
-  lr_runtime_get(L)->task_mt = lua_topointer(L, -1);
-  lua_pop(L, 1);
+  rt = lr_runtime_get(L);
+  rt->task_mt = lua_topointer(L, -1);
+  if (rt->task_mt_ref > 0) lua_pop(L, 1);
+  else rt->task_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
