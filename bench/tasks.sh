@@ -5,8 +5,12 @@
 #   luarun-wait     lr.spawn in a loop, then tasks[i]:wait()        bench/tasks/luarun_wait.lua
 #   luv             lua5.4 + coroutines + a uv timer each (lua-luv) bench/tasks/luv_timers.lua
 #   node            async functions awaiting setTimeout promises    bench/tasks/node_tasks.js
+#   node-promises   bare setTimeout promises, no function per task  bench/tasks/node_promises.js
 #   python-asyncio  create_task in a loop, then asyncio.gather      bench/tasks/asyncio_tasks.py
 #   lua5.4-coroutines  the memory floor: N bare coroutines suspended in a yield
+#   lua+libuv-floor the same work in C on lua5.4 and libuv alone: spawn from a Lua
+#                   loop, a C sleep on one uv timer, no task objects (bench/tasks/floor.c,
+#                   compiled to /tmp by this script)
 #
 #   bench/tasks.sh [--head] [N]          default N 100000
 #
@@ -66,13 +70,20 @@ trap 'rm -rf "$tmp"' EXIT
 pin=()
 [ -n "${PIN:-}" ] && pin=(taskset -c 1)
 
-labels=(lua5.4-coroutines luarun-gather luarun-wait luv node python-asyncio)
+floor_bin=/tmp/luarun-tasks-floor
+if [ ! -x "$floor_bin" ] || [ "$dir/floor.c" -nt "$floor_bin" ]; then
+  cc -O2 "$dir/floor.c" $(pkg-config --cflags --libs lua5.4 libuv) -o "$floor_bin"
+fi
+
+labels=(lua5.4-coroutines lua+libuv-floor luarun-gather luarun-wait luv node node-promises python-asyncio)
 declare -A cmd=(
   [lua5.4-coroutines]="lua5.4 $dir/lua_coroutines.lua"
+  [lua+libuv-floor]="$floor_bin"
   [luarun-gather]="$build/luarun $dir/luarun_gather.lua"
   [luarun-wait]="$build/luarun $dir/luarun_wait.lua"
   [luv]="lua5.4 $dir/luv_timers.lua"
   [node]="node $dir/node_tasks.js"
+  [node-promises]="node $dir/node_promises.js"
   [python-asyncio]="/usr/bin/python3 $dir/asyncio_tasks.py"
 )
 for e in ${EXTRA:-}; do
