@@ -129,7 +129,8 @@ lr_runtime *lr_runtime_get(lua_State *L) {
   lua_pop(L, 1);
   /* Everything that may raise (out of memory) comes before the runtime exists, or
    * after the box that frees it holds it whole. */
-  for (i = 0; i < 4; i++) refs[i] = new_table_ref(L, NULL);
+  /* refs[3], the task names, has weak keys: task userdata (tasks.c). */
+  for (i = 0; i < 4; i++) refs[i] = new_table_ref(L, i == 3 ? "k" : NULL);
   box = lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL;
   lua_newtable(L);

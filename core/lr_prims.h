@@ -16,7 +16,8 @@ int lr_timeout(lua_State *L);
 int lr_is_callable(lua_State *L, int idx);
 /* Checks item i of a group (at idx): a function, or a task no group owns yet. Raises
  * naming fname (arg: as argument i, else as item i of a list). */
-void lr_check_child(lua_State *L, int idx, const char *fname, lua_Integer i, int arg);
+void lr_check_child(lua_State *L, lr_runtime *rt, int idx, const char *fname, lua_Integer i,
+                    int arg);
 /* Cancels every live task that o owns. */
 void lr_owner_cancel_children(lr_runtime *rt, lr_owner *o);
 

@@ -59,8 +59,9 @@ struct lr_owner {
  *
  * The thread's stack holds the task userdata at index 1, then the function and its
  * arguments. While the task is alive, its slot in the live-task table anchors the
- * thread (and so the userdata). Once done, the slot holds the outcome instead and the
- * thread is freed (co becomes NULL); the userdata's __gc frees the slot. */
+ * thread (and so the userdata). Once done, the slot goes and the thread is freed (co
+ * becomes NULL); an outcome to keep is kept with the userdata in a weak table. The
+ * userdata has no __gc (sched.c says why). */
 struct lr_task {
   lua_State *co;         /* the task's thread */
   lr_runtime *rt;
@@ -107,6 +108,8 @@ struct lr_runtime {
   uint16_t where_last_id; /* cache of the last spawn site (sched.c) */
   int where_last_line;
   const char *where_last_src;
+  const void *task_mt;   /* the luarun.Task metatable, for lr_task_test_rt */
+  int task_mt_ref;       /* registry[task_mt_ref]: the same table (0 until registered) */
   /* Timers: a binary min-heap of sleeping tasks driven by one uv_timer_t. */
   lr_task **heap;
   uint32_t heap_n, heap_cap;
@@ -124,7 +127,7 @@ struct lr_runtime {
   volatile sig_atomic_t interrupted; /* SIGINT or SIGTERM seen: its number */
   int closing;
   int origin_ref;        /* registry: {err, report} of the last error relayed by wait */
-  int names_ref;         /* registry: task names, keyed by light userdata (tasks.c) */
+  int names_ref;         /* registry: task names, keyed by task userdata, weak (report.c) */
   lua_State *running_co; /* the thread executing Lua right now (for SIGINT) */
   lr_closer closers[LR_MAX_CLOSERS]; /* subsystems to shut down, last first */
   int ncloser;
@@ -162,6 +165,15 @@ void lr_runtime_cancel_all(lr_runtime *rt);
 lr_task *lr_task_spawn(lua_State *L, lr_runtime *rt, int nargs, int level);
 lr_task *lr_task_check(lua_State *L, int idx);
 lr_task *lr_task_test(lua_State *L, int idx);
+/* lr_task_test for hot loops (gather's children): compares the metatable's address
+ * with rt's, without looking the metatable up in the registry. */
+lr_task *lr_task_test_rt(lua_State *L, lr_runtime *rt, int idx);
+/* Pushes t's userdata, live or done; nil for a done task that kept nothing (no
+ * outcome, no name) and that nobody could be holding anyway. */
+void lr_task_push_ud(lua_State *L, lr_task *t);
+/* Lets lr_task_push_ud find t's userdata (at idx) once t is done, as long as the
+ * userdata lives (a weak table: nothing to release). */
+void lr_task_remember_ud(lua_State *L, lr_task *t, int idx);
 /* Interns the position of stack level `level` of L; returns its id for t->where. */
 uint16_t lr_task_where(lua_State *L, lr_runtime *rt, int level);
 void lr_sched_register(lua_State *L);

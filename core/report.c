@@ -1,7 +1,8 @@
 /* report.c: how a task is named, and what an uncaught error looks like.
  *
- * Names live in a registry table keyed by the task's address, not in the task: most
- * tasks never get one, and a task's struct is kept small on purpose (see luarun.h).
+ * Names live in a registry table with weak keys, keyed by the task's userdata, not in
+ * the task: most tasks never get one, and a task's struct is kept small on purpose
+ * (see lr_sched.h). The collector drops a name with its task; tasks have no __gc.
  *
  * A report is the error message, the traceback of the task where it was raised, and
  * which task that was and where it was spawned. It is built when a task fails (its
@@ -23,15 +24,21 @@ void lr_task_push_name(lua_State *L, lr_task *t) {
     return;
   }
   push_names(L, t->rt);
-  lua_rawgetp(L, -1, t);
+  lr_task_push_ud(L, t);
+  lua_rawget(L, -2);
   lua_remove(L, -2);
 }
 
 void lr_task_forget_name(lua_State *L, lr_task *t) {
   push_names(L, t->rt);
-  lua_pushnil(L);
-  lua_rawsetp(L, -2, t);
-  lua_pop(L, 1);
+  lr_task_push_ud(L, t);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 2); /* not found: nothing to forget (a nil key would raise) */
+  } else {
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+  }
   t->flags &= (uint8_t)~LR_F_NAMED;
 }
 
@@ -52,10 +59,12 @@ int lr_task_set_name(lua_State *L) {
   } else {
     luaL_checktype(L, 2, LUA_TSTRING);
     push_names(L, t->rt);
+    lua_pushvalue(L, 1);
     lua_pushvalue(L, 2);
-    lua_rawsetp(L, -2, t);
+    lua_rawset(L, -3);
     lua_pop(L, 1);
     t->flags |= LR_F_NAMED;
+    lr_task_remember_ud(L, t, 1); /* for the name once the task is done */
   }
   lua_settop(L, 1);
   return 1;
@@ -101,7 +110,6 @@ void lr_task_push_waiting(lua_State *L, lr_task *t) {
     lua_pushliteral(L, "a luarun call");
   }
 }
-
 
 const char *lr_report_tostring(lua_State *L, int idx) {
   idx = lua_absindex(L, idx);

@@ -1,9 +1,18 @@
 /* sched.c: tasks, the ready queue, parking and waking, cancellation.
  *
- * A task is a full userdata (luarun.Task) holding struct lr_task; its Lua thread is
- * user value 1, so the thread lives as long as the task object. While a task is not
- * done it is also anchored in the runtime's live-task table (slot t->ref), so a task
- * nobody references still runs to the end.
+ * A task is a full userdata (luarun.Task) holding struct lr_task. While a task is not
+ * done its thread is anchored in the runtime's live-task table (slot t->ref), so a task
+ * nobody references still runs to the end; the thread's stack holds the userdata.
+ *
+ * The userdata has no finalizer. What outlives the thread hangs off the userdata in
+ * tables with weak keys, which the collector clears with it: the outcome (results or
+ * error, below) and the name (tasks.c). A finalizable object costs the collector a
+ * pass over the finalizer list each cycle, a call of __gc and a second cycle before
+ * its memory is freed, and lua_close calls each __gc left: for 100,000 tasks that was
+ * 7 % of the instructions of spawning, sleeping and gathering them (issue 20). Giving
+ * the finalizer only to tasks that keep something was tried and dropped: Lua finds an
+ * object it must move to its finalizer list by walking every object made after it,
+ * so cancelling 100,000 old tasks took minutes.
  */
 #include <stddef.h>
 #include <stdlib.h>
@@ -13,6 +22,11 @@
 char lr_park_sentinel;
 
 #define TASK_MT "luarun.Task"
+/* registry[&outcomes_key]: task userdata -> outcome (weak keys).
+ * registry[&selves_key]: lightuserdata(t) -> task userdata (weak values), the way from
+ * a done task's struct back to its userdata, for tasks that keep something. */
+static const char outcomes_key = 'o';
+static const char selves_key = 's';
 
 /* ---- wait queues ---- */
 
@@ -70,18 +84,18 @@ static void live_release(lua_State *L, lr_runtime *rt, lr_task *t) {
   int slot = t->ref;
   if (slot <= 0) return;
   t->ref = 0;
-  if (rt->free_n == rt->free_cap) {
-    uint32_t cap = rt->free_cap ? rt->free_cap * 2 : 256;
-    void *p = realloc(rt->free_slots, cap * sizeof *rt->free_slots);
-    if (p == NULL) return; /* the slot is leaked, never reused: harmless */
-    rt->free_slots = p;
-    rt->free_cap = cap;
-  }
-  rt->free_slots[rt->free_n++] = (uint32_t)slot;
   lua_rawgeti(L, LUA_REGISTRYINDEX, rt->tasks_ref);
   lua_pushnil(L);
   lua_rawseti(L, -2, slot);
   lua_pop(L, 1);
+  if (rt->free_n == rt->free_cap) {
+    uint32_t cap = rt->free_cap ? rt->free_cap * 2 : 256;
+    void *p = realloc(rt->free_slots, cap * sizeof *rt->free_slots);
+    if (p == NULL) return; /* the slot is never reused: harmless */
+    rt->free_slots = p;
+    rt->free_cap = cap;
+  }
+  rt->free_slots[rt->free_n++] = (uint32_t)slot;
 }
 
 /* ---- creating tasks ---- */
@@ -136,7 +150,10 @@ lr_task *lr_task_spawn(lua_State *L, lr_runtime *rt, int nargs, int level) {
   lr_task *t = lua_newuserdatauv(L, sizeof *t, 0); /* fn args ud */
   lua_State *co;
   memset(t, 0, sizeof *t);
-  luaL_setmetatable(L, TASK_MT);
+  /* By integer ref: luaL_setmetatable hashes and compares the name every spawn. */
+  if (rt->task_mt_ref > 0) lua_rawgeti(L, LUA_REGISTRYINDEX, rt->task_mt_ref);
+  else luaL_getmetatable(L, TASK_MT);
+  lua_setmetatable(L, -2);
   co = lua_newthread(L);                     /* fn args ud co */
   lua_pushvalue(L, -2);
   lua_xmove(L, co, 1);                       /* co: ud */
@@ -162,6 +179,14 @@ lr_task *lr_task_check(lua_State *L, int idx) {
 
 lr_task *lr_task_test(lua_State *L, int idx) {
   return (lr_task *)luaL_testudata(L, idx, TASK_MT);
+}
+
+lr_task *lr_task_test_rt(lua_State *L, lr_runtime *rt, int idx) {
+  const void *mt;
+  if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return NULL;
+  mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  return mt == rt->task_mt ? (lr_task *)lua_touserdata(L, idx) : NULL;
 }
 
 /* ---- which task is running here ---- */
@@ -307,12 +332,44 @@ lr_task *lr_task_enter(lua_State *L, const char *fname) {
 
 /* ---- outcomes ---- */
 
-/* A done task's outcome lives in its live-table slot, and its thread is freed: the
- * slot holds nothing (no results), the one result, or a table {n =, ...} of them; for a
- * failure, {report or false, error}. The userdata's __gc frees the slot. */
+/* Pushes registry[key], a table with weak keys or values (mode), made on first use. */
+static void push_weak(lua_State *L, const char *key, const char *mode) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) != LUA_TNIL) return;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushstring(L, mode);
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+}
+
+void lr_task_remember_ud(lua_State *L, lr_task *t, int idx) {
+  idx = lua_absindex(L, idx);
+  push_weak(L, &selves_key, "v");
+  lua_pushvalue(L, idx);
+  lua_rawsetp(L, -2, t);
+  lua_pop(L, 1);
+}
+
+void lr_task_push_ud(lua_State *L, lr_task *t) {
+  lr_task_push_self(L, t);
+  if (!lua_isnil(L, -1)) return;
+  lua_pop(L, 1);
+  push_weak(L, &selves_key, "v");
+  lua_rawgetp(L, -1, t);
+  lua_remove(L, -2);
+}
+
+/* A done task's thread is freed, and so is its live-table slot. Its outcome, if any,
+ * is kept with its userdata: the one result, or a table {n =, ...} of them; for a
+ * failure, {report or false, error}. A task that ended with no results keeps nothing
+ * (LR_PACK_NONE). Whoever asks holds the userdata, so the weak entries are there. */
 static void push_slot(lua_State *L, lr_task *t) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, t->rt->tasks_ref);
-  lua_rawgeti(L, -1, t->ref);
+  push_weak(L, &outcomes_key, "k");     /* outcomes */
+  lr_task_push_ud(L, t);                /* outcomes ud */
+  lua_rawget(L, -2);                    /* outcomes outcome */
   lua_remove(L, -2);
 }
 
@@ -403,7 +460,8 @@ void lr_task_push_self(lua_State *L, lr_task *t) {
 
 #define LR_NEVER_RAN (-1) /* status for finish: the body never ran */
 
-static void finish(lr_runtime *rt, lr_task *t, int status, int nres) {
+/* self: the task's userdata on rt->L's stack (absolute index). */
+static void finish(lr_runtime *rt, lr_task *t, int self, int status, int nres) {
   lua_State *co = t->co;
   lr_task *w;
   lua_State *L = rt->L;
@@ -466,15 +524,23 @@ static void finish(lr_runtime *rt, lr_task *t, int status, int nres) {
     lua_rawseti(L, -2, 1);                     /* L: {report, err} */
     t->result = cancelled ? LR_RES_CANCELLED : LR_RES_FAILED;
   }
-  /* The outcome replaces the thread in the slot: the thread can be collected now. */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->tasks_ref);
-  lua_insert(L, -2);
-  lua_rawseti(L, -2, t->ref);
-  lua_pop(L, 1);
+  /* L: outcome. Kept with the userdata (these tables allocate: a GC step may run,
+   * so the thread keeps its anchor until it is no longer touched). */
+  if (t->result == LR_RES_OK && t->packed == LR_PACK_NONE) {
+    lua_pop(L, 1);
+  } else {
+    push_weak(L, &outcomes_key, "k");          /* outcome outcomes */
+    lua_pushvalue(L, self);
+    lua_pushvalue(L, -3);
+    lua_rawset(L, -3);                         /* outcomes[ud] = outcome */
+    lua_pop(L, 2);
+    lr_task_remember_ud(L, t, self);
+  }
   t->state = LR_DONE;
   *(lr_task **)lua_getextraspace(co) = NULL;
   lua_settop(co, 0);
   t->co = NULL;
+  live_release(L, rt, t);                      /* the thread can be collected now */
   rt->live--;
   if (t->result == LR_RES_FAILED && !(t->flags & LR_F_WAITED) && !t->waiters.head &&
       !t->owner) {
@@ -495,7 +561,7 @@ static void finish_unstarted(lr_runtime *rt, lr_task *t) {
   lua_pushvalue(t->co, LR_CO_SELF);
   lua_xmove(t->co, rt->L, 1); /* anchors the task through finish (see run_task) */
   lr_error_push(t->co, "cancelled", "task cancelled");
-  finish(rt, t, LR_NEVER_RAN, 1);
+  finish(rt, t, lua_gettop(rt->L), LR_NEVER_RAN, 1);
   lua_pop(rt->L, 1);
 }
 
@@ -546,14 +612,14 @@ static void run_task(lr_runtime *rt, lr_task *t) {
     return;
   }
   {
-    /* The userdata stays on the driver's stack through finish: once the outcome
-     * replaces the thread in the live slot, nothing else may hold the task, and a
-     * GC step while the outcome is handed to an owner (a table for gather's record)
-     * would run its __gc, which frees that very slot. */
+    /* The userdata stays on the driver's stack through finish: once the thread's
+     * slot is released, nothing else may hold the task, and a GC step while the
+     * outcome is handed to an owner (a table for gather's record) would collect it,
+     * and the outcome kept with it. */
     int self_idx = rt->current_idx;
     rt->current_idx = 0;
     LR_HOOK(rt, yield, t);
-    finish(rt, t, status, nres);
+    finish(rt, t, self_idx, status, nres);
     lua_settop(rt->L, self_idx - 1);
   }
 }
@@ -639,15 +705,6 @@ static int task_tostring(lua_State *L) {
   return 1;
 }
 
-/* A done task's slot holds its outcome until nobody references the task. */
-static int task_gc(lua_State *L) {
-  lr_task *t = lua_touserdata(L, 1);
-  if (t->rt->closing) return 0;
-  if (t->flags & LR_F_NAMED) lr_task_forget_name(L, t);
-  if (t->state == LR_DONE && t->ref > 0) live_release(L, t->rt, t);
-  return 0;
-}
-
 static const luaL_Reg task_methods[] = {
   {"wait", task_wait},
   {"cancel", task_cancel},
@@ -660,7 +717,14 @@ static const luaL_Reg task_methods[] = {
 };
 
 void lr_sched_register(lua_State *L) {
+  lr_runtime *rt;
   static const luaL_Reg meta[] = {
-    {"__tostring", task_tostring}, {"__gc", task_gc}, {NULL, NULL}};
+    {"__tostring", task_tostring}, {NULL, NULL}};
   lr_register_class(L, TASK_MT, task_methods, meta);
+  /* The registry keeps the metatable, and so this address, for the state's life. */
+  luaL_getmetatable(L, TASK_MT);
+  rt = lr_runtime_get(L);
+  rt->task_mt = lua_topointer(L, -1);
+  if (rt->task_mt_ref > 0) lua_pop(L, 1);
+  else rt->task_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }

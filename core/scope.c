@@ -236,19 +236,20 @@ static void start_items(lua_State *L, group *g, int tidx, uint32_t n) {
 static uint32_t collect_items(lua_State *L, const char *fname) {
   int nargs = lua_gettop(L), i;
   lua_Integer n;
+  lr_runtime *rt = lr_runtime_get(L);
   if (nargs == 1 && lua_type(L, 1) == LUA_TTABLE && !lr_is_callable(L, 1)) {
     n = (lua_Integer)lua_rawlen(L, 1);
     lua_createtable(L, (int)n, 0);
     for (i = 1; i <= n; i++) {
       lua_rawgeti(L, 1, i);
-      lr_check_child(L, -1, fname, i, 0);
+      lr_check_child(L, rt, -1, fname, i, 0);
       lua_rawseti(L, -2, i);
     }
     lua_replace(L, 1);
     lua_settop(L, 1);
   } else {
     n = nargs;
-    for (i = 1; i <= nargs; i++) lr_check_child(L, i, fname, i, 0);
+    for (i = 1; i <= nargs; i++) lr_check_child(L, rt, i, fname, i, 0);
     lua_createtable(L, nargs, 0);
     lua_insert(L, 1);
     for (i = nargs; i >= 1; i--) lua_rawseti(L, 1, i);
