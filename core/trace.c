@@ -113,7 +113,7 @@ static void describe(lr_trace *tr, long i, const lr_wait_desc *d) {
   int k;
   e->cat = d->kind;
   free(e->name);
-  e->name = dup_str(d->name ? d->name : d->kind);
+  e->name = dup_str(d->name); /* NULL: the kind names it (no copy for every sleep) */
   free_args(e->args, e->nargs);
   e->nargs = 0;
   if (d->nargs > 0 && (e->args = calloc((size_t)d->nargs, sizeof *e->args)) != NULL) {
