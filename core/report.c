@@ -57,7 +57,9 @@ int lr_task_set_name(lua_State *L) {
   if (lua_isnoneornil(L, 2)) {
     if (t->flags & LR_F_NAMED) lr_task_forget_name(L, t);
   } else {
-    luaL_checktype(L, 2, LUA_TSTRING);
+    if (lua_type(L, 2) != LUA_TSTRING) /* (as a method, luaL's messages say '?') */
+      return luaL_error(L, "task:set_name: the name must be a string or nil (got %s)",
+                        luaL_typename(L, 2));
     push_names(L, t->rt);
     lua_pushvalue(L, 1);
     lua_pushvalue(L, 2);
