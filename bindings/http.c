@@ -335,6 +335,8 @@ static int do_request(lua_State *L, int cidx, const char *method, int urlarg, in
       lr_error_fail(L, fs_kind(err), strerror(err));
       lua_pushstring(L, q.output);
       lua_setfield(L, -2, "path");
+      lua_pushvalue(L, url_idx); /* as every other HTTP error has */
+      lua_setfield(L, -2, "url");
       return 2;
     }
     lua_pushstring(L, q.output);
