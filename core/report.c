@@ -42,11 +42,14 @@ void lr_task_forget_name(lua_State *L, lr_task *t) {
   t->flags &= (uint8_t)~LR_F_NAMED;
 }
 
-/* task:name() -> the name given with set_name, or "task N". */
+/* task:name() -> the name given with set_name, or "task N" ("main task" for the main
+ * task, as error reports and lr.tasks() say). */
 int lr_task_name(lua_State *L) {
   lr_task *t = lr_task_check(L, 1);
   lr_task_push_name(L, t);
-  if (lua_isnil(L, -1)) lua_pushfstring(L, "task %d", (int)t->id);
+  if (!lua_isnil(L, -1)) return 1;
+  if (t->flags & LR_F_MAIN) lua_pushliteral(L, "main task"); /* as reports call it */
+  else lua_pushfstring(L, "task %d", (int)t->id);
   return 1;
 }
 
