@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Task cost (issue 20): N tasks that each sleep 1 s, spawned one by one and then
 # waited for, in luarun and its peers, side by side in one run:
-#   luarun-gather   lr.spawn in a loop, then lr.gather(tasks)       bench/tasks/luarun_gather.lua
+#   luarun-gather   lr.spawn in a loop, then lr.gather(tasks)       bench/timers/luarun_gather.lua
 #   luarun-wait     lr.spawn in a loop, then tasks[i]:wait()        bench/tasks/luarun_wait.lua
 #   luv             lua5.4 + coroutines + a uv timer each (lua-luv) bench/tasks/luv_timers.lua
 #   node            async functions awaiting setTimeout promises    bench/tasks/node_tasks.js
-#   node-promises   bare setTimeout promises, no function per task  bench/tasks/node_promises.js
-#   python-asyncio  create_task in a loop, then asyncio.gather      bench/tasks/asyncio_tasks.py
+#   node-promises   bare setTimeout promises, no function per task  bench/timers/node_sleep.js
+#   python-asyncio  create_task in a loop, then asyncio.gather      bench/timers/asyncio_sleep.py
 #   lua5.4-coroutines  the memory floor: N bare coroutines suspended in a yield
+#                   (bench/timers/lua_coroutines.lua)
 #   lua+libuv-floor the same work in C on lua5.4 and libuv alone: spawn from a Lua
 #                   loop, a C sleep on one uv timer, no task objects (bench/tasks/floor.c,
 #                   compiled to /tmp by this script)
@@ -35,36 +36,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-build=${LUARUN_BUILD:-build}
-case "$build" in /*) ;; *) build="$root/$build" ;; esac
 reps=${REPS:-7}
 head=0
 if [ "${1:-}" = --head ]; then head=1; shift; fi
 n=${1:-100000}
 
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ $head = 1 ]; then
-  src=/tmp/luarun-bench-$commit
-  build=$src/build
-  if [ ! -x "$build/luarun" ]; then
-    rm -rf "$src" && mkdir -p "$src" && git archive HEAD | tar -x -C "$src"
-    cmake -S "$src" -B "$build" >/dev/null && cmake --build "$build" -j2 >/dev/null
-  fi
-  built="HEAD $commit exactly (exported to $src)"
-else
-  if [ ! -x "$build/luarun" ]; then
-    cmake -S . -B "$build" >/dev/null && cmake --build "$build" -j2 >/dev/null
-  fi
-  built="HEAD $commit, $build"
-  if [ -n "$(git status --porcelain -- core bindings lua CMakeLists.txt cmake 2>/dev/null)" ]; then
-    built="$built + uncommitted changes in the tree (--head avoids that)"
-  fi
-fi
+. bench/build_under_test.sh
 [ -x /usr/bin/time ] || apt-get install -y time >/dev/null
 lua5.4 -e 'require "luv"' 2>/dev/null || apt-get install -y lua-luv >/dev/null
 command -v node >/dev/null && [ -x /usr/bin/python3 ] || bash .ci/setup bench
 
 dir=$root/bench/tasks
+timers=$root/bench/timers  # the scripts the two benchmarks share
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 pin=()
@@ -77,18 +60,18 @@ fi
 
 labels=(lua5.4-coroutines lua+libuv-floor luarun-gather luarun-wait luv node node-promises python-asyncio)
 declare -A cmd=(
-  [lua5.4-coroutines]="lua5.4 $dir/lua_coroutines.lua"
+  [lua5.4-coroutines]="lua5.4 $timers/lua_coroutines.lua"
   [lua+libuv-floor]="$floor_bin"
-  [luarun-gather]="$build/luarun $dir/luarun_gather.lua"
+  [luarun-gather]="$build/luarun $timers/luarun_gather.lua"
   [luarun-wait]="$build/luarun $dir/luarun_wait.lua"
   [luv]="lua5.4 $dir/luv_timers.lua"
   [node]="node $dir/node_tasks.js"
-  [node-promises]="node $dir/node_promises.js"
-  [python-asyncio]="/usr/bin/python3 $dir/asyncio_tasks.py"
+  [node-promises]="node $timers/node_sleep.js"
+  [python-asyncio]="/usr/bin/python3 $timers/asyncio_sleep.py"
 )
 for e in ${EXTRA:-}; do
   labels+=("${e%%=*}")
-  cmd[${e%%=*}]="${e#*=} $dir/luarun_gather.lua"
+  cmd[${e%%=*}]="${e#*=} $timers/luarun_gather.lua"
 done
 if [ -n "${ONLY:-}" ]; then labels=($ONLY); fi
 

@@ -17,32 +17,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-build=${LUARUN_BUILD:-build}
-case "$build" in /*) ;; *) build="$root/$build" ;; esac
 reps_small=${REPS:-3}
 head=0
 if [ "${1:-}" = --head ]; then head=1; shift; fi
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(100000 1000000)
 
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ $head = 1 ]; then
-  src=/tmp/luarun-bench-$commit
-  build=$src/build
-  if [ ! -x "$build/luarun" ]; then
-    rm -rf "$src" && mkdir -p "$src" && git archive HEAD | tar -x -C "$src"
-    cmake -S "$src" -B "$build" >/dev/null && cmake --build "$build" -j2 >/dev/null
-  fi
-  built="HEAD $commit exactly (exported to $src)"
-else
-  if [ ! -x "$build/luarun" ]; then
-    cmake -S . -B "$build" >/dev/null && cmake --build "$build" -j2 >/dev/null
-  fi
-  built="HEAD $commit"
-  if [ -n "$(git status --porcelain -- core bindings lua CMakeLists.txt cmake 2>/dev/null)" ]; then
-    built="$built + uncommitted changes in the tree (build may include them; --head avoids that)"
-  fi
-fi
+. bench/build_under_test.sh
 if [ ! -x /usr/bin/time ] || ! command -v node >/dev/null || [ ! -x /usr/bin/python3 ]; then
   bash .ci/setup bench
 fi
