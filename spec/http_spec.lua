@@ -17,6 +17,15 @@ local function assert_clean()
   assert.are.equal(0, http.stats().requests)
 end
 
+-- Each case {fn, text}: fn raises, with text in its message.
+local function raises_all(cases)
+  for _, c in ipairs(cases) do
+    local ok, err = pcall(c[1])
+    assert.is_false(ok, c[2])
+    assert.is_truthy(tostring(err):find(c[2], 1, true), tostring(err) .. " / " .. c[2])
+  end
+end
+
 local function server_stats(base)
   local res = assert(http.get(base .. "/stats"))
   return res:json()
@@ -354,11 +363,7 @@ describe("luarun.http", function()
           {function() return http.client({nope = true}) end, "http.client: unknown option 'nope'"},
           {function() return http.client({max_connections = 0}) end, "max_connections"},
         }
-        for _, c in ipairs(cases) do
-          local ok, err = pcall(c[1])
-          assert.is_false(ok, c[2])
-          assert.is_truthy(tostring(err):find(c[2], 1, true), tostring(err) .. " / " .. c[2])
-        end
+        raises_all(cases)
         assert.are.equal(before + 1, server_stats(base).requests)
       end)
     end)
@@ -455,11 +460,7 @@ describe("luarun.http", function()
           {function() return http.get(base, {auth = {"u", "p\0x"}}) end,
            "http.get: option 'auth' contains a NUL byte"},
         }
-        for _, case in ipairs(cases) do
-          local ok, err = pcall(case[1])
-          assert.is_false(ok, case[2])
-          assert.is_truthy(tostring(err):find(case[2], 1, true), tostring(err) .. " / " .. case[2])
-        end
+        raises_all(cases)
         assert.are.equal(before + 1, server_stats(base).requests)
       end)
     end)
@@ -480,11 +481,7 @@ describe("luarun.http", function()
           {function() return c:request(nil, base) end,
            "client:request: the method must be a string (got nil)"},
         }
-        for _, case in ipairs(cases) do
-          local ok, err = pcall(case[1])
-          assert.is_false(ok, case[2])
-          assert.is_truthy(tostring(err):find(case[2], 1, true), tostring(err) .. " / " .. case[2])
-        end
+        raises_all(cases)
         assert.are.equal(before + 1, server_stats(base).requests)
       end)
     end)

@@ -74,41 +74,17 @@ while true do end
     assert.are.equal("ready\ncleanup\n", out)
   end)
 
-  it("a second SIGTERM ends the process at once while cleanup is stuck", function()
-    local code, out, _, ms = signalled([[
-local lr = require "luarun"
-local _ <close> = setmetatable({}, {__close = function()
-  print("stuck cleanup")
-  io.stdout:flush()
-  local t0 = os.time()
-  while os.time() - t0 < 30 do end
-end})
-print("ready")
-io.stdout:flush()
-lr.sleep(30)
-]], {"TERM", "TERM"})
-    assert.are.equal(143, code)
-    assert.are.equal("ready\nstuck cleanup\n", out)
-    assert.is_true(ms < 10000, ms) -- the cleanup alone would spin for 30 s
-  end)
-
-  it("SIGINT then SIGTERM: the second signal of either kind ends it", function()
-    local code, out, _, ms = signalled([[
-local lr = require "luarun"
-local _ <close> = setmetatable({}, {__close = function()
-  print("stuck cleanup")
-  io.stdout:flush()
-  local t0 = os.time()
-  while os.time() - t0 < 30 do end
-end})
-print("ready")
-io.stdout:flush()
-lr.sleep(30)
-]], {"INT", "TERM"})
-    assert.are.equal(143, code)
-    assert.are.equal("ready\nstuck cleanup\n", out)
-    assert.is_true(ms < 10000, ms)
-  end)
+  -- A second signal of either kind, while the first one's cleanup spins, ends the
+  -- process at once (the cleanup alone would spin for 30 s).
+  for _, signals in ipairs({{"TERM", "TERM"}, {"INT", "TERM"}}) do
+    it(("SIG%s then SIG%s ends the process at once while cleanup is stuck"):format(
+         signals[1], signals[2]), function()
+      local code, out, _, ms = signalled(STUCK_CLEANUP, signals)
+      assert.are.equal(143, code)
+      assert.are.equal("ready\nstuck cleanup\n", out)
+      assert.is_true(ms < 10000, ms)
+    end)
+  end
 
   it("SIGTERM while a file job is stuck in open(): cleanup runs, the process exits", function()
     local dir = os.tmpname()
