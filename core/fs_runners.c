@@ -297,20 +297,17 @@ static void check_cb(uv_timer_t *h);
 /* Wakes idle runners for the queued jobs and starts more if some are stuck or none
  * idle; while jobs still wait for a runner, looks again every CHECK_MS. */
 static void staff(fsq *q) {
-  int n, wake;
+  int n, wake, uncovered;
   pthread_mutex_lock(&q->mu);
   wake = q->ntodo < q->idle ? q->ntodo : q->idle;
   while (wake-- > 0) pthread_cond_signal(&q->cv);
   n = to_start(q);
+  uncovered = q->ntodo - q->idle; /* jobs no idle runner will take */
   pthread_mutex_unlock(&q->mu);
-  if (n > 0) start_runners(q, n);
-  pthread_mutex_lock(&q->mu);
-  n = q->ntodo > q->idle;
-  pthread_mutex_unlock(&q->mu);
-  if (n && !uv_is_active((uv_handle_t *)&q->check))
+  if (n > 0) uncovered -= start_runners(q, n); /* a runner that did not start: retry */
+  if (uncovered <= 0) uv_timer_stop(&q->check);
+  else if (!uv_is_active((uv_handle_t *)&q->check))
     uv_timer_start(&q->check, check_cb, CHECK_MS, CHECK_MS);
-  else if (!n)
-    uv_timer_stop(&q->check);
 }
 
 static void check_cb(uv_timer_t *h) {
