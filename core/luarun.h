@@ -8,6 +8,8 @@
  *   lr_prims.h    group.c scope.c sync.c queue.c           primitives on the scheduler
  *   lr_subsys.h   fs.c fs_job.c fs_runners.c pool.c        subsystems on the scheduler
  *                 signal.c; http.c with curl_api.h
+ *   lr_net.h      stream.c tls.c server.c server_h1.c       the network subsystems
+ *                 server_h2.c ws.c ws_client.c
  *   lr_observe.h  trace.c watchdog.c tasks.c               observers, hooked in
  *   cli.c         the executable, on top of everything (with bindings/)
  * spec/layers_spec.lua checks the includes.
@@ -19,6 +21,7 @@
 #include "lr_sched.h"
 #include "lr_prims.h"
 #include "lr_subsys.h"
+#include "lr_net.h"
 #include "lr_observe.h"
 
 /* ---- embedded Lua parts (generated at build time from lua/) ---- */
