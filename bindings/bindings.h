@@ -28,4 +28,8 @@ int luaopen_luarun_json(lua_State *L);
  * module table, from luaopen_luarun). */
 int lr_pool_install(lua_State *L);
 
+/* ---- server.c: http.serve, http.router ---- */
+/* Sets serve and router on the table at the top of the stack (luarun.http's). */
+void lr_server_install(lua_State *L);
+
 #endif

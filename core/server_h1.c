@@ -1,0 +1,439 @@
+/* server_h1.c: HTTP/1.1 on a server connection, parsed by http-parser 2.9.4.
+ *
+ * One request at a time: on_message_complete pauses the parser, and what was read
+ * past that request (pipelined requests) waits in `pending` until the response has
+ * gone out (lr_h1_next), so responses leave in order whatever the handlers do. Reads
+ * go on while a handler runs, so a client that goes away is seen (and its handler
+ * cancelled), up to PENDING_MAX bytes read ahead.
+ *
+ * A response head is built in one block with the body (one allocation, one write):
+ * status line, Date (formatted once a second), the handler's headers, the framing
+ * (Content-Length, or chunked for a streamed body) and Connection.
+ */
+#include <ctype.h>
+#include <http_parser.h>
+#include <stdlib.h>
+#include <string.h>
+#include "lr_net.h"
+
+#define PENDING_MAX (64 * 1024)
+
+typedef struct h1 {
+  http_parser p;
+  lr_srv_req *r;         /* the request being parsed, from message begin */
+  char *pending;         /* read, not yet parsed */
+  size_t plen, pcap;
+  size_t head_bytes;     /* of r's head so far (max_header_size) */
+  int fail;              /* status to answer when a callback stopped the parser */
+  uint8_t in_value;      /* the last header callback was a value */
+  uint8_t paused;        /* a whole request was parsed; the rest waits */
+  uint8_t broken;        /* no more parsing: an error was answered */
+  uint8_t chunked;       /* the response in progress is chunked */
+} h1;
+
+static const lr_srv_proto h1_proto;
+
+static h1 *H(lr_conn *c) { return c->proto; }
+
+/* ---- parsing ---- */
+
+static int count_head(h1 *h, lr_server *srv, size_t n) {
+  h->head_bytes += n;
+  if (srv->o.max_header_size && h->head_bytes > srv->o.max_header_size) {
+    h->fail = 431;
+    return -1;
+  }
+  return 0;
+}
+
+static int on_message_begin(http_parser *p) {
+  lr_conn *c = p->data;
+  h1 *h = H(c);
+  h->r = lr_srv_req_new(c, &h1_proto);
+  h->head_bytes = 0;
+  h->in_value = 0;
+  if (h->r == NULL) {
+    h->fail = 503;
+    return -1;
+  }
+  if (c->phase != LR_PHASE_HEAD) lr_conn_phase(c, LR_PHASE_HEAD);
+  return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n) {
+  lr_conn *c = p->data;
+  h1 *h = H(c);
+  lr_srv_req *r = h->r;
+  int64_t off;
+  if (count_head(h, c->srv, n) < 0) return -1;
+  if ((off = lr_srv_req_append(r, at, n)) < 0) return h->fail = 503, -1;
+  if (r->target_len == 0) r->target = (uint32_t)off;
+  r->target_len += (uint32_t)n;
+  return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n) {
+  lr_conn *c = p->data;
+  h1 *h = H(c);
+  lr_srv_req *r = h->r;
+  int64_t off;
+  size_t i;
+  if (count_head(h, c->srv, n) < 0) return -1;
+  if (h->in_value || r->nhdrs == 0) { /* a new header */
+    if (r->nhdrs >= c->srv->o.max_headers) return h->fail = 431, -1;
+    if (r->nhdrs == r->hdr_cap) {
+      uint32_t cap = r->hdr_cap ? r->hdr_cap * 2 : 16;
+      lr_srv_hdr *nh = realloc(r->hdrs, cap * sizeof *nh);
+      if (nh == NULL) return h->fail = 503, -1;
+      r->hdrs = nh;
+      r->hdr_cap = cap;
+    }
+    r->hdrs[r->nhdrs].name = (uint32_t)r->head_len;
+    r->hdrs[r->nhdrs].name_len = 0;
+    r->hdrs[r->nhdrs].value = 0;
+    r->hdrs[r->nhdrs].value_len = 0;
+    r->nhdrs++;
+    h->in_value = 0;
+  }
+  if ((off = lr_srv_req_append(r, at, n)) < 0) return h->fail = 503, -1;
+  for (i = 0; i < n; i++) r->head[off + i] = (char)tolower((unsigned char)r->head[off + i]);
+  r->hdrs[r->nhdrs - 1].name_len += (uint32_t)n;
+  return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n) {
+  lr_conn *c = p->data;
+  h1 *h = H(c);
+  lr_srv_req *r = h->r;
+  int64_t off;
+  if (count_head(h, c->srv, n) < 0) return -1;
+  if ((off = lr_srv_req_append(r, at, n)) < 0) return h->fail = 503, -1;
+  if (!h->in_value) {
+    r->hdrs[r->nhdrs - 1].value = (uint32_t)off;
+    h->in_value = 1;
+  }
+  r->hdrs[r->nhdrs - 1].value_len += (uint32_t)n;
+  return 0;
+}
+
+/* The value of header name (lower-case), or NULL. */
+static const char *find_header(lr_srv_req *r, const char *name, size_t *len) {
+  size_t nl = strlen(name);
+  uint32_t i;
+  for (i = 0; i < r->nhdrs; i++)
+    if (r->hdrs[i].name_len == nl && memcmp(r->head + r->hdrs[i].name, name, nl) == 0) {
+      *len = r->hdrs[i].value_len;
+      return r->head + r->hdrs[i].value;
+    }
+  return NULL;
+}
+
+static int on_headers_complete(http_parser *p) {
+  lr_conn *c = p->data;
+  h1 *h = H(c);
+  lr_srv_req *r = h->r;
+  const char *method = http_method_str((enum http_method)p->method), *v;
+  size_t vl, max = c->srv->o.max_body_size;
+  int64_t off;
+  /* The method goes after the target: both stay where they are in the buffer. */
+  if ((off = lr_srv_req_append(r, method, strlen(method))) < 0) return h->fail = 503, -1;
+  r->method_len = (uint32_t)strlen(method);
+  r->head_len++; /* keep the NUL after the method: head + off is a C string */
+  r->method_off = (uint32_t)off;
+  r->http_major = (uint8_t)p->http_major;
+  r->http_minor = (uint8_t)p->http_minor;
+  r->keep_alive = (uint8_t)http_should_keep_alive(p);
+  r->is_head = p->method == HTTP_HEAD;
+  r->upgrade = (uint8_t)p->upgrade;
+  if (r->target_len == 0) return h->fail = 400, -1;
+  if ((v = find_header(r, "expect", &vl)) != NULL) {
+    if (vl == 12 && strncasecmp(v, "100-continue", 12) == 0) {
+      /* Never a 1xx to an HTTP/1.0 client. */
+      r->expect_continue = p->http_major == 1 && p->http_minor >= 1;
+    } else {
+      return h->fail = 417, -1;
+    }
+  }
+  if (max && (p->flags & F_CONTENTLENGTH) && p->content_length > max) return h->fail = 413, -1;
+  h->r = NULL;
+  c->req = r;
+  lr_conn_phase(c, LR_PHASE_HANDLER);
+  if (lr_srv_req_dispatch(c->L, r) < 0) {
+    c->req = NULL;
+    lr_srv_req_free(r);
+    return h->fail = 503, -1;
+  }
+  return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n) {
+  lr_conn *c = p->data;
+  lr_srv_req *r = c->req;
+  if (r == NULL) return 0;
+  if (lr_srv_req_body(r, at, n) < 0) {
+    H(c)->fail = r->body_error == LR_BODY_TOO_LARGE ? 413 : 503;
+    return -1;
+  }
+  return 0;
+}
+
+static int on_message_complete(http_parser *p) {
+  lr_conn *c = p->data;
+  h1 *h = H(c);
+  if (c->req) lr_srv_req_body_end(c->req, LR_BODY_OK);
+  h->paused = 1;
+  http_parser_pause(p, 1);
+  return 0;
+}
+
+static const http_parser_settings settings = {
+  .on_message_begin = on_message_begin,
+  .on_url = on_url,
+  .on_header_field = on_header_field,
+  .on_header_value = on_header_value,
+  .on_headers_complete = on_headers_complete,
+  .on_body = on_body,
+  .on_message_complete = on_message_complete,
+};
+
+/* ---- writing ---- */
+
+static char *put(char *q, const char *s, size_t n) {
+  memcpy(q, s, n);
+  return q + n;
+}
+
+static int h1_respond(lr_srv_req *r, int status, const char *const *hdrs, const size_t *lens,
+                      int nhdrs, const char *body, size_t len, int64_t content_length,
+                      int last) {
+  lr_conn *c = r->conn;
+  h1 *h;
+  size_t size = 128 + 64, i;
+  int has_date = 0, no_body = status == 204 || status == 304 || status < 200;
+  int chunked = 0;
+  char *block, *q;
+  if (c == NULL || c->closing) return UV_EPIPE;
+  h = H(c);
+  r->responded = 1;
+  r->status = status;
+  if (content_length < 0 && !no_body) {
+    if (r->http_minor >= 1) chunked = 1;
+    else r->keep_alive = 0; /* HTTP/1.0: the end of the body is the end of the connection */
+  }
+  if (c->srv->closing) r->keep_alive = 0;
+  for (i = 0; i < (size_t)nhdrs; i++) {
+    size += lens[2 * i] + lens[2 * i + 1] + 4;
+    if (lens[2 * i] == 4 && strncasecmp(hdrs[2 * i], "date", 4) == 0) has_date = 1;
+  }
+  if (!r->is_head && !no_body) size += len + (chunked ? 32 : 0);
+  if ((block = lr_stream_block(size)) == NULL) return UV_ENOMEM;
+  q = block + snprintf(block, 64, "HTTP/1.%d %d %s\r\n", r->http_minor >= 1 ? 1 : 0, status,
+                       lr_http_reason(status));
+  if (!has_date) {
+    q = put(q, "date: ", 6);
+    q = put(q, lr_server_date(c->srv->rt), 29);
+    q = put(q, "\r\n", 2);
+  }
+  for (i = 0; i < (size_t)nhdrs; i++) {
+    q = put(q, hdrs[2 * i], lens[2 * i]);
+    q = put(q, ": ", 2);
+    q = put(q, hdrs[2 * i + 1], lens[2 * i + 1]);
+    q = put(q, "\r\n", 2);
+  }
+  if (chunked) q = put(q, "transfer-encoding: chunked\r\n", 28);
+  else if (content_length >= 0 && !(no_body && status != 304))
+    q += sprintf(q, "content-length: %lld\r\n", (long long)content_length);
+  if (!r->keep_alive) q = put(q, "connection: close\r\n", 19);
+  else if (r->http_minor == 0) q = put(q, "connection: keep-alive\r\n", 24);
+  q = put(q, "\r\n", 2);
+  h->chunked = (uint8_t)chunked;
+  if (!r->is_head && !no_body && len > 0) {
+    if (chunked) q += sprintf(q, "%zx\r\n", len);
+    q = put(q, body, len);
+    if (chunked) q = put(q, "\r\n", 2);
+  }
+  if (last && chunked && !r->is_head) q = put(q, "0\r\n\r\n", 5);
+  if (last) r->finished = 1;
+  else r->streaming = 1;
+  i = (size_t)lr_stream_send(&c->s, block, (size_t)(q - block));
+  if (last && !r->keep_alive) lr_conn_close(c, 0);
+  return (int)i;
+}
+
+static int h1_write(lr_srv_req *r, const char *p, size_t n, int last) {
+  lr_conn *c = r->conn;
+  char *block, *q;
+  int rc;
+  if (c == NULL || c->closing) return UV_EPIPE;
+  if (r->finished) return 0;
+  if (r->is_head) n = 0;
+  if ((block = lr_stream_block(n + 32)) == NULL) return UV_ENOMEM;
+  q = block;
+  if (H(c)->chunked && n > 0) q += sprintf(q, "%zx\r\n", n);
+  if (n) q = put(q, p, n);
+  if (H(c)->chunked && n > 0) q = put(q, "\r\n", 2);
+  if (last && H(c)->chunked && !r->is_head) q = put(q, "0\r\n\r\n", 5);
+  if (last) r->finished = 1;
+  if (q == block) {
+    lr_stream_block_free(block);
+    rc = 0;
+  } else {
+    rc = lr_stream_send(&c->s, block, (size_t)(q - block));
+  }
+  if (last && !r->keep_alive) lr_conn_close(c, 0);
+  return rc;
+}
+
+static int h1_congested(lr_srv_req *r) {
+  return r->conn && !r->conn->closing && r->conn->s.queued > LR_STREAM_HIGH;
+}
+
+static void h1_want_body(lr_srv_req *r) {
+  static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+  uv_buf_t b;
+  if (!r->expect_continue || r->continue_sent || r->body_done || r->conn == NULL) return;
+  r->continue_sent = 1;
+  b = uv_buf_init((char *)cont, sizeof cont - 1);
+  lr_stream_write(&r->conn->s, &b, 1);
+}
+
+static const lr_srv_proto h1_proto = {
+  h1_respond, h1_write, h1_congested, h1_want_body, NULL, NULL,
+};
+
+/* ---- the connection ---- */
+
+void lr_h1_start(lr_conn *c) {
+  h1 *h = calloc(1, sizeof *h);
+  c->proto = h;
+  if (h == NULL) return; /* lr_h1_data closes it */
+  http_parser_init(&h->p, HTTP_REQUEST);
+  h->p.data = c;
+}
+
+void lr_h1_free(lr_conn *c) {
+  h1 *h = H(c);
+  if (h == NULL) return;
+  if (h->r) lr_srv_req_free(h->r);
+  free(h->pending);
+  free(h);
+  c->proto = NULL;
+}
+
+void lr_h1_error(lr_conn *c, int status, const char *text) {
+  h1 *h = H(c);
+  char head[256];
+  uv_buf_t b[2];
+  if (c->closing) return;
+  if (c->req) { /* a handler runs: answer through its request */
+    lr_srv_req_reply(c->req, status, text, 1);
+    if (h) h->broken = 1;
+    lr_stream_pause(&c->s);
+    return;
+  }
+  if (h && h->r == NULL && status == 408) { /* nothing of a request came: just close */
+    lr_conn_close(c, 1);
+    return;
+  }
+  if (h) h->broken = 1;
+  snprintf(head, sizeof head,
+           "HTTP/1.1 %d %s\r\ndate: %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
+           "content-length: %zu\r\nconnection: close\r\n\r\n",
+           status, lr_http_reason(status), lr_server_date(c->srv->rt), strlen(text));
+  b[0] = uv_buf_init(head, (unsigned)strlen(head));
+  b[1] = uv_buf_init((char *)text, (unsigned)strlen(text));
+  lr_stream_write(&c->s, b, 2);
+  lr_conn_close(c, 0);
+}
+
+static int keep(h1 *h, const char *p, size_t n) {
+  if (h->plen + n > h->pcap) {
+    size_t cap = h->pcap ? h->pcap * 2 : 4096;
+    char *nb;
+    while (cap < h->plen + n) cap *= 2;
+    if ((nb = realloc(h->pending, cap)) == NULL) return -1;
+    h->pending = nb;
+    h->pcap = cap;
+  }
+  memcpy(h->pending + h->plen, p, n);
+  h->plen += n;
+  return 0;
+}
+
+static void feed(lr_conn *c, const char *p, size_t n) {
+  h1 *h = H(c);
+  size_t used = http_parser_execute(&h->p, &settings, p, n);
+  enum http_errno e = HTTP_PARSER_ERRNO(&h->p);
+  if (c->closing || H(c) != h) return;
+  if (e == HPE_PAUSED || (e == HPE_OK && h->p.upgrade)) {
+    /* A whole request is in: keep the rest for later (pipelined requests, or the
+     * first WebSocket frames after an upgrade). */
+    if (used < n && keep(h, p + used, n - used) < 0) lr_conn_close(c, 1);
+    if (h->plen > PENDING_MAX) lr_stream_pause(&c->s);
+    if (h->p.upgrade) h->paused = 1;
+    return;
+  }
+  if (e != HPE_OK) {
+    int status = h->fail ? h->fail : e == HPE_HEADER_OVERFLOW ? 431 : 400;
+    const char *text = status == 431   ? "Request Header Fields Too Large\n"
+                       : status == 413 ? "Content Too Large\n"
+                       : status == 417 ? "Expectation Failed\n"
+                       : status == 503 ? "Service Unavailable\n"
+                                       : "Bad Request\n";
+    if (c->req && !c->req->body_done)
+      lr_srv_req_body_end(c->req, status == 413 ? LR_BODY_TOO_LARGE : LR_BODY_BAD);
+    lr_h1_error(c, status, text);
+  }
+}
+
+void lr_h1_data(lr_conn *c, const char *p, size_t n) {
+  h1 *h = H(c);
+  if (h == NULL) {
+    lr_conn_close(c, 1);
+    return;
+  }
+  if (h->broken) return;
+  if (h->paused) { /* a request is in flight: read ahead, but not without bound */
+    if (keep(h, p, n) < 0) lr_conn_close(c, 1);
+    else if (h->plen > PENDING_MAX) lr_stream_pause(&c->s);
+    return;
+  }
+  feed(c, p, n);
+}
+
+void lr_h1_take_tail(lr_conn *c, char **p, size_t *n) {
+  h1 *h = H(c);
+  *p = NULL;
+  *n = 0;
+  if (h == NULL) return;
+  *p = h->pending;
+  *n = h->plen;
+  h->pending = NULL;
+  h->plen = h->pcap = 0;
+}
+
+void lr_h1_next(lua_State *L, lr_conn *c) {
+  h1 *h = H(c);
+  char *buf;
+  size_t n;
+  if (h == NULL || c->closing) return;
+  if (h->broken || h->p.upgrade) { /* an upgrade nobody took: the rest is not HTTP */
+    lr_conn_close(c, 0);
+    return;
+  }
+  c->L = L;
+  h->paused = 0;
+  http_parser_pause(&h->p, 0);
+  lr_conn_phase(c, LR_PHASE_IDLE);
+  if (lr_stream_read(&c->s) < 0) {
+    lr_conn_close(c, 1);
+    return;
+  }
+  if (h->plen == 0) return;
+  buf = h->pending;
+  n = h->plen;
+  h->pending = NULL;
+  h->plen = h->pcap = 0;
+  feed(c, buf, n);
+  free(buf);
+}
