@@ -187,16 +187,28 @@ static void req_task_done(lr_owner *o, lr_task *t) {
   lr_runtime *rt = t->rt;
   r->task = NULL;
   if (t->result == LR_RES_FAILED) {
-    /* The report names the task and holds the traceback; the server keeps serving. */
+    /* An error table with a 4xx status (assert(req:json()) on a malformed body) is
+     * the client's fault: answered with that status, not reported. Anything else is
+     * reported with the task's traceback, answered 500, and the server keeps going. */
     lua_State *L = rt->L;
-    lr_task_push_report(L, t);
-    if (lua_isstring(L, -1)) {
-      fprintf(stderr, "luarun: http.serve handler failed: %s\n", lua_tostring(L, -1));
-      fflush(stderr);
+    int status = 500, top = lua_gettop(L);
+    lr_task_push_error(L, t);
+    if (lua_istable(L, -1) && lua_getfield(L, -1, "status") == LUA_TNUMBER &&
+        lua_isinteger(L, -1) && lua_tointeger(L, -1) >= 400 && lua_tointeger(L, -1) <= 599)
+      status = (int)lua_tointeger(L, -1);
+    lua_settop(L, top);
+    if (status >= 500) {
+      lr_task_push_report(L, t);
+      if (lua_isstring(L, -1)) {
+        fprintf(stderr, "luarun: http.serve handler failed: %s\n", lua_tostring(L, -1));
+        fflush(stderr);
+      }
+      lua_pop(L, 1);
     }
-    lua_pop(L, 1);
     if (!r->responded) {
-      lr_srv_req_reply(r, 500, "Internal Server Error\n", 0);
+      char text[64];
+      snprintf(text, sizeof text, "%s\n", lr_http_reason(status)[0] ? lr_http_reason(status) : "Error");
+      lr_srv_req_reply(r, status, text, 0);
     } else if (!r->finished && r->conn) {
       /* Mid-body: the client must see a failure, not a clean short body. */
       r->keep_alive = 0;
