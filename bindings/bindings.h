@@ -28,6 +28,11 @@ int luaopen_luarun_json(lua_State *L);
  * module table, from luaopen_luarun). */
 int lr_pool_install(lua_State *L);
 
+/* ---- websocket.c: the luarun.WebSocket class ---- */
+/* Registers the class and sets `websocket` on the table at the top of the stack (the
+ * luarun.http module table, from luaopen_luarun_http). */
+void lr_websocket_install(lua_State *L);
+
 /* ---- server.c: http.serve, http.router ---- */
 /* Sets serve and router on the table at the top of the stack (luarun.http's). */
 void lr_server_install(lua_State *L);

@@ -595,5 +595,6 @@ int luaopen_luarun_http(lua_State *L) {
   lua_pop(L, 1);
   luaL_newlib(L, funcs);
   lr_server_install(L);
+  lr_websocket_install(L);
   return 1;
 }

@@ -80,6 +80,7 @@ int lr_stream_read(lr_stream *s) {
   if (s->reading || s->ended || s->closing) return 0;
   rc = uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
   if (rc == 0) s->reading = 1;
+  if (rc == 0 && s->tls) lr_tls_pump(s); /* what TLS held while paused (tls.c) */
   return rc;
 }
 
@@ -175,6 +176,7 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
   lr_stream *s = req->data;
   (void)status;
   free(req);
+  if (uv_is_closing((uv_handle_t *)&s->tcp)) return; /* the runtime's close got there first */
   s->closing = 0; /* lr_stream_close sets it again */
   lr_stream_close(s);
 }
