@@ -56,6 +56,7 @@ struct lr_ws {
   uint16_t code;             /* of the close frame received (got_close) */
   char reason[124];
   uint8_t server, got_close, lost, timer_on, pumping, again, failed;
+  uint8_t timed_out;         /* our close went unanswered: the close is abnormal (1006) */
   lr_ws *next, **pprev;      /* the live WebSockets (closed with their runtime) */
 };
 
@@ -223,7 +224,10 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
 static void timer_cb(uv_timer_t *h) {
   lr_ws *ws = h->data;
   /* The peer never answered our close (or never read it): drop the connection. */
-  if (ws->s && !ws->s->closing) lr_stream_close(ws->s);
+  if (ws->s && !ws->s->closing) {
+    ws->timed_out = 1;
+    lr_stream_close(ws->s);
+  }
 }
 
 /* Runs wslay until it has nothing to do: takes what was received, sends what is
@@ -407,7 +411,7 @@ void lr_ws_push_closed(lua_State *L, lr_ws *ws) {
   if (ws->got_close) {
     code = ws->code;
     reason = ws->reason;
-  } else if (wslay_event_get_close_sent(ws->ctx) && !ws->failed) {
+  } else if (wslay_event_get_close_sent(ws->ctx) && !ws->failed && !ws->timed_out) {
     code = wslay_event_get_status_code_sent(ws->ctx);
     if (code == 0) code = 1005;
   }

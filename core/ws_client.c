@@ -541,7 +541,7 @@ static int push_handshake(lua_State *L, const char *url, const struct http_parse
 
 int lr_ws_connect(lua_State *L) {
   size_t len;
-  const char *url = luaL_checklstring(L, 1, &len);
+  const char *url;
   struct http_parser_url u;
   conn_opts o;
   int tls, rc, default_port;
@@ -549,6 +549,9 @@ int lr_ws_connect(lua_State *L) {
   wsc *c;
   char port[8], err[256], accept[32];
   struct addrinfo hints;
+  if (lua_type(L, 1) != LUA_TSTRING)
+    return luaL_error(L, "http.websocket: the url must be a string (got %s)", luaL_typename(L, 1));
+  url = lua_tolstring(L, 1, &len);
   check_opts(L, &o);
   lua_settop(L, 2);
   t = lr_task_enter(L, "http.websocket");

@@ -19,6 +19,7 @@ Paths of the raw server (it reads the request head and then):
     /noclose        answers 101, then reads and ignores everything (never closes)
     /status/N       answers N with a short body, then closes
     /badaccept      answers 101 with a wrong Sec-WebSocket-Accept
+    /silent         never answers
 """
 import asyncio
 import base64
@@ -90,6 +91,8 @@ async def raw(reader, writer):
             while await reader.read(65536):
                 pass
             await asyncio.sleep(30)
+        elif path == "/silent":
+            await asyncio.sleep(60)
         elif path.startswith("/status/"):
             code = int(path[8:])
             writer.write(("HTTP/1.1 %d Nope\r\nContent-Length: 4\r\nConnection: close\r\n\r\n"

@@ -1,0 +1,57 @@
+-- Starts and stops spec/support/wsserver.py (Python's websockets package) for
+-- spec/websocket_spec.lua. It binds 127.0.0.1, writes its pid to a file and is
+-- stopped by that pid.
+local httpserver = require "support.httpserver"
+local M = {}
+
+local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec/support"
+
+local function q(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function own_pid()
+  local f = assert(io.open("/proc/self/stat"))
+  local pid = f:read("a"):match("^(%d+)")
+  f:close()
+  return pid
+end
+
+--- Starts wsserver.py; opts.tls = {cert, key} adds its TLS port. Returns {ports =
+-- {plain =, raw =, tls =}, pid =, stop =}.
+function M.start(opts)
+  opts = opts or {}
+  local dir = httpserver.tmpdir()
+  local portf, pidf = dir .. "/ports", dir .. "/pid"
+  local cmd = q(httpserver.python) .. " " .. q(here .. "/wsserver.py") .. " --port-file " ..
+              q(portf) .. " --pid-file " .. q(pidf) .. " --watch-pid " .. own_pid()
+  if opts.tls then cmd = cmd .. " --tls " .. q(opts.tls[1]) .. " " .. q(opts.tls[2]) end
+  assert(os.execute(cmd .. " >/dev/null 2>&1 &"))
+  local ports
+  for _ = 1, 300 do -- the port file is written (atomically) once every server listens
+    local s = read_file(portf)
+    if s then
+      ports = {}
+      for name, port in s:gmatch("(%S+) (%d+)") do ports[name] = tonumber(port) end
+      break
+    end
+    os.execute("sleep 0.05")
+  end
+  assert(ports, "wsserver.py did not start")
+  local srv = {ports = ports, pid = tonumber(assert(read_file(pidf)):match("%d+"))}
+  function srv.stop()
+    if srv.pid then os.execute("kill " .. srv.pid .. " 2>/dev/null") end
+    srv.pid = nil
+  end
+  return srv
+end
+
+return M
