@@ -218,12 +218,15 @@ struct lr_conn {
   lr_stream s;           /* first */
   lr_server *srv;
   lr_conn *next, *prev;
-  uv_timer_t timer;      /* the phase's deadline (header, body, handler, idle) */
+  uv_timer_t timer;      /* fires at or before the deadline (server.c says why) */
+  uint64_t deadline;     /* loop time (ms) the phase ends, or 0 */
+  uint64_t timer_due;    /* when the timer is armed for, or 0 */
   int phase;             /* LR_PHASE_* */
   int handles;           /* stream and timer not yet closed */
   lua_State *L;          /* the state to spawn from while feeding the parser */
   void *proto;           /* server_h1.c's or server_h2.c's connection state */
   lr_srv_req *req;       /* HTTP/1: the request in progress */
+  lr_srv_req *spare;     /* the last one, kept with its buffers for the next */
   uint8_t is_h2, started, closing;
   char peer[64];
 };

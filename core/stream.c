@@ -6,6 +6,7 @@
  * and 10,000 idle connections cost no read memory. Writes are single blocks holding
  * the uv_write_t and the bytes, so a response costs one allocation and one writev.
  */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include "lr_net.h"
@@ -68,6 +69,14 @@ static void on_read(uv_stream_t *h, ssize_t n, const uv_buf_t *buf) {
 }
 
 int lr_stream_init(lr_runtime *rt, lr_stream *s, void *ud) {
+  static int sigpipe_done;
+  if (!sigpipe_done) {
+    /* A write to a connection the peer reset must fail with EPIPE, not kill the
+     * process: ignore SIGPIPE unless the host program handles it itself. */
+    struct sigaction sa;
+    sigpipe_done = 1;
+    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) signal(SIGPIPE, SIG_IGN);
+  }
   memset(s, 0, sizeof *s);
   s->rt = rt;
   s->ud = ud;
@@ -114,13 +123,41 @@ static void on_written(uv_write_t *req, int status) {
   }
 }
 
+/* Writes what the kernel takes now, when nothing is queued before it: a whole
+ * response usually goes this way, with no write request, no callback and no
+ * epoll_ctl (libuv 1.44 re-registers the socket with epoll after every queued write
+ * completes, one more system call per response). Returns how much was written, or
+ * a libuv error other than EAGAIN. */
+static ssize_t write_now(lr_stream *s, const uv_buf_t *bufs, unsigned n) {
+  int rc;
+  if (s->queued > 0 || s->closing || s->error) return 0;
+  rc = uv_try_write((uv_stream_t *)&s->tcp, bufs, n);
+  if (rc == UV_EAGAIN) return 0;
+  return rc;
+}
+
 int lr_stream_raw_send(lr_stream *s, char *data, size_t len) {
   wblock *b = BLOCK_OF(data);
   uv_buf_t buf;
+  ssize_t done;
   int rc;
   if (s->closing || s->error) {
     free(b);
     return s->error ? s->error : UV_ECANCELED;
+  }
+  buf = uv_buf_init(data, (unsigned)len);
+  if ((done = write_now(s, &buf, 1)) < 0) {
+    free(b);
+    lr_stream_fail(s, (int)done);
+    return (int)done;
+  }
+  if ((size_t)done == len) {
+    free(b);
+    return 0;
+  }
+  if (done > 0) { /* the rest waits in the same block */
+    memmove(b->data, b->data + done, len - (size_t)done);
+    len -= (size_t)done;
   }
   b->s = s;
   b->len = len;
@@ -146,17 +183,32 @@ int lr_stream_send(lr_stream *s, char *data, size_t len) {
 }
 
 int lr_stream_write(lr_stream *s, const uv_buf_t *bufs, unsigned n) {
-  size_t len = 0;
+  size_t len = 0, skip;
+  ssize_t done;
   unsigned i;
   char *data, *p;
   if (s->tls) return lr_tls_write(s, bufs, n);
   for (i = 0; i < n; i++) len += bufs[i].len;
-  if ((data = lr_stream_block(len)) == NULL) return UV_ENOMEM;
-  for (p = data, i = 0; i < n; i++) {
-    if (bufs[i].len) memcpy(p, bufs[i].base, bufs[i].len);
-    p += bufs[i].len;
+  /* Straight from the caller's memory when the kernel takes it all (no copy). */
+  if ((done = write_now(s, bufs, n)) < 0) {
+    lr_stream_fail(s, (int)done);
+    return (int)done;
   }
-  return lr_stream_raw_send(s, data, len);
+  if ((size_t)done == len) return 0;
+  skip = (size_t)done;
+  if ((data = lr_stream_block(len - skip)) == NULL) return UV_ENOMEM;
+  for (p = data, i = 0; i < n; i++) {
+    size_t l = bufs[i].len;
+    const char *q = bufs[i].base;
+    if (skip >= l) {
+      skip -= l;
+      continue;
+    }
+    memcpy(p, q + skip, l - skip);
+    p += l - skip;
+    skip = 0;
+  }
+  return lr_stream_raw_send(s, data, (size_t)(p - data));
 }
 
 static void on_closed(uv_handle_t *h) {
