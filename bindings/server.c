@@ -12,8 +12,11 @@
  * The Request userdata holds a pointer that core clears when the request is freed
  * (app.forget); fields are computed when first read and kept in its user value.
  */
+#include <openssl/evp.h>
+#include <openssl/sha.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include "bindings.h"
 
 #define SERVER_MT "luarun.Server"
@@ -582,6 +585,106 @@ static int body_finish(lua_State *L) {
   return 0;
 }
 
+/* ---- req:websocket ---- */
+
+/* The value of request header name (lower-case), or NULL. */
+static const char *header_of(lr_srv_req *r, const char *name, size_t *len) {
+  size_t nl = strlen(name);
+  uint32_t i;
+  for (i = 0; i < r->nhdrs; i++)
+    if (r->hdrs[i].name_len == nl && memcmp(r->head + r->hdrs[i].name, name, nl) == 0) {
+      *len = r->hdrs[i].value_len;
+      return r->head + r->hdrs[i].value;
+    }
+  return NULL;
+}
+
+/* 1 if the comma-separated list v[0..n) has token t (case-insensitive). */
+static int list_has(const char *v, size_t n, const char *t) {
+  size_t tl = strlen(t), i = 0;
+  while (i < n) {
+    size_t j = i, e;
+    while (j < n && v[j] != ',') j++;
+    e = j;
+    while (i < e && (v[i] == ' ' || v[i] == '\t')) i++;
+    while (e > i && (v[e - 1] == ' ' || v[e - 1] == '\t')) e--;
+    if (e - i == tl && strncasecmp(v + i, t, tl) == 0) return 1;
+    i = j + 1;
+  }
+  return 0;
+}
+
+static int not_upgrade(lua_State *L, const char *why) {
+  lr_error_push(L, "protocol", why);
+  lua_pushinteger(L, 426);
+  lua_setfield(L, -2, "status");
+  lua_pushnil(L);
+  lua_insert(L, -2);
+  return 2;
+}
+
+/* req:websocket([{protocols =, max_message_size =}]) -> ws, protocol | nil, err */
+static int req_websocket(lua_State *L) {
+  lr_srv_req *r = check_req(L, "req:websocket");
+  lr_conn *c = r->conn;
+  const char *v, *key, *chosen = NULL;
+  size_t vl, kl, max = 0, chosen_len = 0, tail_n;
+  char buf[512], *tail;
+  unsigned char digest[SHA_DIGEST_LENGTH];
+  char accept[64], joined[128];
+  uv_buf_t out;
+  lr_ws *ws;
+  int n;
+  lr_task_enter(L, "req:websocket");
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (lua_getfield(L, 2, "max_message_size") != LUA_TNIL) {
+      if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) <= 0)
+        return luaL_error(L, "req:websocket: max_message_size must be a positive integer");
+      max = (size_t)lua_tointeger(L, -1);
+    }
+    lua_pop(L, 1);
+  }
+  if (c == NULL || c->is_h2 || r->responded)
+    return not_upgrade(L, "req:websocket: the request cannot be upgraded (answered, or not HTTP/1.1)");
+  if (!r->upgrade || (v = header_of(r, "upgrade", &vl)) == NULL || !list_has(v, vl, "websocket"))
+    return not_upgrade(L, "req:websocket: the request is not a WebSocket upgrade");
+  if ((v = header_of(r, "sec-websocket-version", &vl)) == NULL || vl != 2 || memcmp(v, "13", 2))
+    return not_upgrade(L, "req:websocket: unsupported Sec-WebSocket-Version (13 expected)");
+  if ((key = header_of(r, "sec-websocket-key", &kl)) == NULL || kl != 24)
+    return not_upgrade(L, "req:websocket: missing or malformed Sec-WebSocket-Key");
+  /* The first of our protocols that the client offers. */
+  if (!lua_isnoneornil(L, 2) && lua_getfield(L, 2, "protocols") == LUA_TTABLE &&
+      (v = header_of(r, "sec-websocket-protocol", &vl)) != NULL) {
+    lua_Integer i, np = (lua_Integer)lua_rawlen(L, -1);
+    for (i = 1; i <= np && chosen == NULL; i++) {
+      lua_rawgeti(L, -1, i);
+      if (lua_type(L, -1) == LUA_TSTRING && list_has(v, vl, lua_tostring(L, -1)))
+        chosen = lua_tolstring(L, -1, &chosen_len); /* stays in the table */
+      lua_pop(L, 1);
+    }
+  }
+  snprintf(joined, sizeof joined, "%.*s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", (int)kl, key);
+  SHA1((const unsigned char *)joined, strlen(joined), digest);
+  EVP_EncodeBlock((unsigned char *)accept, digest, SHA_DIGEST_LENGTH);
+  if ((ws = lr_ws_new(L, &c->s, 1, max, lr_conn_released)) == NULL)
+    return luaL_error(L, "req:websocket: not enough memory");
+  n = snprintf(buf, sizeof buf,
+               "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+               "sec-websocket-accept: %s\r\n%s%.*s%s\r\n",
+               accept, chosen ? "sec-websocket-protocol: " : "", (int)chosen_len,
+               chosen ? chosen : "", chosen ? "\r\n" : "");
+  out = uv_buf_init(buf, (unsigned)n);
+  lr_stream_write(&c->s, &out, 1);
+  lr_h1_take_tail(c, &tail, &tail_n);
+  lr_conn_upgrade(c, ws);
+  lr_ws_start(L, ws, tail, tail_n);
+  free(tail);
+  if (chosen) lua_pushlstring(L, chosen, chosen_len);
+  else lua_pushnil(L);
+  return 2;
+}
+
 /* ---- dispatch: a request's head is in ---- */
 
 static int spawn_handler(lua_State *L) {
@@ -842,6 +945,7 @@ static int server_tostring(lua_State *L) {
 void lr_server_install(lua_State *L) {
   static const luaL_Reg req_methods[] = {
     {"body", req_body},
+    {"websocket", req_websocket},
     {NULL, NULL}
   };
   static const luaL_Reg server_methods[] = {

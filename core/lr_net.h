@@ -93,6 +93,12 @@ const char *lr_tls_error(lr_stream *s);
 /* For lr_stream_read: plaintext held in the SSL while the owner paused is delivered
  * now (so under TLS, lr_stream_read may call on_data before it returns). */
 void lr_tls_pump(lr_stream *s);
+/* OpenSSL is loaded on first use (tls.c), so the rest of the runtime reaches it only
+ * through these. lr_tls_random: n random bytes, 0 or -1 (OpenSSL cannot be loaded).
+ * lr_tls_ws_key: a fresh Sec-WebSocket-Key (24 characters and a NUL) and the
+ * Sec-WebSocket-Accept a server must answer it with (28 and a NUL); 0 or -1. */
+int lr_tls_random(void *buf, size_t n);
+int lr_tls_ws_key(char key[25], char accept[29]);
 /* For tls.c: ciphertext out, plaintext in, a fatal TLS error (status < 0). */
 int lr_stream_raw_send(lr_stream *s, char *data, size_t len); /* a block, as lr_stream_send */
 void lr_stream_deliver(lr_stream *s, const char *p, size_t n);
@@ -227,6 +233,7 @@ struct lr_conn {
   void *proto;           /* server_h1.c's or server_h2.c's connection state */
   lr_srv_req *req;       /* HTTP/1: the request in progress */
   lr_srv_req *spare;     /* the last one, kept with its buffers for the next */
+  struct lr_ws *ws;      /* after an upgrade: the WebSocket that owns the stream */
   uint8_t is_h2, started, closing;
   char peer[64];
 };
@@ -251,7 +258,7 @@ void lr_conn_close(lr_conn *c, int abort);
 /* Hands the connection's stream to a WebSocket (answered 101 already): its timer
  * and protocol state go, c->req lets go of r; lr_conn_released must be the stream's
  * on_closed (or be called from it) once the WebSocket is done with it. */
-void lr_conn_upgrade(lr_conn *c);
+void lr_conn_upgrade(lr_conn *c, struct lr_ws *ws);
 void lr_conn_released(lr_stream *s);
 /* Bytes read past the request head and not parsed (the start of WebSocket frames);
  * they are taken: the caller frees *p with free(). */

@@ -616,6 +616,10 @@ void lr_server_close(lr_server *srv, double grace) {
   }
   for (c = srv->conns; c; c = next) {
     next = c->next;
+    if (c->ws) { /* a WebSocket: 1001, going away */
+      lr_ws_close_now(c->ws, 1001, "server shutting down", 20);
+      continue;
+    }
     if (c->closing) continue;
     if (c->is_h2) lr_h2_shutdown(c);
     else if (c->req) c->req->keep_alive = 0; /* answer it, then close */
@@ -635,8 +639,9 @@ void lr_server_abort(lr_server *srv) {
   }
 }
 
-void lr_conn_upgrade(lr_conn *c) {
+void lr_conn_upgrade(lr_conn *c, struct lr_ws *ws) {
   lr_srv_req *r = c->req;
+  c->ws = ws;
   if (r) {
     r->upgraded = r->responded = r->finished = 1;
     r->conn = NULL;
