@@ -96,9 +96,14 @@ void lr_tls_pump(lr_stream *s);
 /* OpenSSL is loaded on first use (tls.c), so the rest of the runtime reaches it only
  * through these. lr_tls_random: n random bytes, 0 or -1 (OpenSSL cannot be loaded).
  * lr_tls_ws_key: a fresh Sec-WebSocket-Key (24 characters and a NUL) and the
- * Sec-WebSocket-Accept a server must answer it with (28 and a NUL); 0 or -1. */
+ * Sec-WebSocket-Accept a server must answer it with (28 and a NUL); 0 or -1.
+ * (bindings/server.c should use lr_tls_ws_accept rather than SHA1 itself, so
+ * that OpenSSL stays unmapped until used.) */
 int lr_tls_random(void *buf, size_t n);
 int lr_tls_ws_key(char key[25], char accept[29]);
+/* The Sec-WebSocket-Accept (28 characters and a NUL) for a client's key[0..n) (at
+ * most 128 bytes); 0 or -1. */
+int lr_tls_ws_accept(const char *key, size_t n, char accept[29]);
 /* For tls.c: ciphertext out, plaintext in, a fatal TLS error (status < 0). */
 int lr_stream_raw_send(lr_stream *s, char *data, size_t len); /* a block, as lr_stream_send */
 void lr_stream_deliver(lr_stream *s, const char *p, size_t n);

@@ -15,17 +15,161 @@
  * Plaintext written before the handshake is done (a client's request right after
  * connect) waits in t->pending and goes out once it is.
  */
+#include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <arpa/inet.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include "lr_net.h"
 
+#define LR_STR_(x) #x
+#define LR_STR(x) LR_STR_(x)
+
+/* ---- OpenSSL, loaded on first use ----
+ * A script that never speaks TLS must not map libssl and libcrypto at start (issue
+ * 20: startup as fast as lua5.4's; http_spec checks /proc/self/maps). So, as
+ * curl_api.c does for libcurl, this file reaches OpenSSL through pointers filled by
+ * dlopen/dlsym the first time a TLS context or randomness is wanted, and nothing
+ * else in the runtime calls OpenSSL directly (ws.c and ws_client.c use the helpers
+ * at the end of this file). The macros below point the calls at the table. */
+#define OSSL_FUNCS(X) \
+  X(crypto, BIO_ctrl_pending) \
+  X(crypto, BIO_free) \
+  X(crypto, BIO_new) \
+  X(crypto, BIO_read) \
+  X(crypto, BIO_s_mem) \
+  X(crypto, BIO_ctrl) \
+  X(crypto, BIO_write) \
+  X(crypto, ERR_clear_error) \
+  X(crypto, ERR_error_string_n) \
+  X(crypto, ERR_peek_last_error) \
+  X(crypto, EVP_EncodeBlock) \
+  X(crypto, RAND_bytes) \
+  X(crypto, SHA1) \
+  X(crypto, X509_VERIFY_PARAM_set1_ip_asc) \
+  X(crypto, X509_verify_cert_error_string) \
+  X(ssl, SSL_CTX_check_private_key) \
+  X(ssl, SSL_CTX_free) \
+  X(ssl, SSL_CTX_load_verify_locations) \
+  X(ssl, SSL_CTX_new) \
+  X(ssl, SSL_CTX_set_alpn_select_cb) \
+  X(ssl, SSL_CTX_set_default_verify_paths) \
+  X(ssl, SSL_CTX_ctrl) \
+  X(ssl, SSL_CTX_set_verify) \
+  X(ssl, SSL_CTX_use_PrivateKey_file) \
+  X(ssl, SSL_CTX_use_certificate_chain_file) \
+  X(ssl, SSL_do_handshake) \
+  X(ssl, SSL_free) \
+  X(ssl, SSL_get0_alpn_selected) \
+  X(ssl, SSL_get0_param) \
+  X(ssl, SSL_get_error) \
+  X(ssl, SSL_get_verify_mode) \
+  X(ssl, SSL_get_verify_result) \
+  X(ssl, SSL_new) \
+  X(ssl, SSL_read) \
+  X(ssl, SSL_select_next_proto) \
+  X(ssl, SSL_set1_host) \
+  X(ssl, SSL_set_accept_state) \
+  X(ssl, SSL_set_alpn_protos) \
+  X(ssl, SSL_set_bio) \
+  X(ssl, SSL_set_connect_state) \
+  X(ssl, SSL_ctrl) \
+  X(ssl, SSL_shutdown) \
+  X(ssl, SSL_write) \
+  X(ssl, TLS_client_method) \
+  X(ssl, TLS_server_method)
+
+static struct {
+#define X(lib, f) __typeof__(&f) f;
+  OSSL_FUNCS(X)
+#undef X
+} ossl;
+
+static pthread_once_t ossl_once = PTHREAD_ONCE_INIT;
+static int ossl_ok;
+static char ossl_err[128];
+
+static void ossl_open(void) {
+  void *crypto = dlopen("libcrypto.so." LR_STR(OPENSSL_VERSION_MAJOR), RTLD_LAZY | RTLD_LOCAL);
+  void *ssl = crypto ? dlopen("libssl.so." LR_STR(OPENSSL_VERSION_MAJOR), RTLD_LAZY | RTLD_LOCAL)
+                     : NULL;
+  if (ssl == NULL) {
+    snprintf(ossl_err, sizeof ossl_err, "cannot load OpenSSL: %s", dlerror());
+    return;
+  }
+#define X(lib, f)                                                          \
+  if ((*(void **)&ossl.f = dlsym(lib, #f)) == NULL) {                      \
+    snprintf(ossl_err, sizeof ossl_err, "cannot load OpenSSL: no %s", #f); \
+    return;                                                                \
+  }
+  OSSL_FUNCS(X)
+#undef X
+  ossl_ok = 1;
+}
+
+/* 0 once OpenSSL is loaded, else -1 and the reason in err. */
+static int ossl_load(char *err, size_t errlen) {
+  pthread_once(&ossl_once, ossl_open);
+  if (!ossl_ok && err) snprintf(err, errlen, "%s", ossl_err);
+  return ossl_ok ? 0 : -1;
+}
+
+#define BIO_ctrl_pending (ossl.BIO_ctrl_pending)
+#define BIO_free (ossl.BIO_free)
+#define BIO_new (ossl.BIO_new)
+#define BIO_read (ossl.BIO_read)
+#define BIO_s_mem (ossl.BIO_s_mem)
+#define BIO_ctrl (ossl.BIO_ctrl)
+#define BIO_write (ossl.BIO_write)
+#define ERR_clear_error (ossl.ERR_clear_error)
+#define ERR_error_string_n (ossl.ERR_error_string_n)
+#define ERR_peek_last_error (ossl.ERR_peek_last_error)
+#define EVP_EncodeBlock (ossl.EVP_EncodeBlock)
+#define RAND_bytes (ossl.RAND_bytes)
+#define SHA1 (ossl.SHA1)
+#define X509_VERIFY_PARAM_set1_ip_asc (ossl.X509_VERIFY_PARAM_set1_ip_asc)
+#define X509_verify_cert_error_string (ossl.X509_verify_cert_error_string)
+#define SSL_CTX_check_private_key (ossl.SSL_CTX_check_private_key)
+#define SSL_CTX_free (ossl.SSL_CTX_free)
+#define SSL_CTX_load_verify_locations (ossl.SSL_CTX_load_verify_locations)
+#define SSL_CTX_new (ossl.SSL_CTX_new)
+#define SSL_CTX_set_alpn_select_cb (ossl.SSL_CTX_set_alpn_select_cb)
+#define SSL_CTX_set_default_verify_paths (ossl.SSL_CTX_set_default_verify_paths)
+#define SSL_CTX_ctrl (ossl.SSL_CTX_ctrl)
+#define SSL_CTX_set_verify (ossl.SSL_CTX_set_verify)
+#define SSL_CTX_use_PrivateKey_file (ossl.SSL_CTX_use_PrivateKey_file)
+#define SSL_CTX_use_certificate_chain_file (ossl.SSL_CTX_use_certificate_chain_file)
+#define SSL_do_handshake (ossl.SSL_do_handshake)
+#define SSL_free (ossl.SSL_free)
+#define SSL_get0_alpn_selected (ossl.SSL_get0_alpn_selected)
+#define SSL_get0_param (ossl.SSL_get0_param)
+#define SSL_get_error (ossl.SSL_get_error)
+#define SSL_get_verify_mode (ossl.SSL_get_verify_mode)
+#define SSL_get_verify_result (ossl.SSL_get_verify_result)
+#define SSL_new (ossl.SSL_new)
+#define SSL_read (ossl.SSL_read)
+#define SSL_select_next_proto (ossl.SSL_select_next_proto)
+#define SSL_set1_host (ossl.SSL_set1_host)
+#define SSL_set_accept_state (ossl.SSL_set_accept_state)
+#define SSL_set_alpn_protos (ossl.SSL_set_alpn_protos)
+#define SSL_set_bio (ossl.SSL_set_bio)
+#define SSL_set_connect_state (ossl.SSL_set_connect_state)
+#define SSL_ctrl (ossl.SSL_ctrl)
+#define SSL_shutdown (ossl.SSL_shutdown)
+#define SSL_write (ossl.SSL_write)
+#define TLS_client_method (ossl.TLS_client_method)
+#define TLS_server_method (ossl.TLS_server_method)
+
 struct lr_tls_ctx {
   SSL_CTX *ctx;
+  int http2;             /* ALPN offers h2 */
 };
 
 struct lr_tls {
@@ -58,7 +202,7 @@ static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *ou
                           const unsigned char *in, unsigned int inlen, void *arg) {
   lr_tls_ctx *c = arg;
   unsigned char *o;
-  int http2 = SSL_CTX_get_ex_data(c->ctx, 0) != NULL;
+  int http2 = c->http2;
   const unsigned char *ours = http2 ? alpn_h2 : alpn_h1;
   unsigned ourlen = http2 ? sizeof alpn_h2 - 1 : sizeof alpn_h1 - 1;
   (void)ssl;
@@ -72,7 +216,9 @@ static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *ou
 
 lr_tls_ctx *lr_tls_server_ctx(const char *cert, const char *key, int http2, char *err,
                               size_t errlen) {
-  lr_tls_ctx *c = calloc(1, sizeof *c);
+  lr_tls_ctx *c;
+  if (ossl_load(err, errlen) != 0) return NULL;
+  c = calloc(1, sizeof *c);
   ERR_clear_error();
   if (c == NULL || (c->ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
     snprintf(err, errlen, "not enough memory for a TLS context");
@@ -93,8 +239,7 @@ lr_tls_ctx *lr_tls_server_ctx(const char *cert, const char *key, int http2, char
     ssl_reason(err, errlen, key, "the key does not match the certificate");
     goto fail;
   }
-  /* ex_data slot 0 says whether h2 is offered (non-NULL). */
-  SSL_CTX_set_ex_data(c->ctx, 0, http2 ? (void *)c : NULL);
+  c->http2 = http2;
   SSL_CTX_set_alpn_select_cb(c->ctx, alpn_select_cb, c);
   return c;
 fail:
@@ -103,7 +248,9 @@ fail:
 }
 
 lr_tls_ctx *lr_tls_client_ctx(int verify, const char *ca_file, char *err, size_t errlen) {
-  lr_tls_ctx *c = calloc(1, sizeof *c);
+  lr_tls_ctx *c;
+  if (ossl_load(err, errlen) != 0) return NULL;
+  c = calloc(1, sizeof *c);
   ERR_clear_error();
   if (c == NULL || (c->ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
     snprintf(err, errlen, "not enough memory for a TLS context");
@@ -356,4 +503,34 @@ void lr_tls_free(lr_stream *s) {
   free(t->pending);
   free(t);
   s->tls = NULL;
+}
+
+/* ---- OpenSSL's helpers for ws.c and ws_client.c ---- */
+
+int lr_tls_random(void *buf, size_t n) {
+  if (ossl_load(NULL, 0) != 0) return -1;
+  return RAND_bytes(buf, (int)n) == 1 ? 0 : -1;
+}
+
+static void lr_tls_base64(const void *in, size_t n, char *out) {
+  EVP_EncodeBlock((unsigned char *)out, in, (int)n);
+}
+
+int lr_tls_ws_accept(const char *key, size_t n, char accept[29]) {
+  static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+  unsigned char digest[20];
+  char both[128 + sizeof guid];
+  if (n > 128 || ossl_load(NULL, 0) != 0) return -1;
+  memcpy(both, key, n);
+  memcpy(both + n, guid, sizeof guid);
+  SHA1((const unsigned char *)both, n + sizeof guid - 1, digest);
+  lr_tls_base64(digest, sizeof digest, accept);
+  return 0;
+}
+
+int lr_tls_ws_key(char key[25], char accept[29]) {
+  unsigned char raw[16];
+  if (lr_tls_random(raw, sizeof raw) != 0) return -1;
+  lr_tls_base64(raw, sizeof raw, key);
+  return lr_tls_ws_accept(key, 24, accept);
 }

@@ -23,7 +23,6 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <openssl/rand.h>
 #include <wslay/wslay.h>
 #include "lr_net.h"
 
@@ -185,7 +184,7 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
 
 static int genmask_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, void *ud) {
   (void)ctx, (void)ud;
-  return RAND_bytes(buf, (int)len) == 1 ? 0 : -1;
+  return lr_tls_random(buf, len);
 }
 
 static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *a,

@@ -17,12 +17,8 @@
 #include <string.h>
 #include <strings.h>
 #include <http_parser.h>
-#include <openssl/evp.h>
-#include <openssl/rand.h>
-#include <openssl/sha.h>
 #include "lr_net.h"
 
-#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define DEFAULT_TIMEOUT 30.0
 #define MAX_VALUE 8192
 
@@ -316,10 +312,6 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
 
 /* ---- the call ---- */
 
-static void base64(const unsigned char *in, int n, char *out) {
-  EVP_EncodeBlock((unsigned char *)out, in, n);
-}
-
 static int fail_url(lua_State *L, const char *kind, const char *msg) {
   lua_pushnil(L);
   lr_error_push(L, kind, msg);
@@ -525,16 +517,11 @@ static void push_request(lua_State *L, const char *url, const struct http_parser
 }
 
 /* Makes a key, pushes the request for it and writes the accept to expect. Raises
- * (a bad header) before anything is allocated. 0, or -1 without randomness. */
+ * (a bad header) before anything is allocated. 0, or -1 without OpenSSL. */
 static int push_handshake(lua_State *L, const char *url, const struct http_parser_url *u,
                           int default_port, char *accept) {
-  unsigned char raw[16], digest[SHA_DIGEST_LENGTH];
-  char key[32], both[80];
-  if (RAND_bytes(raw, sizeof raw) != 1) return -1;
-  base64(raw, sizeof raw, key);
-  snprintf(both, sizeof both, "%s%s", key, WS_GUID);
-  SHA1((const unsigned char *)both, strlen(both), digest);
-  base64(digest, sizeof digest, accept);
+  char key[25];
+  if (lr_tls_ws_key(key, accept) != 0) return -1;
   push_request(L, url, u, key, default_port);
   return 0;
 }
@@ -569,7 +556,7 @@ int lr_ws_connect(lua_State *L) {
   default_port = tls ? 443 : 80;
   if (!(u.field_set & (1 << UF_PORT))) u.port = (uint16_t)default_port;
   if (push_handshake(L, url, &u, default_port, accept) != 0)
-    return fail_url(L, "tls", "no randomness for the WebSocket key");
+    return fail_url(L, "tls", "cannot load OpenSSL for the WebSocket key");
   if ((c = calloc(1, sizeof *c)) == NULL ||
       (c->host = strndup(url + u.field_data[UF_HOST].off, u.field_data[UF_HOST].len)) == NULL ||
       (c->req = malloc(lua_rawlen(L, -1))) == NULL) {
