@@ -33,10 +33,27 @@ typedef struct req_box {
   lr_srv_req *r;
 } req_box;
 
+/* The Request metatable: its address for a quick check (luaL_checkudata looks the
+ * name up in the registry at every call: 700 instructions a request) and a registry
+ * reference to set it with. One per process is enough: luarun.http is loaded into
+ * one Lua state per runtime, and a second state gets its own on install. */
+static const void *request_mt;
+static int request_mt_ref = LUA_NOREF;
+
+static req_box *to_req(lua_State *L, int idx) {
+  void *p = lua_touserdata(L, idx);
+  if (p && lua_getmetatable(L, idx)) {
+    const void *mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
+    if (mt == request_mt) return p;
+  }
+  return luaL_checkudata(L, idx, REQUEST_MT); /* raises the usual message */
+}
+
 /* ---- requests ---- */
 
 static lr_srv_req *check_req(lua_State *L, const char *fname) {
-  req_box *b = luaL_checkudata(L, 1, REQUEST_MT);
+  req_box *b = to_req(L, 1);
   if (b->r == NULL) luaL_error(L, "%s: the request is over (its handler returned)", fname);
   return b->r;
 }
@@ -166,7 +183,7 @@ static void push_header_list(lua_State *L, lr_srv_req *r) {
 
 /* req.field: methods, then the cache, then computed from the request's head. */
 static int req_index(lua_State *L) {
-  req_box *b = luaL_checkudata(L, 1, REQUEST_MT);
+  req_box *b = to_req(L, 1);
   lr_srv_req *r = b->r;
   const char *k;
   size_t kl;
@@ -259,7 +276,7 @@ cache:
 
 /* req.params = ... (the router) and any field a script adds. */
 static int req_newindex(lua_State *L) {
-  luaL_checkudata(L, 1, REQUEST_MT);
+  to_req(L, 1);
   lua_settop(L, 3);
   push_cache(L, 1);
   lua_insert(L, 2);
@@ -275,7 +292,7 @@ static int req_gc(lua_State *L) {
 }
 
 static int req_tostring(lua_State *L) {
-  req_box *b = luaL_checkudata(L, 1, REQUEST_MT);
+  req_box *b = to_req(L, 1);
   if (b->r == NULL) {
     lua_pushliteral(L, "http request (over)");
   } else {
@@ -472,12 +489,19 @@ static void collect_headers(lua_State *L, int idx, hdrset *h) {
 /* respond(req, ...): what the handler returned. Returns the body function when the
  * body is streamed (the driver pumps it), else nothing. */
 static int respond(lua_State *L) {
-  req_box *b = luaL_checkudata(L, 1, REQUEST_MT);
+  req_box *b = to_req(L, 1);
   lr_srv_req *r = b->r;
   static hdrset h; /* the loop's thread only; filled and used before returning */
-  int status = 200, hidx = 0, bidx = 0, top;
+  int status = 200, hidx = 0, bidx = 0;
   const char *type = "text/plain; charset=utf-8";
-  if (r == NULL || r->responded || r->upgraded || r->conn == NULL) return 0;
+  if (r && r->upgraded) { /* the driver closes the handler's WebSocket */
+    lua_pushnil(L);
+    push_cache(L, 1);
+    lua_getfield(L, -1, "_websocket");
+    lua_remove(L, -2);
+    return 2;
+  }
+  if (r == NULL || r->responded || r->conn == NULL) return 0;
   h.n = 0;
   h.has_type = 0;
   switch (lua_type(L, 2)) {
@@ -524,11 +548,12 @@ static int respond(lua_State *L) {
     return luaL_error(L, "http.serve: a response body must be a string or a function, not a %s",
                       luaL_typename(L, bidx));
   if (hidx) collect_headers(L, hidx, &h);
-  top = lua_gettop(L);
-  if (!h.has_type && bidx && lua_isstring(L, bidx)) {
-    lua_pushliteral(L, "content-type");
-    lua_pushstring(L, type);
-    add_header(L, &h, top + 1, top + 2);
+  if (!h.has_type && bidx && lua_isstring(L, bidx) && h.n < MAX_RESPONSE_HEADERS) {
+    h.p[2 * h.n] = "content-type";
+    h.len[2 * h.n] = 12;
+    h.p[2 * h.n + 1] = type;
+    h.len[2 * h.n + 1] = strlen(type);
+    h.n++;
   }
   if (bidx && lua_isfunction(L, bidx)) {
     r->proto->respond(r, status, h.p, h.len, h.n, NULL, 0, -1, 0);
@@ -545,7 +570,7 @@ static int respond(lua_State *L) {
 /* write(req, chunk): more of a streamed body; parks while the client is slow. */
 static int write_k(lua_State *L, int status, lua_KContext ctx);
 static int write_now(lua_State *L) {
-  req_box *b = luaL_checkudata(L, 1, REQUEST_MT);
+  req_box *b = to_req(L, 1);
   lr_srv_req *r = b->r;
   size_t n;
   const char *p;
@@ -580,7 +605,7 @@ static int body_write(lua_State *L) {
 }
 
 static int body_finish(lua_State *L) {
-  req_box *b = luaL_checkudata(L, 1, REQUEST_MT);
+  req_box *b = to_req(L, 1);
   if (b->r && !b->r->finished && b->r->conn) b->r->proto->write(b->r, NULL, 0, 1);
   return 0;
 }
@@ -680,6 +705,10 @@ static int req_websocket(lua_State *L) {
   lr_conn_upgrade(c, ws);
   lr_ws_start(L, ws, tail, tail_n);
   free(tail);
+  push_cache(L, 1); /* for respond(), which hands it to the driver to close */
+  lua_pushvalue(L, -2);
+  lua_setfield(L, -2, "_websocket");
+  lua_pop(L, 1);
   if (chosen) lua_pushlstring(L, chosen, chosen_len);
   else lua_pushnil(L);
   return 2;
@@ -696,7 +725,8 @@ static int spawn_handler(lua_State *L) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, sb->handler_ref);
   b = lua_newuserdatauv(L, sizeof *b, 1);
   b->r = NULL;
-  luaL_setmetatable(L, REQUEST_MT);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, request_mt_ref);
+  lua_setmetatable(L, -2);
   sb->rt->where_hint = sb->where;
   t = lr_task_spawn(L, sb->rt, 2, 0);
   b->r = r;
@@ -956,6 +986,9 @@ void lr_server_install(lua_State *L) {
   int mod = lua_gettop(L);
   /* Request: methods (C here, more added by serve.lua) as __index's upvalue. */
   if (luaL_newmetatable(L, REQUEST_MT)) {
+    request_mt = lua_topointer(L, -1);
+    lua_pushvalue(L, -1);
+    request_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     luaL_newlib(L, req_methods);
     lua_pushvalue(L, -1);
     lua_setfield(L, -3, "methods"); /* for serve.lua */

@@ -10,8 +10,7 @@ local json = require "luarun.json"
 -- client is slow. An error or a cancellation ends the task; core answers 500 (and
 -- reports the error) or closes the connection.
 local function driver(handler, req)
-  local body = respond(req, handler(req))
-  local ws = req._websocket
+  local body, ws = respond(req, handler(req))
   if ws then ws:close() end -- the handler is done with its WebSocket: close it cleanly
   if body then
     while true do
@@ -159,14 +158,6 @@ return function(request_methods, respond_fn, write_fn, finish_fn, chunk_fn)
       if piece == nil and err then error(err, 2) end
       return piece
     end
-  end
-
-  -- The WebSocket a handler takes is closed when the handler returns.
-  local upgrade = methods.websocket
-  function methods.websocket(req, opts)
-    local ws, protocol = upgrade(req, opts)
-    if ws then req._websocket = ws end
-    return ws, protocol
   end
 
   return driver, router
