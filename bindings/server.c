@@ -12,8 +12,6 @@
  * The Request userdata holds a pointer that core clears when the request is freed
  * (app.forget); fields are computed when first read and kept in its user value.
  */
-#include <openssl/evp.h>
-#include <openssl/sha.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -655,8 +653,7 @@ static int req_websocket(lua_State *L) {
   const char *v, *key, *chosen = NULL;
   size_t vl, kl, max = 0, chosen_len = 0, tail_n;
   char buf[512], *tail;
-  unsigned char digest[SHA_DIGEST_LENGTH];
-  char accept[64], joined[128];
+  char accept[29];
   uv_buf_t out;
   lr_ws *ws;
   int n;
@@ -689,9 +686,8 @@ static int req_websocket(lua_State *L) {
       lua_pop(L, 1);
     }
   }
-  snprintf(joined, sizeof joined, "%.*s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", (int)kl, key);
-  SHA1((const unsigned char *)joined, strlen(joined), digest);
-  EVP_EncodeBlock((unsigned char *)accept, digest, SHA_DIGEST_LENGTH);
+  if (lr_tls_ws_accept(key, kl, accept) < 0)
+    return not_upgrade(L, "req:websocket: OpenSSL cannot be loaded for the handshake's SHA-1");
   if ((ws = lr_ws_new(L, &c->s, 1, max, lr_conn_released)) == NULL)
     return luaL_error(L, "req:websocket: not enough memory");
   n = snprintf(buf, sizeof buf,
