@@ -183,7 +183,10 @@ static int on_body(http_parser *p, const char *at, size_t n) {
 static int on_message_complete(http_parser *p) {
   lr_conn *c = p->data;
   h1 *h = H(c);
-  if (c->req) lr_srv_req_body_end(c->req, LR_BODY_OK);
+  /* The handler answered before the body was all in (and did not read it): the
+   * rest of the body was read and dropped, and the next request may follow. */
+  if (c->req == NULL) return 0;
+  lr_srv_req_body_end(c->req, LR_BODY_OK);
   h->paused = 1;
   http_parser_pause(p, 1);
   return 0;
@@ -231,6 +234,9 @@ static int h1_respond(lr_srv_req *r, int status, const char *const *hdrs, const 
   h = H(c);
   r->responded = 1;
   r->status = status;
+  /* It expected 100-continue and got its answer without one: it may send the body
+   * or not, so the connection cannot be trusted for another request (as h2o does). */
+  if (r->expect_continue && !r->continue_sent && !r->body_done) r->keep_alive = 0;
   if (content_length < 0 && !no_body) {
     if (r->http_minor >= 1) chunked = 1;
     else r->keep_alive = 0; /* HTTP/1.0: the end of the body is the end of the connection */
