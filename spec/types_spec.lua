@@ -47,7 +47,27 @@ local files = {
   ["luarun.fs"] = "types/luarun/fs.lua", ["luarun.json"] = "types/luarun/json.lua",
 }
 
-local methods_of = util.methods_of
+-- Classes written in Lua that are not in the registry: their metatable, by the
+-- annotations' class name.
+local lua_classes = {
+  ["luarun.Router"] = function() return getmetatable(require("luarun.http").router()) end,
+}
+
+-- Methods annotated ahead of the code, for calls being built right now (issue 14):
+-- not called extra while they do not exist; checked as any other once they do.
+local ahead = {["luarun.Request"] = {websocket = true}}
+
+-- {name = function} of a class, or nil for a table class (options, results).
+local function methods_of(cls)
+  if lua_classes[cls] then
+    local names = {}
+    for k, v in pairs(lua_classes[cls]().__index) do
+      if type(k) == "string" and not k:match("^_") and type(v) == "function" then names[k] = v end
+    end
+    return names
+  end
+  return util.methods_of(cls)
+end
 
 -- "1 + vararg" for a parameter list of the annotations or a Lua function.
 local function shape(nparams, vararg)
@@ -117,7 +137,7 @@ describe("types/", function()
               if s then assert.are.equal(s, listed_shape(methods[k], true), cls .. ":" .. k) end
             end
             for k in pairs(methods) do
-              if not real[k] then extra[#extra + 1] = k end
+              if not real[k] and not (ahead[cls] or {})[k] then extra[#extra + 1] = k end
             end
             table.sort(missing)
             table.sort(extra)

@@ -130,4 +130,230 @@ local Response = {}
 ---@return any
 function Response:json() end
 
+-- ---- serving ----
+
+---Options of `http.serve`. Sizes and timeouts take `false` for "no limit".
+---@class luarun.http.ServeOptions
+---@field host? string address to listen on (default "127.0.0.1")
+---@field port? integer 0 (the default) picks a free port: read it from `server.port`
+---@field backlog? integer|false the kernel's queue of connections not yet accepted (default 511)
+---@field max_connections? integer|false open at once (default 10000); more wait in the backlog
+---@field max_header_size? integer|false bytes of a request head (default 16384), else 431
+---@field max_headers? integer|false header lines (default 100), else 431
+---@field max_body_size? integer|false bytes of a request body (default 16 MiB), else 413
+---@field header_timeout? number|false seconds to receive a request head (default 10), else 408
+---@field idle_timeout? number|false seconds a keep-alive connection may idle (default 30)
+---@field request_timeout? number|false seconds a handler may run (default 60), else 503 and the handler is cancelled
+---@field http2? boolean also accept HTTP/2 by prior knowledge (h2c)
+---@field tls? {cert: string, key: string} PEM file paths: serve HTTPS (ALPN h2 and http/1.1)
+---@field reuse_port? boolean SO_REUSEPORT
+---@field half_close? boolean an EOF from the client while a handler runs is not a disconnect
+
+---A response as a table. With `json`, the value is encoded and sent as application/json.
+---@class luarun.http.ResponseTable
+---@field status? integer default 200
+---@field headers? table<string, string|number|(string|number)[]> a list sends one line per item
+---@field body? string|fun(): string? a function is called for chunks until it returns nil
+---@field json? any
+
+---What a handler returns: a string (200, text/plain), a ResponseTable, nothing (204),
+---or `status, headers, body`.
+---@alias luarun.http.Handler fun(req: luarun.Request): (string|luarun.http.ResponseTable|integer|nil), table<string, string|number|(string|number)[]>?, (string|fun(): string?)?
+
+---Starts an HTTP server: each request runs `handler(req)` as its own task. Returns at
+---once, listening; nil, err (kind "connect" or "tls") if it cannot listen. Unknown
+---options raise.
+---@param opts? luarun.http.ServeOptions
+---@param handler luarun.http.Handler|luarun.Router
+---@return luarun.Server? server
+---@return luarun.http.Error? err
+function http.serve(opts, handler) end
+
+---A new router: a handler that dispatches by method and path. `{name}` in a
+---pattern matches one path segment into `req.params.name`; an unknown path is 404,
+---a known path with another method 405 with Allow.
+---@return luarun.Router
+function http.router() end
+
+---Options of `http.websocket`.
+---@class luarun.http.WebSocketOptions
+---@field headers? table<string, string|number> extra headers of the upgrade request
+---@field protocols? string|string[] subprotocols to offer
+---@field timeout? number seconds for the opening handshake (default 30)
+---@field verify? boolean check the server's TLS certificate (default true)
+---@field ca_file? string PEM certificates to trust instead of the system's
+---@field max_message_size? integer largest message accepted (default 16 MiB), else close 1009
+---@field close_timeout? number seconds ws:close() waits for the peer's answer (default 5)
+
+---Connects to a WebSocket server (ws:// or wss://).
+---@async
+---@param url string
+---@param opts? luarun.http.WebSocketOptions
+---@return luarun.WebSocket? ws
+---@return luarun.http.Error? err
+function http.websocket(url, opts) end
+
+---An HTTP server from `http.serve`. The fields stay readable after close.
+---@class luarun.Server
+---@field port integer the port it listens on
+---@field host string
+---@field url string "http://127.0.0.1:PORT" ("https://" with tls)
+local Server = {}
+
+---Stops accepting and returns at once; requests in flight get `grace` seconds
+---(default 5), then get 503 and their handlers are cancelled.
+---@param grace? number
+function Server:close(grace) end
+
+---Waits until the server is closed and all its connections are gone.
+---@async
+function Server:wait() end
+
+---What a failed body read returns: the status the handler should answer.
+---@class luarun.http.BodyError: luarun.http.Error
+---@field kind "too_large"|"protocol"|"closed"
+---@field status 413|400
+
+---A request, as a handler gets it.
+---@class luarun.Request
+---@field method string
+---@field path string decoded, without the query
+---@field raw_path string as sent
+---@field target string path and query as sent
+---@field query table<string, string|string[]> repeated keys give a list
+---@field query_string string without "?"
+---@field headers table<string, string> lower-case names; repeated ones joined with ", " (cookie "; ")
+---@field header_list {[1]: string, [2]: string}[] every header line in order, as {name, value}
+---@field remote_addr string
+---@field remote_port integer
+---@field http_version "1.0"|"1.1"|"2"
+---@field params table<string, string> the router's {name} captures
+local Request = {}
+
+---The whole body.
+---@async
+---@return string? body
+---@return luarun.http.BodyError? err
+function Request:body() end
+
+---The body decoded as JSON; nil, err (status 400) if it is not JSON.
+---@async
+---@return any value
+---@return luarun.http.BodyError? err
+function Request:json() end
+
+---The body decoded as application/x-www-form-urlencoded.
+---@async
+---@return table<string, string|string[]>? form
+---@return luarun.http.BodyError? err
+function Request:form() end
+
+---An iterator over the body as it arrives; raises if the body never completes.
+---@return fun(): string?
+function Request:body_chunks() end
+
+---Switches the connection to WebSocket; nil, err (kind "protocol") if the request
+---is not an upgrade.
+---@param opts? {protocols?: string[]}
+---@return luarun.WebSocket? ws
+---@return luarun.http.Error? err
+function Request:websocket(opts) end
+
+---A router from `http.router()`; call it as a handler, or give it to `http.serve`.
+---@class luarun.Router
+---@overload fun(req: luarun.Request): any
+local Router = {}
+
+---Registers `fn` for `method` and `pattern` ("/users/{id}"). Returns the router.
+---@param method string
+---@param pattern string
+---@param fn luarun.http.Handler
+---@return luarun.Router
+function Router:route(method, pattern, fn) end
+
+---GET (and HEAD) routes.
+---@param pattern string
+---@param fn luarun.http.Handler
+---@return luarun.Router
+function Router:get(pattern, fn) end
+
+---@param pattern string
+---@param fn luarun.http.Handler
+---@return luarun.Router
+function Router:post(pattern, fn) end
+
+---@param pattern string
+---@param fn luarun.http.Handler
+---@return luarun.Router
+function Router:put(pattern, fn) end
+
+---@param pattern string
+---@param fn luarun.http.Handler
+---@return luarun.Router
+function Router:delete(pattern, fn) end
+
+---@param pattern string
+---@param fn luarun.http.Handler
+---@return luarun.Router
+function Router:patch(pattern, fn) end
+
+---@param pattern string
+---@param fn luarun.http.Handler
+---@return luarun.Router
+function Router:head(pattern, fn) end
+
+---@param pattern string
+---@param fn luarun.http.Handler
+---@return luarun.Router
+function Router:options(pattern, fn) end
+
+---What a WebSocket call returns once the connection is closed.
+---@class luarun.http.ClosedError: luarun.http.Error
+---@field kind "closed"
+---@field code integer the close code: 1000 normal, 1006 broken without a close
+---@field reason string the peer's reason, often ""
+
+---A WebSocket, from `http.websocket` or `req:websocket()`. Close it with
+---`ws:close()` or a `<close>` variable.
+---@class luarun.WebSocket
+local WebSocket = {}
+
+---Sends a text message; waits while the peer reads slowly.
+---@async
+---@param text string
+---@return true? ok
+---@return luarun.http.ClosedError? err
+function WebSocket:send(text) end
+
+---Sends a binary message.
+---@async
+---@param bytes string
+---@return true? ok
+---@return luarun.http.ClosedError? err
+function WebSocket:send_binary(bytes) end
+
+---The next message and its type; nil, err once closed.
+---@async
+---@return string|nil message
+---@return "text"|"binary"|luarun.http.ClosedError kind
+function WebSocket:receive() end
+
+---`for msg, kind in ws:messages() do`: receives until the connection closes.
+---@return fun(ws: luarun.WebSocket): (string?, "text"|"binary"|luarun.http.ClosedError)
+---@return luarun.WebSocket
+function WebSocket:messages() end
+
+---Sends a ping (up to 125 bytes of data); the pong is not waited for.
+---@param data? string
+---@return true? ok
+---@return luarun.http.ClosedError? err
+function WebSocket:ping(data) end
+
+---Starts the close handshake and waits for it (at most close_timeout).
+---@async
+---@param code? integer default 1000
+---@param reason? string up to 123 bytes
+---@return true
+function WebSocket:close(code, reason) end
+
 return http
