@@ -21,10 +21,11 @@
 # faster). luarun is $LUARUN_BIN (default build/luarun, built if missing) running
 # bench/serve/luarun_<workload>.lua; without http.serve its rows say n/a.
 # Everything binds 127.0.0.1 on free ports, is started here and stopped by its pid.
-#   bash bench/serve.sh [--quick] [a b c d e f g] [luarun node nginx starlette fastapi
+#   bash bench/serve.sh [--quick] [--reps=N] [a b c d e f g] [luarun node nginx starlette fastapi
 #                        aiohttp luahttp websockets ws ceiling]
-# (no workload named: all; no peer named: all; "ceiling" is nginx's `return 200` with no
-# Lua in (a) and (b): what the rig itself can measure.)
+# No workload named: all; no peer named: all. --reps=N: every point N times, the peers
+# taken in turn, the best rate kept (for a machine that others share). "ceiling" is
+# nginx's `return 200` with no Lua, in (a) and (b): what the rig itself can measure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -36,11 +37,13 @@ http_peers="luarun node nginx starlette fastapi aiohttp luahttp"
 ws_peers="luarun websockets ws"
 all_peers="$http_peers websockets ws ceiling"
 quick=0
+reps=1
 want_w=""
 want_p=""
 for a in "$@"; do
   case $a in
     --quick) quick=1 ;;
+    --reps=*) reps=${a#--reps=} ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     [a-g]) want_w="$want_w $a" ;;
     *)
@@ -218,7 +221,11 @@ except ImportError:
 print(f"uvicorn {uvicorn.__version__} ({loop}), starlette {starlette.__version__}, fastapi {fastapi.__version__}, aiohttp {aiohttp.__version__}, websockets {websockets.__version__}")'
   ), lua-http $(dpkg-query -W -f='${Version}' lua-http 2>/dev/null) on lua5.4," \
   "ws $(node -e 'console.log(require(process.argv[1] + "/node_modules/ws/package.json").version)' "$serve" 2>/dev/null || echo 'not installed')"
-echo "luarun: $LUARUN_BIN: $luarun_status"
+dirty=""
+if [ -n "$(git status --porcelain -- core bindings lua CMakeLists.txt 2>/dev/null)" ]; then
+  dirty=" (the tree has uncommitted runtime changes; the build may include them)"
+fi
+echo "luarun: $LUARUN_BIN: $luarun_status$dirty"
 echo "server on core 0; wrk -t1 / wsload / dripper / (d)'s upstream on core 1; ${warm} s warm-up, ${dur} s points"
 
 for w in $want_w; do
@@ -227,32 +234,31 @@ for w in $want_w; do
   echo
   title "$w"
   declare -A rate=() p50=() p99=() errs=() rss=() extra=() base=()
+  for rep in $(seq "$reps"); do
   for p in $peers; do
     if [ "$p" = luarun ] && [ "$luarun_status" != ok ]; then rate[$p]="n/a"; continue; fi
     port=$(free_port)
     if ! start_server "$p" "$w" "$port"; then
-      rate[$p]=failed
+      [ -n "${rate[$p]:-}" ] || rate[$p]=failed
       stop_pid "$srv_pid"
       cur_srv=""
       continue
     fi
+    R=failed A=- B=- E=- X="" BASE=""
     case $w in
       f)
         read -r line < <(taskset -c 1 timeout -k 5 $((warm + dur + 30)) "$tmp/wsload" 127.0.0.1 "$port" 100 "$dur" 1 "$warm" 2>"$tmp/wsload.err" || true)
         line=${line:-}
         if [ -n "$line" ]; then
           eval "$(echo "$line" | tr ' ' '\n' | sed 's/^/ws_/')"
-          rate[$p]=$ws_rate
-          p50[$p]=$(awk -v u="$ws_p50_us" 'BEGIN {printf "%.2f", u / 1000}')
-          p99[$p]=$(awk -v u="$ws_p99_us" 'BEGIN {printf "%.2f", u / 1000}')
-          errs[$p]=$ws_errors
+          R=$ws_rate E=$ws_errors
+          A=$(awk -v u="$ws_p50_us" 'BEGIN {printf "%.2f", u / 1000}')
+          B=$(awk -v u="$ws_p99_us" 'BEGIN {printf "%.2f", u / 1000}')
         else
-          rate[$p]=failed
           head -3 "$tmp/wsload.err" >&2
         fi ;;
       g)
-        read -r r a b e < <(run_wrk "$port" 64)
-        base[$p]=$r
+        read -r BASE _ _ _ < <(run_wrk "$port" 64)
         rm -f "$tmp/drip.ready"
         taskset -c 1 timeout -k 5 $((warm + dur + 60)) $PY "$serve/drip.py" "$port" 500 $((warm + dur + 1)) "$tmp/drip.ready" >"$tmp/drip.out" 2>&1 &
         drip=$!
@@ -260,23 +266,27 @@ for w in $want_w; do
         for _ in $(seq 300); do [ -s "$tmp/drip.ready" ] && break; kill -0 "$drip" 2>/dev/null || break; sleep 0.1; done
         sleep 1 # every connection has sent its head and a first byte
         if [ -s "$tmp/drip.ready" ]; then
-          read -r r a b e < <(run_wrk "$port" 64)
-          rate[$p]=$r p50[$p]=$a p99[$p]=$b errs[$p]=$e
+          read -r R A B E < <(run_wrk "$port" 64)
         else
-          rate[$p]="failed (dripper could not open 500)"
+          R="failed (dripper could not open 500)"
         fi
         wait "$drip" 2>/dev/null || true
         cur_drip=""
-        extra[$p]=$(tail -1 "$tmp/drip.out") ;;
+        X=$(tail -1 "$tmp/drip.out") ;;
       *)
         args=()
         [ "$w" = e ] && args=(-s "$serve/post16k.lua")
-        read -r r a b e < <(run_wrk "$port" "$(conns_for "$w")" "${args[@]+"${args[@]}"}")
-        rate[$p]=$r p50[$p]=$a p99[$p]=$b errs[$p]=$e ;;
+        read -r R A B E < <(run_wrk "$port" "$(conns_for "$w")" "${args[@]+"${args[@]}"}") ;;
     esac
-    rss[$p]=$(rss_mb "$srv_rss_pid")
+    RSS=$(rss_mb "$srv_rss_pid")
     stop_pid "$srv_pid"
     cur_srv=""
+    # best of the repetitions (by rate); (g) keeps its best without and with separately
+    if ! [[ ${rate[$p]:-} =~ ^[0-9]+$ ]] || { [[ $R =~ ^[0-9]+$ ]] && [ "$R" -gt "${rate[$p]}" ]; }; then
+      rate[$p]=$R p50[$p]=$A p99[$p]=$B errs[$p]=$E rss[$p]=$RSS extra[$p]=$X
+    fi
+    if [[ $BASE =~ ^[0-9]+$ ]] && [ "$BASE" -gt "${base[$p]:-0}" ]; then base[$p]=$BASE; fi
+  done
   done
   l=${rate[luarun]:-n/a}
   if [ "$w" = g ]; then
@@ -299,3 +309,5 @@ for w in $want_w; do
   done
   unset rate p50 p99 errs rss extra base
 done
+echo
+echo "load at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
