@@ -95,6 +95,9 @@ static int on_header_field(http_parser *p, const char *at, size_t n) {
     r->nhdrs++;
     h->in_value = 0;
   }
+  /* http-parser (not built strict) lets spaces into a name ("Content-Length : 5"),
+   * which it then does not take for the header it names: a smuggling vector. */
+  if (memchr(at, ' ', n) || memchr(at, '\t', n)) return h->fail = 400, -1;
   if ((off = lr_srv_req_append(r, at, n)) < 0) return h->fail = 503, -1;
   for (i = 0; i < n; i++) { /* lower-case: ASCII letters only (a token has no others) */
     char ch = r->head[off + i];
@@ -149,6 +152,8 @@ static int on_headers_complete(http_parser *p) {
   r->is_head = p->method == HTTP_HEAD;
   r->upgrade = (uint8_t)p->upgrade;
   if (r->target_len == 0) return h->fail = 400, -1;
+  /* HTTP/0.9 ("GET /") and 2.x or later framed as 1.x: answered as HTTP/1.1 they were. */
+  if (p->http_major != 1) return h->fail = 505, -1;
   if ((v = find_header(r, "expect", &vl)) != NULL) {
     if (vl == 12 && strncasecmp(v, "100-continue", 12) == 0) {
       /* Never a 1xx to an HTTP/1.0 client. */
@@ -408,6 +413,7 @@ static void feed(lr_conn *c, const char *p, size_t n) {
     const char *text = status == 431   ? "Request Header Fields Too Large\n"
                        : status == 413 ? "Content Too Large\n"
                        : status == 417 ? "Expectation Failed\n"
+                       : status == 505 ? "HTTP Version Not Supported\n"
                        : status == 503 ? "Service Unavailable\n"
                                        : "Bad Request\n";
     if (c->req && !c->req->body_done)
