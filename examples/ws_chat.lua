@@ -47,9 +47,11 @@ app:get("/", function()
 end)
 
 app:get("/chat", function(req)
-  -- <close>: however the handler ends, the WebSocket is closed with it.
-  local ws <close>, err = req:websocket()
-  if not ws then return 400, nil, tostring(err) .. "\n" end -- not an upgrade request
+  -- The WebSocket lives as long as this handler: the server closes it when the
+  -- handler returns (or fails, or is cancelled).
+  local ws, err = req:websocket()
+  -- Not an upgrade request (a browser opening /chat as a page): err.status is 426.
+  if not ws then return err.status, nil, "a WebSocket endpoint: open / instead\n" end
   local name = req.query.name or ("guest" .. req.remote_port)
   local me = {name = name, outbox = lr.Queue()}
 

@@ -212,7 +212,7 @@ function Server:wait() end
 ---What a failed body read returns: the status the handler should answer.
 ---@class luarun.http.BodyError: luarun.http.Error
 ---@field kind "too_large"|"protocol"|"closed"
----@field status 413|400
+---@field status 413|400|426
 
 ---A request, as a handler gets it.
 ---@class luarun.Request
@@ -252,11 +252,12 @@ function Request:form() end
 ---@return fun(): string?
 function Request:body_chunks() end
 
----Switches the connection to WebSocket; nil, err (kind "protocol") if the request
----is not an upgrade.
----@param opts? {protocols?: string[]}
----@return luarun.WebSocket? ws
----@return luarun.http.Error? err
+---Switches the connection to WebSocket (101) and returns it with the subprotocol
+---chosen; nil, err (kind "protocol", status 426) if the request is not an upgrade.
+---The WebSocket closes when the handler returns.
+---@param opts? {protocols?: string[], max_message_size?: integer}
+---@return luarun.WebSocket|nil ws
+---@return string|luarun.http.BodyError|nil protocol_or_err
 function Request:websocket(opts) end
 
 ---A router from `http.router()`; call it as a handler, or give it to `http.serve`.
