@@ -276,12 +276,18 @@ static void finish_deferred_cancels(lr_http_client *c) {
 /* Every call of socket_action is followed by a drain (a finished transfer that is
  * not drained waits for the next event: the "hangs until the timeout" bug,
  * tarantool #3452). */
+static void timer_fire_cb(uv_timer_t *t);
+
 static void action(lr_http_client *c, curl_socket_t fd, int flags) {
-  int running;
+  int running, rc;
   if (c->closed) return;
   c->in_curl = 1;
-  lr_curl.multi_socket_action(c->multi, fd, flags, &running);
+  rc = lr_curl.multi_socket_action(c->multi, fd, flags, &running);
   c->in_curl = 0;
+  /* Out of memory inside curl can leave a transfer without its next timeout (it
+   * then waited forever: the malloc-failure sweep's server script). Ask curl again
+   * shortly: its timeout pass finds the transfers whose time is up. */
+  if (rc != CURLM_OK && !c->closed) uv_timer_start(&c->timer, timer_fire_cb, 10, 0);
   if (c->cancel_pending) finish_deferred_cancels(c);
   drain(c);
 }

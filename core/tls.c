@@ -83,6 +83,7 @@
   X(ssl, SSL_ctrl) \
   X(ssl, SSL_shutdown) \
   X(ssl, SSL_write) \
+  X(ssl, OPENSSL_init_ssl) \
   X(ssl, TLS_client_method) \
   X(ssl, TLS_server_method)
 
@@ -111,6 +112,13 @@ static void ossl_open(void) {
   }
   OSSL_FUNCS(X)
 #undef X
+  /* OpenSSL's one-time setup may have failed already (libcurl runs it too): out of
+   * memory there leaves its global locks NULL, and the next RAND_bytes crashed
+   * (found by the malloc-failure sweep). Its result says whether it can be used. */
+  if (!ossl.OPENSSL_init_ssl(0, NULL)) {
+    snprintf(ossl_err, sizeof ossl_err, "OpenSSL could not initialise (out of memory?)");
+    return;
+  }
   ossl_ok = 1;
 }
 

@@ -67,6 +67,45 @@ assert(sum == 6, "run_in_pool")
 print("ok")
 ]]
 
+-- A server and its clients in one process (issue 14): http.serve with a router-less
+-- handler, a POST through libcurl, a WebSocket echo through luarun's own client, and
+-- a graceful close. An allocation that fails on the server's side may end a
+-- connection instead of raising: the client then sees an error of another kind
+-- (closed, protocol), which is right, so the script notes it and goes on; what must
+-- never happen is a crash, a hang or a sanitizer report.
+local SERVER = [[
+local lr = require "luarun"
+local http = require "luarun.http"
+local s = assert(http.serve({port = 0}, function(req)
+  if req.path == "/ws" then
+    local ws = req:websocket()
+    if not ws then return 400 end
+    for m in ws:messages() do ws:send(m) end
+    return
+  end
+  return {json = {path = req.path, n = #(req:body() or "")}}
+end))
+local res, err = http.post(s.url .. "/x", {body = "hello", timeout = 5})
+if res then
+  assert(res.status == 200 or res.status == 500 or res.status == 503, res.status)
+else
+  io.stderr:write("post: ", tostring(err), "\n")
+end
+local ws, werr = http.websocket("ws://127.0.0.1:" .. s.port .. "/ws", {timeout = 5})
+if ws then
+  if ws:send("ping") then
+    local m = ws:receive()
+    assert(m == nil or m == "ping", m)
+  end
+  ws:close()
+else
+  io.stderr:write("websocket: ", tostring(werr), "\n")
+end
+s:close(1)
+s:wait()
+print("ok")
+]]
+
 -- The module form: the same script as lr.run's function in stock lua5.4, which loads
 -- luarun.so with require (LUA_CPATH points at the build).
 local MODULE = [[
@@ -122,12 +161,12 @@ local function run_env(mode)
 end
 
 -- Writes the script and the runner into a new directory; returns its path.
-local function setup()
+local function setup(script)
   local dir = os.tmpname()
   os.remove(dir)
   assert(os.execute("mkdir -p " .. q(dir)))
   local f = assert(io.open(dir .. "/script.lua", "wb"))
-  f:write(SCRIPT)
+  f:write(script or SCRIPT)
   f:close()
   f = assert(io.open(dir .. "/module.lua", "wb"))
   f:write(MODULE)
@@ -198,6 +237,11 @@ local function judge(dir, n, mode)
     return bad("exit 1 without saying memory ran out")
   end
   if rc == 134 and by[1] and by[1]:find("libuv%.so") then return nil end
+  -- OpenSSL 3.0's one-time setup reports success when an allocation inside it failed
+  -- (its default context is left with a NULL lock), and its next call (RAND_bytes
+  -- for a WebSocket key) crashes on that lock: OpenSSL's defect, not ours, excused
+  -- only when the failed allocation was made inside that setup.
+  if rc == 139 and trace and trace:find("OPENSSL_init_crypto", 1, true) then return nil end
   return bad("exit status " .. rc)
 end
 
@@ -224,9 +268,9 @@ end
 -- ~1,700 with the system's: ~15 s for both, 4 at a time). A run of the sanitizer
 -- build takes ~10 times as long, so there each sweep takes an evenly spaced sample
 -- of about `budget` N (the same sample every time).
-local function plan(count, budget)
+local function plan(count, budget, always_sample)
   local list = {}
-  local step = child_asan and math.max(1, math.ceil(count / budget)) or 1
+  local step = (child_asan or always_sample) and math.max(1, math.ceil(count / budget)) or 1
   for n = 1, count + 5, step do list[#list + 1] = n end -- + 5: thread-order slack
   return list
 end
@@ -277,11 +321,13 @@ describe("out of memory, one allocation at a time", function()
     {"luarun's allocator", {}, 400},
     {"LUARUN_ALLOC=system", {env = "LUARUN_ALLOC=system"}, 200},
     {"luarun.so in lua5.4", {module = true}, 200},
+    -- libcurl and OpenSSL make most of this one's allocations: a sample in both builds.
+    {"a server and its clients", {script = SERVER, sample = true}, 300},
   }) do
     it("every allocation of the script fails cleanly (" .. way[1] .. ")", function()
-      local dir = setup()
+      local dir = setup(way[2].script)
       local count = count_allocations(dir, way[2])
-      local memory, problems = sweep(dir, plan(count, way[3]), way[2])
+      local memory, problems = sweep(dir, plan(count, way[3], way[2].sample), way[2])
       assert.are.equal("", table.concat(problems, "\n"))
       assert.is_true(memory > 0, "no run reported running out of memory")
       os.execute("rm -rf " .. q(dir))
