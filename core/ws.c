@@ -56,6 +56,7 @@ struct lr_ws {
   char reason[124];
   uint8_t server, got_close, lost, timer_on, pumping, again, failed;
   uint8_t timed_out;         /* our close went unanswered: the close is abnormal (1006) */
+  uint8_t bad_frame;         /* a frame wslay could not parse: we closed with 1002 */
   lr_ws *next, **pprev;      /* the live WebSockets (closed with their runtime) */
 };
 
@@ -229,6 +230,32 @@ static void timer_cb(uv_timer_t *h) {
   }
 }
 
+/* wslay_event_recv failed on a frame it cannot parse (a fragmented control frame, one
+ * over 125 bytes, a 64-bit length with the top bit set): it queued a close without a
+ * code and stopped. When nothing else is queued (no frame half sent), send a 1002
+ * close in its place and end the connection; 1 if so. */
+static int send_bad_frame_close(lr_ws *ws) {
+  uint8_t f[8] = {0x88, 0x02, 0x03, 0xea}, k[4] = {0, 0, 0, 0};
+  uv_buf_t b;
+  if (ws->s->error || wslay_event_get_close_sent(ws->ctx) ||
+      wslay_event_get_queued_msg_count(ws->ctx) != 1)
+    return 0;
+  b = uv_buf_init((char *)f, 4);
+  if (!ws->server) { /* a client's frames are masked */
+    (void)lr_tls_random(k, 4);
+    f[1] = 0x82;
+    memcpy(f + 2, k, 4);
+    f[6] = 0x03 ^ k[0];
+    f[7] = 0xea ^ k[1];
+    b.len = 8;
+  }
+  wslay_event_shutdown_write(ws->ctx);
+  if (lr_stream_write(ws->s, &b, 1) != 0) return 0;
+  ws->bad_frame = 1;
+  lr_stream_finish(ws->s);
+  return 1;
+}
+
 /* Runs wslay until it has nothing to do: takes what was received, sends what is
  * queued, closes the stream once both directions are done, and pauses or resumes
  * reading. May be re-entered from lr_stream_read (TLS delivers held data there):
@@ -246,7 +273,7 @@ static void pump(lr_ws *ws) {
     if (ws->in_len > ws->in_pos && wslay_event_want_read(ws->ctx) && !full(ws) &&
         wslay_event_recv(ws->ctx) < 0) {
       ws->failed = 1;
-      lr_stream_close(s);
+      if (!send_bad_frame_close(ws)) lr_stream_close(s);
       break;
     }
     if (wslay_event_want_write(ws->ctx) && wslay_event_send(ws->ctx) < 0) {
@@ -410,6 +437,8 @@ void lr_ws_push_closed(lua_State *L, lr_ws *ws) {
   if (ws->got_close) {
     code = ws->code;
     reason = ws->reason;
+  } else if (ws->bad_frame) {
+    code = 1002;
   } else if (wslay_event_get_close_sent(ws->ctx) && !ws->failed && !ws->timed_out) {
     code = wslay_event_get_status_code_sent(ws->ctx);
     if (code == 0) code = 1005;
