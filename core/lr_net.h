@@ -306,6 +306,8 @@ void lr_h2_data(lr_conn *c, const char *p, size_t n);
 void lr_h2_free(lr_conn *c);
 /* The server is shutting down: GOAWAY, finish the open streams. */
 void lr_h2_shutdown(lr_conn *c);
+/* The stream's queue drained: send what waits, wake the writers. */
+void lr_h2_drain(lr_conn *c);
 
 /* ---- ws.c, ws_client.c: WebSocket on a stream (wslay) ----
  * A WebSocket owns its stream from adoption on: it replaces the stream's callbacks

@@ -428,7 +428,7 @@ static void on_conn_end(lr_stream *s, int status) {
 
 static void on_conn_drain(lr_stream *s) {
   lr_conn *c = s->ud;
-  if (c->is_h2) return; /* server_h2.c drains its own streams */
+  if (c->is_h2) { lr_h2_drain(c); return; } /* server_h2.c drains its own streams */
   if (c->req) wake_reader(c->req);
 }
 
