@@ -930,6 +930,13 @@ static int server_close(lua_State *L) {
   return 0;
 }
 
+/* __close: the second argument is the error passing through (or nil), not a grace. */
+static int server_close_scope(lua_State *L) {
+  server_box *sb = luaL_checkudata(L, 1, SERVER_MT);
+  if (sb->srv) lr_server_close(sb->srv, 5);
+  return 0;
+}
+
 static int wait_k(lua_State *L, int status, lua_KContext ctx) {
   lr_task *t = lr_task_self(L);
   (void)status, (void)ctx;
@@ -1003,7 +1010,7 @@ void lr_server_install(lua_State *L) {
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, server_gc);
     lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, server_close);
+    lua_pushcfunction(L, server_close_scope);
     lua_setfield(L, -2, "__close");
     lua_pushcfunction(L, server_tostring);
     lua_setfield(L, -2, "__tostring");
