@@ -11,7 +11,10 @@
 # Every server runs pinned to core 0 (taskset -c 0), wrk -t1 pinned to core 1; each point
 # is a fresh server, a 1 s warm-up, then DURATION s measured (--duration, 5). Rounds are
 # interleaved (--rounds, 3; the servers' order rotates each round) and the medians of
-# req/s and of wrk's p99 are printed.
+# req/s and of wrk's p99 are printed, with the server's CPU time (user + system, its
+# whole process tree, from /proc) during the measured seconds: as a share of one core
+# (under 100: the server waited, for wrk or for a core shared with other work) and per
+# request (kernel time included; this is what the CPU-bound cases compare).
 # --callgrind adds instructions per request (user space, valgrind's Ir; the kernel's
 # share is not counted) for floor_h1, floor_h2o and luarun: the server under
 # valgrind --tool=callgrind, bench/serve/floors/reqclient.c sending --requests N (2000)
@@ -179,15 +182,31 @@ stop_server() { # pid: TERM, then KILL after 10 s
 # wrk's latency figure -> ms
 to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'; }
 
-run_wrk() { # port [wrk args] -> "rate p99_ms errors"
-  local port=$1; shift
+# CPU time in ns (user + system, /proc/PID/task/*/schedstat) of PID, its threads and all
+# its descendants (the server under `timeout`, nginx's worker)
+tree_cpu_ns() {
+  local p
+  for p in $(ps -e -o pid=,ppid= | awk -v root="$1" '{ kids[$2] = kids[$2] " " $1 }
+      END { q[1] = root; n = 1; for (i = 1; i <= n; i++) { print q[i]; m = split(kids[q[i]], k, " "); for (j = 1; j <= m; j++) q[++n] = k[j] } }'); do
+    cat /proc/"$p"/task/*/schedstat 2>/dev/null || true
+  done | awk '{ t += $1 } END { printf "%.0f\n", t }'
+}
+
+run_wrk() { # port server_pid [wrk args] -> "rate p99_ms errors cpu_pct cpu_us_per_req"
+  local port=$1 spid=$2; shift 2
   taskset -c 1 timeout -k 5 $((warm + 30)) wrk -t1 -c64 -d${warm}s "$@" "http://127.0.0.1:$port/" >/dev/null 2>&1 || true
+  local t0 t1 w0 w1
+  t0=$(tree_cpu_ns "$spid"); w0=$(date +%s.%N)
   taskset -c 1 timeout -k 5 $((dur + 30)) wrk -t1 -c64 -d${dur}s --latency "$@" "http://127.0.0.1:$port/" >"$tmp/wrk.out" 2>&1 || true
-  local rate p99 errs
+  t1=$(tree_cpu_ns "$spid"); w1=$(date +%s.%N)
+  local rate p99 errs reqs
   rate=$(awk '/^Requests\/sec/ {printf "%.0f", $2}' "$tmp/wrk.out")
+  reqs=$(awk '/requests in/ {print $1}' "$tmp/wrk.out")
   p99=$(awk '$1 == "99%" {print $2}' "$tmp/wrk.out")
   errs=$(awk '/Socket errors/ {gsub(/,/, ""); n += $4 + $6 + $8 + $10} /Non-2xx/ {n += $NF} END {print n + 0}' "$tmp/wrk.out")
-  echo "${rate:-0} $(to_ms "${p99:-0}") $errs"
+  awk -v r="${rate:-0}" -v p="$(to_ms "${p99:-0}")" -v e="$errs" -v dt=$((t1 - t0)) -v hz=1000000000 \
+      -v w0="$w0" -v w1="$w1" -v n="${reqs:-0}" \
+      'BEGIN { w = w1 - w0; printf "%s %s %s %.0f %.1f\n", r, p, e, 100 * dt / hz / w, (n > 0 ? 1e6 * dt / hz / n : 0) }'
 }
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR] = $1} END { if (NR == 0) print "n/a"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
@@ -205,7 +224,7 @@ if [ "$do_wrk" = 1 ]; then
   post_servers="floor_h1 floor_h2o"
   [ "$have_luarun" = 1 ] && get_servers="$get_servers luarun" && post_servers="$post_servers luarun"
   echo "server on core 0, wrk -t1 -c64 on core 1; ${warm} s warm-up, ${dur} s points, $rounds interleaved rounds"
-  declare -A rates p99s errors
+  declare -A rates p99s errors cpus cpureqs
   for ((r = 1; r <= rounds; r++)); do
     for wl in get post; do
       if [ "$wl" = get ]; then list=($get_servers); args=(); else list=($post_servers); args=(-s "$root/bench/serve/post16k.lua"); fi
@@ -215,12 +234,15 @@ if [ "$do_wrk" = 1 ]; then
         port=$(free_port)
         # shellcheck disable=SC2046
         start_server $((warm + dur + 60)) "$port" $(server_cmd "$s" "$wl" "$port")
-        read -r rate p99 errs < <(run_wrk "$port" "${args[@]+"${args[@]}"}")
+        read -r rate p99 errs cpu cpureq < <(run_wrk "$port" "$srv_pid" "${args[@]+"${args[@]}"}")
         stop_server "$srv_pid"
         rates[$wl.$s]="${rates[$wl.$s]-} $rate"
         p99s[$wl.$s]="${p99s[$wl.$s]-} $p99"
+        cpus[$wl.$s]="${cpus[$wl.$s]-} $cpu"
+        cpureqs[$wl.$s]="${cpureqs[$wl.$s]-} $cpureq"
         errors[$wl.$s]=$(( ${errors[$wl.$s]-0} + errs ))
-        printf '  round %d %-4s %-9s %8s req/s  p99 %6s ms  errors %s\n' "$r" "$wl" "$s" "$rate" "$p99" "$errs"
+        printf '  round %d %-4s %-9s %8s req/s  p99 %6s ms  server CPU %3s %%  %5s us/req  errors %s\n' \
+          "$r" "$wl" "$s" "$rate" "$p99" "$cpu" "$cpureq" "$errs"
       done
     done
   done
@@ -231,11 +253,14 @@ if [ "$do_wrk" = 1 ]; then
     else
       echo; echo "POST 16 KiB (bench/serve/post16k.lua), answer its length, wrk -t1 -c64 -d${dur}s"; list=($post_servers)
     fi
-    printf '| %-9s | %12s | %11s | %-30s | %6s |\n' server "req/s (med)" "p99 ms (med)" "req/s per round" errors
-    printf '|:%s|%s:|%s:|:%s|%s:|\n' ---------- ------------- ------------ ------------------------------- -------
+    printf '| %-9s | %11s | %12s | %12s | %13s | %-24s | %6s |\n' server "req/s (med)" "p99 ms (med)" \
+      "CPU % (med)" "CPU us/req (med)" "req/s per round" errors
+    printf '|:%s|%s:|%s:|%s:|%s:|:%s|%s:|\n' ---------- ------------ ------------- ------------- ----------------- \
+      ------------------------- -------
     for s in "${list[@]}"; do
-      printf '| %-9s | %12s | %11s | %-30s | %6s |\n' "$s" "$(commas "$(echo "${rates[$wl.$s]}" | median)")" \
-        "$(echo "${p99s[$wl.$s]}" | median)" "$(echo "${rates[$wl.$s]}" | sed 's/^ //')" "${errors[$wl.$s]}"
+      printf '| %-9s | %11s | %12s | %12s | %16s | %-24s | %6s |\n' "$s" "$(commas "$(echo "${rates[$wl.$s]}" | median)")" \
+        "$(echo "${p99s[$wl.$s]}" | median)" "$(echo "${cpus[$wl.$s]}" | median)" "$(echo "${cpureqs[$wl.$s]}" | median)" \
+        "$(echo "${rates[$wl.$s]}" | sed 's/^ //')" "${errors[$wl.$s]}"
     done
   done
 fi
