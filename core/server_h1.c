@@ -79,6 +79,7 @@ static int on_header_field(http_parser *p, const char *at, size_t n) {
   int64_t off;
   size_t i;
   if (count_head(h, c->srv, n) < 0) return -1;
+  if (r == NULL) return 0; /* a trailer after a chunked body (h->r is gone): dropped */
   if (h->in_value || r->nhdrs == 0) { /* a new header */
     if (r->nhdrs >= c->srv->o.max_headers) return h->fail = 431, -1;
     if (r->nhdrs == r->hdr_cap) {
@@ -113,6 +114,7 @@ static int on_header_value(http_parser *p, const char *at, size_t n) {
   lr_srv_req *r = h->r;
   int64_t off;
   if (count_head(h, c->srv, n) < 0) return -1;
+  if (r == NULL) return 0; /* a trailer's value: dropped */
   if ((off = lr_srv_req_append(r, at, n)) < 0) return h->fail = 503, -1;
   if (!h->in_value) {
     r->hdrs[r->nhdrs - 1].value = (uint32_t)off;
@@ -377,7 +379,7 @@ void lr_h1_error(lr_conn *c, int status, const char *text) {
            status, lr_http_reason(status), lr_server_date(c->srv->rt), strlen(text));
   b[0] = uv_buf_init(head, (unsigned)strlen(head));
   b[1] = uv_buf_init((char *)text, (unsigned)strlen(text));
-  lr_stream_write(&c->s, b, 2);
+  lr_stream_write(&c->s, b, h && h->r && h->p.method == HTTP_HEAD ? 1 : 2); /* HEAD: no body */
   lr_conn_close(c, 0);
 }
 
