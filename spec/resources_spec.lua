@@ -54,7 +54,7 @@ local function rss_kb()
   return assert(tonumber(s:match("VmRSS:%s*(%d+) kB")))
 end
 
-local http, client, q, dir
+local http, client, q, dir, server, served
 local data = string.rep("0123456789abcdef", 256) -- 4 KiB
 local ops, i = {}, 0
 
@@ -144,6 +144,19 @@ function ops.http_timeout()
   check(res == nil and err.kind == "timeout", err)
 end
 
+-- The same against luarun's own server (http.serve in this process): both ends' fds,
+-- tasks and memory are counted.
+function ops.serve_keepalive()
+  local res = assert(client:get(served .. "/r?x=1"))
+  check(res.status == 200 and res.body == "served 1", res.status)
+end
+
+function ops.serve_fresh()
+  local c <close> = http.client()
+  local res = assert(c:post(served .. "/r?x=2", {body = data}))
+  check(res.status == 200 and res.body == "served 2 " .. #data, res.status)
+end
+
 local op = assert(ops[kind], "unknown kind")
 -- Timeouts run 20 at a time (each waits 0.05 s); the rest one after another.
 local batch = kind == "http_timeout" and 20 or 1
@@ -161,6 +174,7 @@ end
 -- Everything that should not grow: descriptors, RSS, Lua heap, tasks, handles, and
 -- the HTTP client's requests and sockets.
 local function snapshot()
+  if server then lr.sleep(0.1) end -- the server sees the last clients' closes
   collectgarbage()
   collectgarbage()
   local st = lr.stats()
@@ -174,9 +188,16 @@ local function snapshot()
   return s
 end
 
-if kind:find("^http_") then
+if kind:find("^http_") or kind:find("^serve_") then
   http = require "luarun.http"
   client = http.client()
+  if kind:find("^serve_") then
+    server = http.serve({}, function(req)
+      if req.method == "POST" then return "served " .. req.query.x .. " " .. #req:body() end
+      return "served " .. req.query.x
+    end)
+    served = server.url
+  end
 elseif kind == "queue" then
   q = lr.Queue(1)
 elseif kind == "write_read" or kind == "open_read" or kind == "stat" or kind == "readdir" then
@@ -195,6 +216,10 @@ run_ops(n)
 local t2 = lr.now()
 local after = snapshot()
 if client then client:close() end
+if server then
+  server:close()
+  server:wait()
+end
 if dir then
   for _, e in ipairs(assert(fs.readdir(dir))) do assert(fs.remove(dir .. "/" .. e.name)) end
   assert(fs.rmdir(dir))
@@ -277,6 +302,9 @@ local KINDS = {
   {"http_refused", 10000, 1000, "http GET refused (closed port)"},
   -- Each of these holds a server thread for 1 s; 20 run at a time, 10 batches a second.
   {"http_timeout", 200, 40, "http GET timing out (0.05 s against /delay/1)"},
+  {"serve_keepalive", 10000, 1000, "http.serve: GET from one keep-alive client"},
+  -- Each of these is a connection of its own at both ends, with a 4 KiB body.
+  {"serve_fresh", 500, 100, "http.serve: POST from a fresh client each, closed"},
 }
 
 describe("resources after many operations", function()

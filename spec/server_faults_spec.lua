@@ -75,6 +75,7 @@ describe("http.serve defences", function()
   describe("slowloris", function()
     it("500 connections dripping a byte a second do not slow a normal client; they get 408", function()
       local s = start("{header_timeout = 2}")
+      finally(function() s.stop() end)
       local r = sp.raw("slowloris", s.port, {n = 500, silent = 20, duration = 1.2, probes = 12, wait = 20})
       -- the drippers were all still open while the probes ran
       assert.are.equal(520, r.open_during_probes)
@@ -222,6 +223,7 @@ describe("http.serve defences", function()
   describe("timeouts and connections", function()
     it("idle_timeout closes a keep-alive connection; header_timeout a silent one", function()
       local s = start("{idle_timeout = 0.5, header_timeout = 1}")
+      finally(function() s.stop() end)
       local res, r = answer(s.port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", {timeout = 5})
       assert.are.equal(200, res.status)
       assert.is_true(r.closed)
@@ -242,6 +244,7 @@ describe("http.serve defences", function()
 
     it("max_connections: excess connections wait in the backlog and are served once others close", function()
       local s = start("{max_connections = 3}")
+      finally(function() s.stop() end)
       local py = [[
 import socket, sys, time
 port = int(sys.argv[1])
@@ -286,7 +289,7 @@ for s in burst:
     s.close()
 print("burst", ok)
 ]]
-      local code, out, err = util.sh("timeout 60 " .. q(sp.python) .. " -c " .. q(py) .. " " .. s.port)
+      local code, out, err = util.sh("timeout 60 " .. sp.py .. " -c " .. q(py) .. " " .. s.port)
       assert.are.equal(0, code, err .. out)
       assert.are.equal("early True\nlate True True\nburst 100\n", out)
       still_works(s)

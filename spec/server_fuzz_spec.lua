@@ -54,6 +54,7 @@ describe("http.serve fuzzed", function()
   it(COUNT .. " seeded random and mutated requests (seed " .. SEED .. "): no crash, " ..
      "every connection answered or closed, no leak", function()
     local s = sp.start(SERVER)
+    finally(function() s.stop() end)
     local r = sp.raw("fuzz", s.port, {seed = SEED, count = COUNT, concurrency = 64, deadline = 8}, 600)
     local msg = "seed " .. SEED .. "\n"
     for _, b in ipairs(r.bad) do
@@ -85,6 +86,7 @@ describe("http.serve fuzzed", function()
 
   it("random bytes on many connections at once, then a normal request", function()
     local s = sp.start(SERVER)
+    finally(function() s.stop() end)
     local py = [[
 import random, socket, sys, time
 rng = random.Random(int(sys.argv[2]))
@@ -108,7 +110,7 @@ for s in socks:
     s.close()
 print(closed)
 ]]
-    local code, out, err = util.sh("timeout 60 " .. util.quote(sp.python) .. " -c " .. util.quote(py) ..
+    local code, out, err = util.sh("timeout 60 " .. sp.py .. " -c " .. util.quote(py) ..
                                    " " .. s.port .. " " .. SEED)
     assert.are.equal(0, code, err)
     assert.are.equal("200", out:match("%d+"), out) -- every one closed by the server

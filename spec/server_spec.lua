@@ -453,7 +453,7 @@ for i in range(5):
     r.begin()
     print(r.status, r.read().decode())
 ]]
-      local code, out, err = util.sh(q(sp.python) .. " -c " .. q(py) .. " " .. s.port)
+      local code, out, err = util.sh(sp.py .. " -c " .. q(py) .. " " .. s.port)
       assert.are.equal(0, code, err)
       assert.are.equal("200 slept 0\n200 slept 1\n200 slept 2\n200 slept 3\n200 slept 4\n", out)
     end)
@@ -621,11 +621,12 @@ end)
 
   it("lets in-flight requests finish within grace, cancels the rest with 503, then exits", function()
     local s = sp.start(CLOSER)
+    finally(function() s.stop() end)
     local dir = util.new_dir()
     -- two requests in flight, in the background
-    os.execute("curl -sS --max-time 20 -o " .. q(dir .. "/slow") .. " -w '%{http_code}' " ..
+    os.execute(sp.curl_cmd .. " -sS --max-time 20 -o " .. q(dir .. "/slow") .. " -w '%{http_code}' " ..
                q(s.url .. "/slow") .. " > " .. q(dir .. "/slow.code") .. " 2>&1 &")
-    os.execute("curl -sS --max-time 20 -o " .. q(dir .. "/forever") .. " -w '%{http_code}' " ..
+    os.execute(sp.curl_cmd .. " -sS --max-time 20 -o " .. q(dir .. "/forever") .. " -w '%{http_code}' " ..
                q(s.url .. "/forever") .. " > " .. q(dir .. "/forever.code") .. " 2>&1 &")
     os.execute("sleep 0.2")
     local t0 = os.time()
@@ -653,6 +654,7 @@ end)
 
   it("closes idle keep-alive connections at once and waits for nothing else", function()
     local s = sp.start(CLOSER)
+    finally(function() s.stop() end)
     -- an idle keep-alive connection stays open in the background
     local py = [[
 import socket, sys, time
@@ -666,7 +668,7 @@ rest = s.recv(4096)
 print(len(first) > 0, rest == b"", round(time.monotonic() - t, 1) < 2)
 ]]
     local f = os.tmpname()
-    os.execute(q(sp.python) .. " -c " .. q(py) .. " " .. s.port .. " > " .. q(f) .. " 2>&1 &")
+    os.execute(sp.py .. " -c " .. q(py) .. " " .. s.port .. " > " .. q(f) .. " 2>&1 &")
     os.execute("sleep 0.5")
     local code, out = sp.curl(q(s.url .. "/close?grace=5"))
     assert.are.equal(0, code)

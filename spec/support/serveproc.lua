@@ -14,6 +14,10 @@ local q = util.quote
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec/support"
 M.python = "/usr/bin/python3"
 M.rawclient = here .. "/rawclient.py"
+-- Commands run without the ASan runtime the sanitizer pass preloads into busted's
+-- process (curl under it can hang in its resolver thread).
+M.py = "env -u LD_PRELOAD " .. q(M.python)
+M.curl_cmd = "env -u LD_PRELOAD curl"
 
 local PRELUDE = [[
 local lr = require "luarun"
@@ -131,7 +135,7 @@ end
 --- Runs rawclient.py MODE against port with arg (a table, sent as JSON); returns its
 -- decoded result (raises with its stderr if it failed).
 function M.raw(mode, port, arg, timeout)
-  local code, out, err = util.sh("timeout " .. (timeout or 120) .. " " .. q(M.python) .. " " ..
+  local code, out, err = util.sh("timeout " .. (timeout or 120) .. " " .. M.py .. " " ..
                                  q(M.rawclient) .. " " .. mode .. " " .. port,
                                  json.encode(arg == nil and json.null or arg))
   assert(code == 0, "rawclient " .. mode .. " failed (" .. tostring(code) .. "):\n" .. err .. out)
@@ -149,7 +153,7 @@ end
 
 --- curl with arguments (shell syntax); returns exit code, stdout, stderr.
 function M.curl(args)
-  return util.sh("curl -sS --max-time 30 " .. args)
+  return util.sh(M.curl_cmd .. " -sS --max-time 30 " .. args)
 end
 
 --- A GET on a fresh connection (Connection: close); returns status, body, headers.
