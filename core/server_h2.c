@@ -548,7 +548,10 @@ static int on_stream_close(nghttp2_session *ses, int32_t id, uint32_t error_code
   if ((r = s->r) != NULL) {
     s->r = NULL;
     r->proto_data = NULL;
-    if (r->finished && error_code == NGHTTP2_NO_ERROR) {
+    if (!s->dispatched) {
+      r->conn = NULL; /* its head never finished: no handler holds it */
+      lr_srv_req_free(r);
+    } else if (r->finished && error_code == NGHTTP2_NO_ERROR) {
       r->conn = NULL; /* answered: its task ends on its own */
       if (!r->body_done) lr_srv_req_body_end(r, LR_BODY_CLOSED);
     } else {
@@ -751,7 +754,7 @@ void lr_h2_free(lr_conn *c) {
     s->r = NULL;
     if (r) {
       r->proto_data = NULL;
-      if (rt->closing) { /* no task runs again: the request goes now */
+      if (rt->closing || !s->dispatched) { /* no task runs again, or none started */
         r->conn = NULL;
         lr_srv_req_free(r);
       } else {

@@ -17,11 +17,11 @@ end
 local tmp = util.new_dir()
 
 -- Starts `luarun script args...`; waits (bounded) for its "PORT n" line on stderr.
-local function start(name, script, args)
+local function start(name, script, args, env)
   local path = tmp .. "/" .. name .. ".lua"
   local errf = tmp .. "/" .. name .. ".err"
   util.put(path, script)
-  local p = assert(io.popen("sh -c " .. q("exec " .. q(BIN) .. " " .. q(path) .. " " ..
+  local p = assert(io.popen("sh -c " .. q("exec " .. (env or "") .. q(BIN) .. " " .. q(path) .. " " ..
                                          (args or "") .. " >/dev/null 2>" .. q(errf) ..
                                          " & echo $!")))
   local pid = assert(tonumber(p:read("l")))
@@ -42,9 +42,9 @@ local function start(name, script, args)
   srv.url = "http://127.0.0.1:" .. srv.port
   function srv.stderr() return util.slurp(errf) end
   function srv.alive() return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true end
-  function srv.stop()
-    if srv.pid then os.execute("kill " .. srv.pid .. " 2>/dev/null") end
-    srv.pid = nil
+  function srv.stop(sig)
+    if srv.pid then os.execute("kill " .. (sig or "") .. " " .. srv.pid .. " 2>/dev/null") end
+    if not sig then srv.pid = nil end
   end
   -- Waits (bounded) for the process to end by itself; true if it did.
   function srv.wait_exit(seconds)
@@ -194,6 +194,20 @@ elif mode == "flood":
         fr += more
     show([f for f in fr if f[0] == 7])
     print("EOF" if rd.eof else "OPEN")
+
+elif mode == "idle":
+    # No request: the server says GOAWAY after idle_timeout and closes.
+    s = connect(port)
+    rd = Reader(s)
+    t0 = time.time()
+    fr = rd.frames(5)
+    while not rd.eof:
+        more = rd.frames(5)
+        if not more:
+            break
+        fr += more
+    show(fr)
+    print("EOF after %.1f s" % (time.time() - t0) if rd.eof else "OPEN")
 
 elif mode == "fuzz":
     n, seed = int(sys.argv[3]), int(sys.argv[4])
@@ -452,16 +466,50 @@ describe("http.serve over HTTP/2", function()
     assert.equal("hello", out2)
   end)
 
-  it("survives random frames after a valid preface", function()
-    local code, out = raw("fuzz", srv.port, 300, 14)
-    assert.equal(0, code)
-    assert.matches("FUZZ DONE 300", out)
-    assert.is_true(srv.alive())
-    local code2, out2 = curl("--http2-prior-knowledge " .. srv.url .. "/")
-    assert.equal("hello", out2)
-    assert.not_matches("AddressSanitizer", srv.stderr())
-    assert.not_matches("runtime error", srv.stderr())
+  it("survives random frames after a valid preface (ASan and LSan clean under the sanitizer build)", function()
+    -- A server of its own, stopped by SIGTERM so that the sanitizer's leak check runs
+    -- as it exits (the option does nothing in a plain build).
+    local fz = start("fuzz", APP, nil, "env ASAN_OPTIONS=detect_leaks=1 ")
+    local ok, err = pcall(function()
+      for _, seed in ipairs({14, 15, 16}) do
+        local code, out = raw("fuzz", fz.port, 200, seed)
+        assert.equal(0, code)
+        assert.matches("FUZZ DONE 200", out)
+        assert.is_true(fz.alive())
+      end
+      local _, out = curl("--http2-prior-knowledge " .. fz.url .. "/")
+      assert.equal("hello", out)
+      fz.stop("-TERM")
+      assert.is_true(fz.wait_exit(10))
+      assert.not_matches("Sanitizer", fz.stderr())
+      assert.not_matches("runtime error", fz.stderr())
+    end)
+    fz.stop()
+    assert(ok, err)
   end)
+
+  it("says GOAWAY to a connection idle for idle_timeout, and closes it", function()
+    local idle = start("idle", [[
+      local http = require "luarun.http"
+      local server = http.serve({port = 0, http2 = true, idle_timeout = 0.3}, function() return "x" end)
+      io.stderr:write("PORT " .. server.port .. "\n")
+      server:wait()
+    ]])
+    local ok, err = pcall(function()
+      local code, out = raw("idle", idle.port)
+      assert.equal(0, code)
+      assert.matches("GOAWAY last=0 code=0", out)
+      local secs = tonumber(out:match("EOF after ([%d.]+) s"))
+      assert.is_true(secs ~= nil and secs >= 0.2 and secs < 3)
+    end)
+    idle.stop()
+    assert(ok, err)
+  end)
+
+  -- core/server.c's req_task_done closes the connection when a handler fails in the
+  -- middle of a streamed body: right for HTTP/1.1, but under HTTP/2 it cuts every
+  -- other stream of the connection too (server_h2.c's done would reset just that one).
+  pending("a handler failing mid-body resets its stream only, not the whole connection")
 end)
 
 describe("server:close with HTTP/2 connections open", function()
