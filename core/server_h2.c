@@ -18,7 +18,8 @@
  * consumed when the handler reads them, so a slow handler backpressures an upload.
  *
  * The connection's timer (c->timer) is ours once HTTP/2 starts: the idle timeout
- * while no request runs, and the wait for the PING that follows the shutdown notice.
+ * while no request runs, the earliest request_timeout deadline while some do, and the
+ * wait for the PING that follows the shutdown notice.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,7 @@ struct h2s {
   size_t out_len, out_pos, out_cap;
   size_t head_bytes;     /* request head so far (max_header_size) */
   size_t unconsumed;     /* body bytes received and not yet given back (flow control) */
+  uint64_t deadline;     /* uv_now when request_timeout ends for the handler (dispatched) */
   int fail;              /* a status to answer instead of dispatching (431, 503) */
   uint32_t authority, authority_len; /* :authority in r->head (host) */
   uint8_t has_authority, has_host;
@@ -441,8 +443,9 @@ static void headers_done(h2conn *h, h2s *s, int end_stream) {
   if (r && !s->fail) {
     if (end_stream) lr_srv_req_body_end(r, LR_BODY_OK);
     s->dispatched = 1;
+    s->deadline = uv_now(&srv->rt->loop) + srv->o.request_timeout;
     h->busy++;
-    if (h->busy == 1) timer_arm(h);
+    if (h->busy == 1 || !uv_is_active((uv_handle_t *)&h->c->timer)) timer_arm(h);
     if (lr_srv_req_dispatch(h->c->L, r) == 0) return;
     s->fail = 503;
   }
@@ -632,6 +635,26 @@ static void schedule(h2conn *h) {
 
 /* ---- the connection's timer ---- */
 
+/* request_timeout: a handler still running past its deadline gets 503 (or, if its
+ * response began, its stream is reset) and its task is cancelled. */
+static void expire(h2conn *h) {
+  uint64_t now = uv_now(&h->c->srv->rt->loop);
+  h2s *s;
+  for (s = h->streams; s; s = s->next) {
+    lr_srv_req *r = s->r;
+    if (!s->dispatched || r == NULL || r->finished || r->timed_out || now < s->deadline) continue;
+    r->timed_out = 1;
+    if (!r->responded) {
+      if (!r->body_done) s->rst_after = 1;
+      lr_srv_req_reply(r, 503, "Service Unavailable: the request took too long\n", 1);
+    } else {
+      nghttp2_submit_rst_stream(h->ses, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
+    }
+    if (r->task) lr_task_cancel(r->task);
+  }
+  schedule(h);
+}
+
 static void on_timer(uv_timer_t *tm) {
   lr_conn *c = tm->data;
   h2conn *h = HC(c);
@@ -647,11 +670,15 @@ static void on_timer(uv_timer_t *tm) {
     timer_arm(h);
   } else if (h->goaway && h->busy == 0) {
     lr_conn_close(c, 1); /* GOAWAY went out a while ago and the client stays: enough */
+  } else if (h->busy > 0) {
+    expire(h);
+    timer_arm(h);
   }
 }
 
-/* Idle (no request runs): the idle timeout; else no timer (the server's grace bounds a
- * shutdown). Waiting for the shutdown PING's ack: H2_SHUTDOWN_WAIT_MS. */
+/* Idle (no request runs): the idle timeout; while requests run, the earliest
+ * request_timeout deadline (the server's grace bounds a shutdown). Waiting for the
+ * shutdown PING's ack: H2_SHUTDOWN_WAIT_MS. */
 static void timer_arm(h2conn *h) {
   lr_conn *c = h->c;
   uint64_t ms = 0;
@@ -659,6 +686,14 @@ static void timer_arm(h2conn *h) {
   if (h->shutting && !h->goaway) ms = H2_SHUTDOWN_WAIT_MS;
   else if (h->busy == 0) ms = c->srv->o.idle_timeout ? c->srv->o.idle_timeout
                             : h->goaway ? H2_SHUTDOWN_WAIT_MS : 0;
+  else if (c->srv->o.request_timeout) { /* the earliest handler deadline */
+    uint64_t now = uv_now(&c->srv->rt->loop), first = UINT64_MAX;
+    h2s *s;
+    for (s = h->streams; s; s = s->next)
+      if (s->dispatched && s->r && !s->r->finished && !s->r->timed_out && s->deadline < first)
+        first = s->deadline;
+    if (first != UINT64_MAX) ms = first > now ? first - now : 1;
+  }
   if (ms) uv_timer_start(&c->timer, on_timer, ms, 0);
   else uv_timer_stop(&c->timer);
 }

@@ -506,6 +506,40 @@ describe("http.serve over HTTP/2", function()
     assert(ok, err)
   end)
 
+  it("answers 503 to a handler past request_timeout, leaving the other streams be", function()
+    if not have("nghttp") then return pending("nghttp not installed") end
+    local rt = start("reqtimeout", [[
+      local http = require "luarun.http"
+      local lr = require "luarun"
+      local server = http.serve({port = 0, http2 = true, request_timeout = 0.3}, function(req)
+        if req.path == "/slow" then
+          local ok = pcall(lr.sleep, 5)
+          io.stderr:write(ok and "SLOW finished\n" or "SLOW cancelled\n")
+          return "late"
+        end
+        lr.sleep(0.1)
+        return "quick"
+      end)
+      io.stderr:write("PORT " .. server.port .. "\n")
+      server:wait()
+    ]])
+    local ok, err = pcall(function()
+      local t0 = os.time()
+      local code, out = sh("timeout 20 nghttp -n -s " .. rt.url .. "/slow " .. rt.url .. "/quick")
+      assert.equal(0, code)
+      assert.matches("503 +%d+ /slow", out)
+      assert.matches("200 +%d+ /quick", out)
+      assert.is_true(os.time() - t0 <= 3)
+      for _ = 1, 40 do
+        if rt.stderr():find("SLOW") then break end
+        os.execute("sleep 0.05")
+      end
+      assert.matches("SLOW cancelled", rt.stderr())
+    end)
+    rt.stop()
+    assert(ok, err)
+  end)
+
   -- core/server.c's req_task_done closes the connection when a handler fails in the
   -- middle of a streamed body: right for HTTP/1.1, but under HTTP/2 it cuts every
   -- other stream of the connection too (server_h2.c's done would reset just that one).
