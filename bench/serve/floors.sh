@@ -21,19 +21,22 @@
 # requests one at a time on one keep-alive connection, minus a run in which the client
 # connects and sends none (memcpy kept on its vector loop, see cg_tunables below).
 # Repeatable on a busy machine, where req/s is not.
+# The upload step (--no-upload skips it): one POST of --upload-mb MiB (256) with curl to
+# floor_h1, floor_h2o and luarun (reading it with req:body_chunks()), and each server's
+# peak RSS after it: whether the library holds a whole request body in memory.
 # --head measures HEAD exported with git archive and built in /tmp (bench/build_under_test.sh)
 # instead of build/luarun. --no-wrk skips the req/s rounds (with --callgrind: only that).
 # Everything binds 127.0.0.1 on free ports, is started here, stopped by its pid and
 # bounded in time (each server runs under `timeout`).
 #   bash bench/serve/floors.sh [--rounds N] [--duration S] [--callgrind] [--requests N]
-#                              [--head] [--no-wrk]
+#                              [--head] [--no-wrk] [--no-upload] [--upload-mb N]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
 floors=$root/bench/serve/floors
 PY=/usr/bin/python3
 
-rounds=3 dur=5 warm=1 callgrind=0 cg_n=2000 head=0 do_wrk=1
+rounds=3 dur=5 warm=1 callgrind=0 cg_n=2000 head=0 do_wrk=1 do_upload=1 upload_mb=256
 while [ $# -gt 0 ]; do
   case $1 in
     --rounds) rounds=$2; shift ;;
@@ -42,6 +45,8 @@ while [ $# -gt 0 ]; do
     --requests) cg_n=$2; shift ;;
     --head) head=1 ;;
     --no-wrk) do_wrk=0 ;;
+    --no-upload) do_upload=0 ;;
+    --upload-mb) upload_mb=$2; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "floors.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
@@ -105,6 +110,16 @@ cat >"$tmp/post.lua" <<'LUA'
 local http = require "luarun.http"; local s = http.serve({port = tonumber(arg[1])}, function(req) return tostring(#req:body()) end); s:wait()
 LUA
 
+cat >"$tmp/upload.lua" <<'LUA'
+local http = require "luarun.http"
+local s = http.serve({port = tonumber(arg[1]), max_body_size = 1 << 30}, function(req)
+  local n = 0
+  for chunk in req:body_chunks() do n = n + #chunk end
+  return tostring(n)
+end)
+s:wait()
+LUA
+
 free_port() { $PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 nginx_conf() { # port prefix
@@ -137,7 +152,12 @@ server_cmd() { # server workload port
   case $1 in
     floor_h1) echo "$tmp/floor_h1 $3" ;;
     floor_h2o) echo "$tmp/floor_h2o $3" ;;
-    luarun) if [ "$2" = post ]; then echo "$LUARUN_BIN $tmp/post.lua $3"; else echo "$LUARUN_BIN $tmp/hello.lua $3"; fi ;;
+    luarun)
+      case $2 in
+        post) echo "$LUARUN_BIN $tmp/post.lua $3" ;;
+        upload) echo "$LUARUN_BIN $tmp/upload.lua $3" ;;
+        *) echo "$LUARUN_BIN $tmp/hello.lua $3" ;;
+      esac ;;
     nginx)
       local prefix=$tmp/nginx-$3
       mkdir -p "$prefix"
@@ -264,6 +284,36 @@ if [ "$do_wrk" = 1 ]; then
         "$(echo "${rates[$wl.$s]}" | sed 's/^ //')" "${errors[$wl.$s]}"
     done
   done
+fi
+
+# One large upload: does the server hold the whole body? Peak RSS (VmHWM of the server
+# process) after one POST of UPLOAD_MB MiB by curl, against its peak after one GET.
+# luarun reads it with req:body_chunks(), floor_h1 counts it as it streams; h2o 2.2 gives
+# its handler nothing before the whole body is in memory.
+if [ "$do_upload" = 1 ]; then
+  echo
+  echo "one POST of $upload_mb MiB (curl --data-binary), server's peak RSS (VmHWM) after a GET and after the POST"
+  head -c $((upload_mb << 20)) /dev/zero >"$tmp/upload.bin"
+  up_servers="floor_h1 floor_h2o"
+  [ "$have_luarun" = 1 ] && up_servers="$up_servers luarun"
+  hwm() { # pid of `timeout` -> VmHWM in MiB of its child, the server
+    local c; c=$(ps -o pid= --ppid "$1" | head -1 | tr -d ' ')
+    awk '/^VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$c/status"
+  }
+  printf '| %-9s | %14s | %15s | %-12s |\n' server "RSS after GET" "RSS after POST" answer
+  printf '|:%s|%s:|%s:|:%s|\n' ---------- --------------- ---------------- -------------
+  for s in $up_servers; do
+    port=$(free_port)
+    # shellcheck disable=SC2046
+    start_server 120 "$port" $(server_cmd "$s" upload "$port")
+    curl -s -o /dev/null --max-time 20 "http://127.0.0.1:$port/" || true
+    before=$(hwm "$srv_pid")
+    ans=$(curl -s --max-time 60 -H 'Content-Type: application/octet-stream' --data-binary @"$tmp/upload.bin" "http://127.0.0.1:$port/" || echo failed)
+    after=$(hwm "$srv_pid")
+    stop_server "$srv_pid"
+    printf '| %-9s | %11s MB | %12s MB | %-12s |\n' "$s" "$before" "$after" "$ans"
+  done
+  rm -f "$tmp/upload.bin"
 fi
 
 if [ "$callgrind" = 1 ]; then
