@@ -29,6 +29,18 @@ typedef struct h1 {
   uint8_t paused;        /* a whole request was parsed; the rest waits */
   uint8_t broken;        /* no more parsing: an error was answered */
   uint8_t chunked;       /* the response in progress is chunked */
+  /* Chunk framing, checked here: http-parser as Debian builds it (not strict) takes
+   * any two bytes for the CRLF after a chunk's data and any byte for the LF of a
+   * size line ("3\r\nabcXY0\r\n\r\n" passed: smuggling). Positions are offsets
+   * in the connection's byte stream; the last two bytes parsed before the current
+   * buffer are kept, so a check may look back across a read. */
+  const char *buf;       /* the buffer being parsed */
+  uint64_t base;         /* stream offset of buf[0] */
+  char tail[2];          /* the two bytes parsed before buf */
+  uint8_t tail_n;
+  uint8_t size_end;      /* the next body byte must follow "\r\n" */
+  uint8_t crlf_due;      /* "\r\n" must sit at crlf_at */
+  uint64_t chunk_left, crlf_at;
 } h1;
 
 static const lr_srv_proto h1_proto;
@@ -176,9 +188,48 @@ static int on_headers_complete(http_parser *p) {
   return 0;
 }
 
+/* The byte at stream offset x, already parsed (-1 if no longer known). */
+static int byte_at(h1 *h, uint64_t x) {
+  if (x >= h->base) return (unsigned char)h->buf[x - h->base];
+  if (h->base - x <= h->tail_n) return (unsigned char)h->tail[h->tail_n - (h->base - x)];
+  return -1;
+}
+
+/* The CRLF after the last chunk's data (parsed by now) must be one. */
+static int check_crlf(h1 *h) {
+  if (!h->crlf_due) return 0;
+  h->crlf_due = 0;
+  if (byte_at(h, h->crlf_at) != '\r' || byte_at(h, h->crlf_at + 1) != '\n') {
+    h->fail = 400;
+    return -1;
+  }
+  return 0;
+}
+
+static int on_chunk_header(http_parser *p) {
+  h1 *h = H((lr_conn *)p->data);
+  if (check_crlf(h) < 0) return -1;
+  h->chunk_left = p->content_length;
+  h->size_end = h->chunk_left > 0;
+  return 0;
+}
+
 static int on_body(http_parser *p, const char *at, size_t n) {
   lr_conn *c = p->data;
   lr_srv_req *r = c->req;
+  h1 *h = H(c);
+  if (p->flags & F_CHUNKED) {
+    uint64_t x = h->base + (uint64_t)(at - h->buf);
+    if (h->size_end) { /* the size line ended with CRLF */
+      h->size_end = 0;
+      if (byte_at(h, x - 1) != '\n' || byte_at(h, x - 2) != '\r') return h->fail = 400, -1;
+    }
+    h->chunk_left -= n < h->chunk_left ? n : h->chunk_left;
+    if (h->chunk_left == 0) {
+      h->crlf_due = 1;
+      h->crlf_at = x + n;
+    }
+  }
   if (r == NULL) return 0;
   if (lr_srv_req_body(r, at, n) < 0) {
     H(c)->fail = r->body_error == LR_BODY_TOO_LARGE ? 413 : 503;
@@ -190,6 +241,7 @@ static int on_body(http_parser *p, const char *at, size_t n) {
 static int on_message_complete(http_parser *p) {
   lr_conn *c = p->data;
   h1 *h = H(c);
+  if (check_crlf(h) < 0) return -1;
   /* The handler answered before the body was all in (and did not read it): the
    * rest of the body was read and dropped, and the next request may follow. */
   if (c->req == NULL) return 0;
@@ -207,6 +259,7 @@ static const http_parser_settings settings = {
   .on_headers_complete = on_headers_complete,
   .on_body = on_body,
   .on_message_complete = on_message_complete,
+  .on_chunk_header = on_chunk_header,
 };
 
 /* ---- writing ---- */
@@ -399,9 +452,28 @@ static int keep(h1 *h, const char *p, size_t n) {
 
 static void feed(lr_conn *c, const char *p, size_t n) {
   h1 *h = H(c);
-  size_t used = http_parser_execute(&h->p, &settings, p, n);
-  enum http_errno e = HTTP_PARSER_ERRNO(&h->p);
+  size_t used;
+  enum http_errno e;
+  h->buf = p;
+  used = http_parser_execute(&h->p, &settings, p, n);
+  e = HTTP_PARSER_ERRNO(&h->p);
   if (c->closing || H(c) != h) return;
+  /* A chunk's CRLF parsed whole in this buffer is checked now: by the next callback
+   * it may lie further back than the two bytes kept. */
+  if (e == HPE_OK && h->crlf_due && h->crlf_at + 2 <= h->base + used && check_crlf(h) < 0) {
+    lr_h1_error(c, 400, "Bad Request\n");
+    return;
+  }
+  /* Remember the last two bytes parsed, for checks that look back (above). */
+  if (used >= 2) {
+    memcpy(h->tail, p + used - 2, 2);
+    h->tail_n = 2;
+  } else if (used == 1) {
+    h->tail[0] = h->tail_n ? h->tail[1] : 0;
+    h->tail[1] = p[0];
+    h->tail_n = h->tail_n ? 2 : 1;
+  }
+  h->base += used;
   if (e == HPE_PAUSED || (e == HPE_OK && h->p.upgrade)) {
     /* A whole request is in: keep the rest for later (pipelined requests, or the
      * first WebSocket frames after an upgrade). */
