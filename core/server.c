@@ -234,10 +234,12 @@ static void req_task_done(lr_owner *o, lr_task *t) {
       snprintf(text, sizeof text, "%s\n", lr_http_reason(status)[0] ? lr_http_reason(status) : "Error");
       lr_srv_req_reply(r, status, text, 0);
     } else if (!r->finished && r->conn) {
-      /* Mid-body: the client must see a failure, not a clean short body. */
+      /* Mid-body: the client must see a failure, not a clean short body. HTTP/2
+       * resets just this stream (server_h2.c's done, below); HTTP/1 has only the
+       * connection to cut. */
       r->keep_alive = 0;
       r->finished = 1;
-      lr_conn_close(r->conn, 1);
+      if (!r->conn->is_h2) lr_conn_close(r->conn, 1);
     }
   } else if (!r->responded && !r->upgraded) {
     /* Cancelled (shutdown, or the client went away): nothing to say, or 503. */
@@ -245,7 +247,7 @@ static void req_task_done(lr_owner *o, lr_task *t) {
   } else if (!r->finished && r->conn && !r->upgraded) {
     r->keep_alive = 0;
     r->finished = 1;
-    lr_conn_close(r->conn, 1);
+    if (!r->conn->is_h2) lr_conn_close(r->conn, 1);
   }
   if (r->conn && !r->upgraded && r->conn->req == r) {
     lr_conn *c = r->conn;

@@ -313,6 +313,15 @@ app:get("/headers", function(req)
   for _ in pairs(req.headers) do n = n + 1 end
   return string.format("%d %s %s", n, req.headers.host or "-", req.headers["x-h60"] or "-")
 end)
+app:get("/failmid", function()
+  local n = 0
+  return 200, {}, function()
+    n = n + 1
+    if n == 3 then error("FAILMID on purpose") end
+    lr.sleep(0.05)
+    return "part" .. n .. "\n"
+  end
+end)
 app:get("/sleep/{ms}", function(req)
   lr.sleep(tonumber(req.params.ms) / 1000)
   return "slept " .. req.params.ms
@@ -415,7 +424,7 @@ describe("http.serve over HTTP/2", function()
   end)
 
   it("answers 413 to a body past max_body_size and resets the upload (nghttp)", function()
-    if not have("nghttp") then return pending("nghttp not installed") end
+    assert(have("nghttp"), "nghttp (Debian nghttp2-client) is needed")
     local f = tmp .. "/huge.bin"
     assert(os.execute("head -c 6000000 /dev/zero > " .. q(f)))
     local code, out = sh("timeout 20 nghttp -v -d " .. q(f) .. " " .. srv.url .. "/echo")
@@ -424,7 +433,7 @@ describe("http.serve over HTTP/2", function()
   end)
 
   it("serves h2load: 10000 requests, 10 connections, 10 streams each, no errors", function()
-    if not have("h2load") then return pending("h2load not installed") end
+    assert(have("h2load"), "h2load (Debian nghttp2-client) is needed")
     local code, out = sh("timeout 60 h2load -n 10000 -c 10 -m 10 " .. srv.url .. "/")
     assert.equal(0, code)
     assert.matches("requests: 10000 total, 10000 started, 10000 done, 10000 succeeded, 0 failed, 0 errored", out)
@@ -432,7 +441,7 @@ describe("http.serve over HTTP/2", function()
   end)
 
   it("multiplexes: streams whose handlers sleep finish out of order on one connection", function()
-    if not have("nghttp") then return pending("nghttp not installed") end
+    assert(have("nghttp"), "nghttp (Debian nghttp2-client) is needed")
     local t0 = os.time()
     local code, out = sh("timeout 20 nghttp -n -s " .. srv.url .. "/sleep/600 " .. srv.url ..
                          "/sleep/100 " .. srv.url .. "/sleep/300")
@@ -507,7 +516,7 @@ describe("http.serve over HTTP/2", function()
   end)
 
   it("answers 503 to a handler past request_timeout, leaving the other streams be", function()
-    if not have("nghttp") then return pending("nghttp not installed") end
+    assert(have("nghttp"), "nghttp (Debian nghttp2-client) is needed")
     local rt = start("reqtimeout", [[
       local http = require "luarun.http"
       local lr = require "luarun"
@@ -540,10 +549,23 @@ describe("http.serve over HTTP/2", function()
     assert(ok, err)
   end)
 
-  -- core/server.c's req_task_done closes the connection when a handler fails in the
-  -- middle of a streamed body: right for HTTP/1.1, but under HTTP/2 it cuts every
-  -- other stream of the connection too (server_h2.c's done would reset just that one).
-  pending("a handler failing mid-body resets its stream only, not the whole connection")
+  -- Under HTTP/1.1 a handler failing mid-body can only cut the connection; under
+  -- HTTP/2 just its stream is reset, and the other streams of the connection go on.
+  it("resets only the stream whose handler fails mid-body", function()
+    local code, out = sh("timeout 20 nghttp -n -v " .. srv.url .. "/failmid " .. srv.url .. "/sleep/300")
+    -- nghttp numbers its streams after its PRIORITY frames: find them by path.
+    local ids = {}
+    for id, block in out:gmatch("send HEADERS frame <[^>]*stream_id=(%d+)>(.-)%[") do
+      local path = block:match(":path: (%S+)")
+      if path then ids[path] = id end
+    end
+    local failing, other = ids["/failmid"], ids["/sleep/300"]
+    assert.is_truthy(failing and other, out)
+    assert.matches("recv RST_STREAM frame <[^>]*stream_id=" .. failing .. ">", out)
+    assert.matches("recv DATA frame <length=%d+, flags=0x01, stream_id=" .. other .. ">", out)
+    assert.not_matches("recv GOAWAY", out)
+    assert.matches("FAILMID on purpose", srv.stderr())
+  end)
 end)
 
 describe("server:close with HTTP/2 connections open", function()
@@ -583,7 +605,7 @@ describe("server:close with HTTP/2 connections open", function()
   end)
 
   it("cuts streams still running when the grace period ends", function()
-    if not have("nghttp") then return pending("nghttp not installed") end
+    assert(have("nghttp"), "nghttp (Debian nghttp2-client) is needed")
     local srv = start("cut", [[
       local http = require "luarun.http"
       local lr = require "luarun"
@@ -665,7 +687,7 @@ describe("HTTP/2 over TLS", function()
   end)
 
   it("serves h2load over TLS without errors", function()
-    if not have("h2load") then return pending("h2load not installed") end
+    assert(have("h2load"), "h2load (Debian nghttp2-client) is needed")
     local code, out = sh("timeout 60 h2load -n 2000 -c 4 -m 10 https://127.0.0.1:" .. srv.port .. "/")
     assert.equal(0, code)
     assert.matches("Application protocol: h2", out)
