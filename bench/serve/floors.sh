@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2046,SC2206,SC2154  # word splitting of command lists is meant; $build comes from build_under_test.sh
 # Serving floors (issue 14): the HTTP/1.1 libraries luarun could serve with, alone in C,
 # beside luarun's http.serve and the rig's ceiling, side by side in one run.
 #   floor_h1   libuv + http-parser 2.9.4 (luarun's stack), bench/serve/floors/floor_h1.c
@@ -47,7 +48,7 @@ while [ $# -gt 0 ]; do
     --no-wrk) do_wrk=0 ;;
     --no-upload) do_upload=0 ;;
     --upload-mb) upload_mb=$2; shift ;;
-    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
+    -h|--help) sed -n '3,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "floors.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
   shift
