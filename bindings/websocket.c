@@ -9,8 +9,22 @@
 #include "bindings.h"
 #include "lr_net.h"
 
+/* The class's metatable, compared by address: luaL_checkudata looks the name up in
+ * the registry at every call, which was 9 % of an echoed message's instructions. */
+static const void *ws_mt;
+
+static lr_ws **to_box(lua_State *L) {
+  void *p = lua_touserdata(L, 1);
+  if (p && ws_mt && lua_getmetatable(L, 1)) {
+    const void *mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
+    if (mt == ws_mt) return p;
+  }
+  return luaL_checkudata(L, 1, LR_WS_MT);
+}
+
 static lr_ws *check_ws(lua_State *L, const char *fname) {
-  lr_ws **box = luaL_checkudata(L, 1, LR_WS_MT);
+  lr_ws **box = to_box(L);
   if (*box == NULL) luaL_error(L, "%s: the WebSocket was collected", fname);
   return *box;
 }
@@ -119,6 +133,9 @@ void lr_websocket_install(lua_State *L) {
   static const luaL_Reg meta[] = {
     {"__close", ws_closevar}, {"__gc", ws_gc}, {"__tostring", ws_tostring}, {NULL, NULL}};
   lr_register_class(L, LR_WS_MT, methods, meta);
+  luaL_getmetatable(L, LR_WS_MT);
+  ws_mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
   lua_pushcfunction(L, lr_ws_connect);
   lua_setfield(L, -2, "websocket");
 }
