@@ -1,5 +1,8 @@
 /* The floor of luarun's HTTP/1.1 stack: libuv + http-parser 2.9.4, one thread, no Lua.
- *   floor_h1 PORT
+ *   floor_h1 PORT [DELAY_MS]
+ * With DELAY_MS, each answer waits that long on a libuv timer of its connection first
+ * (workload (c), "the handler sleeps 10 ms", with no handler: the floor of what one
+ * thread on this loop can do with 1,000 connections waiting at once).
  * Listens on 127.0.0.1:PORT. Every request is answered "Hello, World!" (text/plain),
  * except one with a body, which is answered with the body's length in decimal (the
  * 16 KiB POST workload: the body is counted as it streams through, never buffered).
@@ -30,6 +33,7 @@ static const char bad_request[] =
 
 static http_parser_settings settings;
 static uv_loop_t *loop;
+static uint64_t delay_ms;
 
 typedef struct {
   uv_tcp_t tcp;
@@ -41,6 +45,8 @@ typedef struct {
   int has_body;
   int close_after; /* the last response said goodbye */
   int closing;
+  uv_timer_t timer; /* DELAY_MS: answers wait on it */
+  int held;         /* answers waiting for the timer */
 } conn_t;
 
 typedef struct {
@@ -60,10 +66,15 @@ static void out_append(conn_t *c, const char *p, size_t n) {
   c->out_len += n;
 }
 
-static void on_closed(uv_handle_t *h) {
-  conn_t *c = (conn_t *)h;
+static void on_timer_closed(uv_handle_t *h) {
+  conn_t *c = h->data;
   free(c->out);
   free(c);
+}
+
+static void on_closed(uv_handle_t *h) {
+  conn_t *c = (conn_t *)h;
+  uv_close((uv_handle_t *)&c->timer, on_timer_closed);
 }
 
 static void conn_close(conn_t *c) {
@@ -132,9 +143,19 @@ static int on_body(http_parser *p, const char *at, size_t len) {
   return 0;
 }
 
+static void flush(conn_t *c);
+
+static void on_delay(uv_timer_t *t) {
+  conn_t *c = t->data;
+  for (; c->held > 0; c->held--) out_append(c, hello, sizeof hello - 1);
+  flush(c);
+}
+
 static int on_message_complete(http_parser *p) {
   conn_t *c = p->data;
-  if (c->has_body) {
+  if (delay_ms && !c->has_body) {
+    if (c->held++ == 0) uv_timer_start(&c->timer, on_delay, delay_ms, 0);
+  } else if (c->has_body) {
     char head[128], num[24];
     int nl = snprintf(num, sizeof num, "%zu", c->body_len);
     int hl = snprintf(head, sizeof head,
@@ -169,6 +190,8 @@ static void on_connection(uv_stream_t *server, int status) {
   conn_t *c = calloc(1, sizeof *c);
   if (!c) abort();
   uv_tcp_init(loop, &c->tcp);
+  uv_timer_init(loop, &c->timer);
+  c->timer.data = c;
   if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
     uv_close((uv_handle_t *)&c->tcp, on_closed);
     return;
@@ -190,6 +213,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   signal(SIGPIPE, SIG_IGN);
+  if (argc > 2) delay_ms = (uint64_t)atoi(argv[2]);
   loop = uv_default_loop();
   http_parser_settings_init(&settings);
   settings.on_message_begin = on_message_begin;
