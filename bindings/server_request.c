@@ -377,18 +377,6 @@ int lr_req_chunk(lua_State *L) {
 
 /* ---- req:websocket ---- */
 
-/* The value of request header name (lower-case), or NULL. */
-static const char *header_of(lr_srv_req *r, const char *name, size_t *len) {
-  size_t nl = strlen(name);
-  uint32_t i;
-  for (i = 0; i < r->nhdrs; i++)
-    if (r->hdrs[i].name_len == nl && memcmp(r->head + r->hdrs[i].name, name, nl) == 0) {
-      *len = r->hdrs[i].value_len;
-      return r->head + r->hdrs[i].value;
-    }
-  return NULL;
-}
-
 /* 1 if the comma-separated list v[0..n) has token t (case-insensitive). */
 static int list_has(const char *v, size_t n, const char *t) {
   size_t tl = strlen(t), i = 0;
@@ -436,15 +424,15 @@ int lr_req_websocket(lua_State *L) {
   }
   if (c == NULL || c->is_h2 || r->responded)
     return not_upgrade(L, "req:websocket: the request cannot be upgraded (answered, or not HTTP/1.1)");
-  if (!r->upgrade || (v = header_of(r, "upgrade", &vl)) == NULL || !list_has(v, vl, "websocket"))
+  if (!r->upgrade || (v = lr_srv_req_header(r, "upgrade", &vl)) == NULL || !list_has(v, vl, "websocket"))
     return not_upgrade(L, "req:websocket: the request is not a WebSocket upgrade");
-  if ((v = header_of(r, "sec-websocket-version", &vl)) == NULL || vl != 2 || memcmp(v, "13", 2))
+  if ((v = lr_srv_req_header(r, "sec-websocket-version", &vl)) == NULL || vl != 2 || memcmp(v, "13", 2))
     return not_upgrade(L, "req:websocket: unsupported Sec-WebSocket-Version (13 expected)");
-  if ((key = header_of(r, "sec-websocket-key", &kl)) == NULL || kl != 24)
+  if ((key = lr_srv_req_header(r, "sec-websocket-key", &kl)) == NULL || kl != 24)
     return not_upgrade(L, "req:websocket: missing or malformed Sec-WebSocket-Key");
   /* The first of our protocols that the client offers. */
   if (!lua_isnoneornil(L, 2) && lua_getfield(L, 2, "protocols") == LUA_TTABLE &&
-      (v = header_of(r, "sec-websocket-protocol", &vl)) != NULL) {
+      (v = lr_srv_req_header(r, "sec-websocket-protocol", &vl)) != NULL) {
     lua_Integer i, np = (lua_Integer)lua_rawlen(L, -1);
     for (i = 1; i <= np && chosen == NULL; i++) {
       lua_rawgeti(L, -1, i);

@@ -278,6 +278,8 @@ int64_t lr_srv_req_append(lr_srv_req *r, const char *p, size_t n);
 int lr_srv_req_body(lr_srv_req *r, const char *p, size_t n);
 /* The body is complete (err LR_BODY_OK) or never will be. Wakes the reader. */
 void lr_srv_req_body_end(lr_srv_req *r, int err);
+/* The value of the first header called name (lower-case) and its length, or NULL. */
+const char *lr_srv_req_header(const lr_srv_req *r, const char *name, size_t *len);
 /* The head is in: runs the handler (through srv->app). -1: not started. */
 int lr_srv_req_dispatch(lua_State *L, lr_srv_req *r);
 /* Protocol side: the connection is gone; cancels the handler task. */

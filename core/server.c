@@ -159,6 +159,17 @@ void lr_srv_req_body_end(lr_srv_req *r, int err) {
   wake_reader(r);
 }
 
+const char *lr_srv_req_header(const lr_srv_req *r, const char *name, size_t *len) {
+  size_t nl = strlen(name);
+  uint32_t i;
+  for (i = 0; i < r->nhdrs; i++)
+    if (r->hdrs[i].name_len == nl && memcmp(r->head + r->hdrs[i].name, name, nl) == 0) {
+      *len = r->hdrs[i].value_len;
+      return r->head + r->hdrs[i].value;
+    }
+  return NULL;
+}
+
 int lr_srv_req_dispatch(lua_State *L, lr_srv_req *r) {
   return r->srv->app->dispatch(L, r);
 }

@@ -136,18 +136,6 @@ static int on_header_value(http_parser *p, const char *at, size_t n) {
   return 0;
 }
 
-/* The value of header name (lower-case), or NULL. */
-static const char *find_header(lr_srv_req *r, const char *name, size_t *len) {
-  size_t nl = strlen(name);
-  uint32_t i;
-  for (i = 0; i < r->nhdrs; i++)
-    if (r->hdrs[i].name_len == nl && memcmp(r->head + r->hdrs[i].name, name, nl) == 0) {
-      *len = r->hdrs[i].value_len;
-      return r->head + r->hdrs[i].value;
-    }
-  return NULL;
-}
-
 static int on_headers_complete(http_parser *p) {
   lr_conn *c = p->data;
   h1 *h = H(c);
@@ -168,7 +156,7 @@ static int on_headers_complete(http_parser *p) {
   if (r->target_len == 0) return h->fail = 400, -1;
   /* HTTP/0.9 ("GET /") and 2.x or later framed as 1.x: answered as HTTP/1.1 they were. */
   if (p->http_major != 1) return h->fail = 505, -1;
-  if ((v = find_header(r, "expect", &vl)) != NULL) {
+  if ((v = lr_srv_req_header(r, "expect", &vl)) != NULL) {
     if (vl == 12 && strncasecmp(v, "100-continue", 12) == 0) {
       /* Never a 1xx to an HTTP/1.0 client. */
       r->expect_continue = p->http_major == 1 && p->http_minor >= 1;

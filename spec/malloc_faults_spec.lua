@@ -126,13 +126,7 @@ echo $? >"$DIR/$n.rc"
 rm -rf "$DIR/w$n"
 ]]
 
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local slurp = util.read_file
 
 -- The environment of the runs. Under the sanitizer build, leak checks are on as for
 -- every luarun the specs start, and the shim comes ahead of the ASan runtime (its

@@ -1,23 +1,16 @@
 -- Starts and stops the local servers that spec/http_spec.lua and the examples' spec
 -- use: spec/support/httpbin.py (plain or TLS) and nghttpd (HTTP/2). Every server binds
 -- 127.0.0.1, writes its pid to a file and is stopped by that pid.
+local util = require "support.util"
 local M = {}
 
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec/support"
 M.httpbin_py = here .. "/httpbin.py"
 M.python = "/usr/bin/python3"
 
-local function q(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local q = util.quote
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file = util.read_file
 
 local function wait_for(pred, seconds, what)
   local deadline = os.time() + seconds

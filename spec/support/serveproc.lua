@@ -33,13 +33,7 @@ server:wait()
 say("server closed")
 ]]
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file = util.read_file
 
 local function sleep(s) os.execute("sleep " .. s) end
 

@@ -42,6 +42,16 @@ function M.slurp(path)
   return s
 end
 
+--- The contents of path, or nil if it cannot be read (yet): for files a process
+-- writes as it goes (a pid file, a server's output).
+function M.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
 --- Writes text to path in one go (raises on failure).
 function M.put(path, text)
   local f = assert(io.open(path, "wb"))

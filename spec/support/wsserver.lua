@@ -1,22 +1,15 @@
 -- Starts and stops spec/support/wsserver.py (Python's websockets package) for
 -- spec/websocket_spec.lua. It binds 127.0.0.1, writes its pid to a file and is
 -- stopped by that pid.
+local util = require "support.util"
 local httpserver = require "support.httpserver"
 local M = {}
 
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec/support"
 
-local function q(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local q = util.quote
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file = util.read_file
 
 local function own_pid()
   local f = assert(io.open("/proc/self/stat"))
