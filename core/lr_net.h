@@ -210,6 +210,7 @@ struct lr_srv_req {
   /* Body, as it arrives: [body_pos, body_len) not yet read by the handler. */
   char *body;
   size_t body_len, body_cap, body_pos, body_total;
+  size_t body_expected;  /* Content-Length when given (the buffer's first size), or 0 */
   uint8_t body_done;     /* the whole body is in */
   uint8_t body_error;    /* LR_BODY_* why it never will be */
   /* Response. */

@@ -128,7 +128,8 @@ int lr_srv_req_body(lr_srv_req *r, const char *p, size_t n) {
   }
   if (r->body_pos > 0 && r->body_pos == r->body_len) r->body_pos = r->body_len = 0;
   if (r->body_len + n > r->body_cap) {
-    size_t cap = r->body_cap ? r->body_cap * 2 : 4096;
+    /* A body of known length gets its whole buffer at once (no growing copies). */
+    size_t cap = r->body_cap ? r->body_cap * 2 : r->body_expected > n ? r->body_expected : 4096;
     char *nb;
     if (r->body_pos > 0) { /* drop what the reader took before growing */
       memmove(r->body, r->body + r->body_pos, r->body_len - r->body_pos);

@@ -165,6 +165,11 @@ static int on_headers_complete(http_parser *p) {
     }
   }
   if (max && (p->flags & F_CONTENTLENGTH) && p->content_length > max) return h->fail = 413, -1;
+  /* The body buffer's first size: the announced length, up to 256 KiB (a client that
+   * announces more and sends nothing must not make the server hold it). */
+  if (p->flags & F_CONTENTLENGTH)
+    r->body_expected = p->content_length < ((size_t)256 << 10) ? (size_t)p->content_length
+                                                                : (size_t)256 << 10;
   h->r = NULL;
   c->req = r;
   lr_conn_phase(c, LR_PHASE_HANDLER);
