@@ -315,7 +315,10 @@ static int req_body_now(lua_State *L) {
   lr_req_push_cache(L, 1);
   if (lua_getfield(L, -1, BODY_KEY) == LUA_TSTRING) return 1;
   lua_pop(L, 2);
-  if (!r->body_done) return wait_body(L, r, body_k, 0);
+  if (!r->body_done) {
+    r->want_whole = 1;
+    return wait_body(L, r, body_k, 0);
+  }
   if (r->body_error) return body_failed(L, r);
   lua_pushlstring(L, r->body ? r->body + r->body_pos : "", r->body_len - r->body_pos);
   if (r->proto->consumed) r->proto->consumed(r, r->body_len - r->body_pos);

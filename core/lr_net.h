@@ -212,6 +212,7 @@ struct lr_srv_req {
   size_t body_len, body_cap, body_pos, body_total;
   size_t body_expected;  /* Content-Length when given (the buffer's first size), or 0 */
   uint8_t body_done;     /* the whole body is in */
+  uint8_t want_whole;    /* req:body() waits for all of it (no read pause for it) */
   uint8_t body_error;    /* LR_BODY_* why it never will be */
   /* Response. */
   uint8_t responded;     /* the head went out */

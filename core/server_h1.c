@@ -17,6 +17,10 @@
 #include "lr_net.h"
 
 #define PENDING_MAX (64 * 1024)
+/* A body nobody has read yet, or read in chunks (req:body_chunks) slower than it
+ * comes, stops the reads above this many unread bytes; the reader's next wait starts
+ * them again. req:body() wants it all (up to max_body_size) and is never paused. */
+#define BODY_HIGH ((size_t)1 << 20)
 
 typedef struct h1 {
   http_parser p;
@@ -28,6 +32,7 @@ typedef struct h1 {
   uint8_t in_value;      /* the last header callback was a value */
   uint8_t paused;        /* a whole request was parsed; the rest waits */
   uint8_t broken;        /* no more parsing: an error was answered */
+  uint8_t body_paused;   /* reads stopped: BODY_HIGH bytes of body unread */
   uint8_t chunked;       /* the response in progress is chunked */
   /* Chunk framing, checked here: http-parser as Debian builds it (not strict) takes
    * any two bytes for the CRLF after a chunk's data and any byte for the LF of a
@@ -228,6 +233,10 @@ static int on_body(http_parser *p, const char *at, size_t n) {
     H(c)->fail = r->body_error == LR_BODY_TOO_LARGE ? 413 : 503;
     return -1;
   }
+  if (!r->want_whole && r->body_len - r->body_pos > BODY_HIGH) {
+    lr_stream_pause(&c->s);
+    h->body_paused = 1;
+  }
   return 0;
 }
 
@@ -374,6 +383,10 @@ static int h1_congested(lr_srv_req *r) {
 static void h1_want_body(lr_srv_req *r) {
   static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
   uv_buf_t b;
+  if (r->conn && H(r->conn) && H(r->conn)->body_paused && !r->conn->closing) {
+    H(r->conn)->body_paused = 0; /* its reader waits: read on */
+    if (lr_stream_read(&r->conn->s) < 0) lr_conn_close(r->conn, 1);
+  }
   if (!r->expect_continue || r->continue_sent || r->body_done || r->conn == NULL) return;
   r->continue_sent = 1;
   b = uv_buf_init((char *)cont, sizeof cont - 1);
@@ -526,6 +539,7 @@ void lr_h1_next(lua_State *L, lr_conn *c) {
   }
   c->L = L;
   h->paused = 0;
+  h->body_paused = 0;
   http_parser_pause(&h->p, 0);
   lr_conn_phase(c, LR_PHASE_IDLE);
   if (lr_stream_read(&c->s) < 0) {
