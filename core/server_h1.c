@@ -33,6 +33,7 @@ typedef struct h1 {
   uint8_t paused;        /* a whole request was parsed; the rest waits */
   uint8_t broken;        /* no more parsing: an error was answered */
   uint8_t body_paused;   /* reads stopped: BODY_HIGH bytes of body unread */
+  size_t dropped;        /* body bytes read and dropped after the handler answered */
   uint8_t chunked;       /* the response in progress is chunked */
   /* Chunk framing, checked here: http-parser as Debian builds it (not strict) takes
    * any two bytes for the CRLF after a chunk's data and any byte for the LF of a
@@ -68,6 +69,7 @@ static int on_message_begin(http_parser *p) {
   h1 *h = H(c);
   h->r = lr_srv_req_new(c, &h1_proto);
   h->head_bytes = 0;
+  h->dropped = 0;
   h->in_value = 0;
   if (h->r == NULL) {
     h->fail = 503;
@@ -228,7 +230,14 @@ static int on_body(http_parser *p, const char *at, size_t n) {
       h->crlf_at = x + n;
     }
   }
-  if (r == NULL) return 0;
+  if (r == NULL) {
+    /* Its handler answered before the body was in: read on and drop it, but no more
+     * than max_body_size of it (then the connection goes, without a word). */
+    size_t max = c->srv->o.max_body_size;
+    h->dropped += n;
+    if (max && h->dropped > max) return h->fail = -1, -1;
+    return 0;
+  }
   if (lr_srv_req_body(r, at, n) < 0) {
     H(c)->fail = r->body_error == LR_BODY_TOO_LARGE ? 413 : 503;
     return -1;
@@ -486,6 +495,10 @@ static void feed(lr_conn *c, const char *p, size_t n) {
     if (used < n && keep(h, p + used, n - used) < 0) lr_conn_close(c, 1);
     if (h->plen > PENDING_MAX) lr_stream_pause(&c->s);
     if (h->p.upgrade) h->paused = 1;
+    return;
+  }
+  if (e != HPE_OK && h->fail < 0) { /* nothing to answer: just close */
+    lr_conn_close(c, 1);
     return;
   }
   if (e != HPE_OK) {
