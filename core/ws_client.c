@@ -37,6 +37,7 @@ typedef struct wsc {
   char accept[32];         /* the Sec-WebSocket-Accept we expect */
   http_parser parser;
   char field[32];          /* the header being read (truncated: we need short ones) */
+  char protocol[128];      /* the subprotocol the server chose, or "" */
   size_t field_len;
   char *val;
   size_t val_len;
@@ -123,6 +124,8 @@ static void header_done(wsc *c) {
   else if (strcasecmp(c->field, "connection") == 0) c->conn_ok = has_token(v, "upgrade");
   else if (strcasecmp(c->field, "sec-websocket-accept") == 0)
     c->accept_ok = strcmp(v, c->accept) == 0;
+  else if (strcasecmp(c->field, "sec-websocket-protocol") == 0)
+    snprintf(c->protocol, sizeof c->protocol, "%.*s", (int)n, v);
   c->field_len = 0;
   c->field[0] = '\0';
   c->val_len = 0;
@@ -353,10 +356,13 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
     free(c->req);
     free(c->val);
     c->req = c->val = NULL;
-    /* The ws owns the stream (and so c) from here. */
+    /* The ws owns the stream (and so c) from here: read the protocol first. */
+    if (c->protocol[0]) lua_pushstring(L, c->protocol);
+    else lua_pushnil(L);
     lr_ws_start(L, ws, tail, n);
     free(tail);
-    return 1;
+    lua_insert(L, -2); /* ws, protocol (as req:websocket returns them) */
+    return 2;
   }
 }
 

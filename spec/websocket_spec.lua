@@ -113,6 +113,27 @@ describe("http.websocket", function()
     end)
   end)
 
+  describe("subprotocols", function()
+    it("returns the one the server chose, or nil", function()
+      run(function()
+        local server = assert(http.serve({}, function(req)
+          local ws = assert(req:websocket({protocols = {"chat", "v2"}}))
+          for m in ws:messages() do ws:send(m) end
+        end))
+        local url = "ws://127.0.0.1:" .. server.port .. "/"
+        local ws, protocol = assert(http.websocket(url, {protocols = {"v2", "chat"}}))
+        assert.are.equal("chat", protocol) -- the server's order decides
+        assert.is_true(ws:send("x"))
+        assert.are.equal("x", (ws:receive()))
+        ws:close()
+        local plain, none = assert(http.websocket(url))
+        assert.is_nil(none)
+        plain:close()
+        server:close()
+      end)
+    end)
+  end)
+
   describe("closing", function()
     it("sends a close code and reason, and the server's answer ends receive", function()
       run(function()

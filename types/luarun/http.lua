@@ -185,12 +185,13 @@ function http.router() end
 ---@field max_message_size? integer largest message accepted (default 16 MiB), else close 1009
 ---@field close_timeout? number seconds ws:close() waits for the peer's answer (default 5)
 
----Connects to a WebSocket server (ws:// or wss://).
+---Connects to a WebSocket server (ws:// or wss://); returns the WebSocket and the
+---subprotocol the server chose (nil if none), or nil, err.
 ---@async
 ---@param url string
 ---@param opts? luarun.http.WebSocketOptions
 ---@return luarun.WebSocket? ws
----@return luarun.http.Error? err
+---@return string|luarun.http.Error|nil protocol_or_err
 function http.websocket(url, opts) end
 
 ---An HTTP server from `http.serve`. The fields stay readable after close.
