@@ -137,7 +137,7 @@ describe("http.websocket", function()
   describe("closing", function()
     it("sends a close code and reason, and the server's answer ends receive", function()
       run(function()
-        local ws = assert(http.websocket(plain .. "/echo"))
+        local ws = assert(http.websocket(plain .. "/echo/close4000"))
         assert.is_true(ws:close(4000, "bye now"))
         local msg, err = ws:receive()
         assert.is_nil(msg)
@@ -150,7 +150,7 @@ describe("http.websocket", function()
         -- what the server saw (its handler records it once it has finished)
         local seen
         for _ = 1, 100 do
-          local w = assert(http.websocket(plain .. "/lastclose"))
+          local w = assert(http.websocket(plain .. "/lastclose/close4000"))
           seen = w:receive()
           w:close()
           if seen ~= "none" then break end

@@ -13,6 +13,8 @@ servers:
     /close/CODE/R   closes at once with CODE and reason R
     /serverping     pings the client, waits for the pong, then sends "pong received"
     /lastclose      sends "CODE REASON" of the last close a client sent to /echo
+    /echo/ID        /echo, and its close is kept under ID: /lastclose/ID sends it
+                    (a close of another test's /echo, collected late, cannot race it)
 
 Paths of the raw server (it reads the request head and then):
 
@@ -32,17 +34,22 @@ import threading
 import websockets
 
 last_close = ["none"]
+closes = {}
 
 
 async def handler(ws, path=None):
     path = path if path is not None else ws.path
     try:
-        if path == "/echo":
+        if path == "/echo" or path.startswith("/echo/"):
             try:
                 async for msg in ws:
                     await ws.send(msg)
             finally:
-                last_close[0] = "%s %s" % (ws.close_code, ws.close_reason)
+                said = "%s %s" % (ws.close_code, ws.close_reason)
+                if path == "/echo":
+                    last_close[0] = said
+                else:
+                    closes[path[len("/echo/"):]] = said
         elif path == "/fragments":
             async for msg in ws:
                 n, size = (int(x) for x in msg.split(","))
@@ -60,8 +67,11 @@ async def handler(ws, path=None):
             await ws.send("pong received")
             async for msg in ws:
                 await ws.send(msg)
-        elif path == "/lastclose":
-            await ws.send(last_close[0])
+        elif path == "/lastclose" or path.startswith("/lastclose/"):
+            if path == "/lastclose":
+                await ws.send(last_close[0])
+            else:
+                await ws.send(closes.get(path[len("/lastclose/"):], "none"))
             async for msg in ws:
                 pass
     except websockets.ConnectionClosed:
