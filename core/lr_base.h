@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <lua.h>
 #include <lauxlib.h>
 #include <uv.h>
@@ -76,6 +77,21 @@ int lr_copy_decode(lua_State *L, const char *p, size_t len);
  * table stored at stack slot `anchor` (a slot the caller reserved, e.g. with nil;
  * left untouched if no string qualified); the slot's owner keeps it alive until
  * lr_copy_decode of the buffer has returned. */
+/* Makes the malloc'd buffer *buf (of *cap bytes) hold at least need bytes, doubling
+ * from first when empty. 0, or -1 when out of memory (the buffer is left as it was).
+ * The growing byte buffers of the network code (request heads and bodies, pipelined
+ * input, TLS and HTTP/2 output, WebSocket frames) all go through it. */
+static inline int lr_reserve(char **buf, size_t *cap, size_t need, size_t first) {
+  size_t c = *cap ? *cap : first;
+  char *nb;
+  if (need <= *cap) return 0;
+  while (c < need) c *= 2;
+  if ((nb = realloc(*buf, c)) == NULL) return -1;
+  *buf = nb;
+  *cap = c;
+  return 0;
+}
+
 #define LR_COPY_REF_MIN 4096
 void lr_copy_encode_refs(lua_State *L, int first, int n, lr_copybuf *b, const char *fname,
                          const char *root, int anchor);

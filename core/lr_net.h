@@ -280,6 +280,9 @@ int64_t lr_srv_req_append(lr_srv_req *r, const char *p, size_t n);
 int lr_srv_req_body(lr_srv_req *r, const char *p, size_t n);
 /* The body is complete (err LR_BODY_OK) or never will be. Wakes the reader. */
 void lr_srv_req_body_end(lr_srv_req *r, int err);
+/* Adds a header entry (offsets into r->head). 0, or -1 when out of memory. */
+int lr_srv_req_add_header(lr_srv_req *r, uint32_t name, uint32_t nl, uint32_t value,
+                          uint32_t vl);
 /* The value of the first header called name (lower-case) and its length, or NULL. */
 const char *lr_srv_req_header(const lr_srv_req *r, const char *name, size_t *len);
 /* The head is in: runs the handler (through srv->app). -1: not started. */

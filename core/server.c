@@ -101,14 +101,7 @@ lr_srv_req *lr_srv_req_new(lr_conn *c, const lr_srv_proto *proto) {
 
 int64_t lr_srv_req_append(lr_srv_req *r, const char *p, size_t n) {
   size_t at = r->head_len;
-  if (r->head_len + n + 1 > r->head_cap) {
-    size_t cap = r->head_cap ? r->head_cap * 2 : 512;
-    char *nb;
-    while (cap < r->head_len + n + 1) cap *= 2;
-    if ((nb = realloc(r->head, cap)) == NULL) return -1;
-    r->head = nb;
-    r->head_cap = cap;
-  }
+  if (lr_reserve(&r->head, &r->head_cap, r->head_len + n + 1, 512) < 0) return -1;
   memcpy(r->head + at, p, n);
   r->head_len += n;
   r->head[r->head_len] = '\0';
@@ -127,24 +120,16 @@ int lr_srv_req_body(lr_srv_req *r, const char *p, size_t n) {
     return -1;
   }
   if (r->body_pos > 0 && r->body_pos == r->body_len) r->body_pos = r->body_len = 0;
-  if (r->body_len + n > r->body_cap) {
-    /* A body of known length gets its whole buffer at once (no growing copies). */
-    size_t cap = r->body_cap ? r->body_cap * 2 : r->body_expected > n ? r->body_expected : 4096;
-    char *nb;
-    if (r->body_pos > 0) { /* drop what the reader took before growing */
-      memmove(r->body, r->body + r->body_pos, r->body_len - r->body_pos);
-      r->body_len -= r->body_pos;
-      r->body_pos = 0;
-    }
-    while (cap < r->body_len + n) cap *= 2;
-    if (r->body_len + n > r->body_cap) {
-      if ((nb = realloc(r->body, cap)) == NULL) {
-        lr_srv_req_body_end(r, LR_BODY_CLOSED);
-        return -1;
-      }
-      r->body = nb;
-      r->body_cap = cap;
-    }
+  if (r->body_len + n > r->body_cap && r->body_pos > 0) { /* drop what was read first */
+    memmove(r->body, r->body + r->body_pos, r->body_len - r->body_pos);
+    r->body_len -= r->body_pos;
+    r->body_pos = 0;
+  }
+  /* A body of known length gets its whole buffer at once (no growing copies). */
+  if (lr_reserve(&r->body, &r->body_cap, r->body_len + n,
+                 r->body_expected > 4096 ? r->body_expected : 4096) < 0) {
+    lr_srv_req_body_end(r, LR_BODY_CLOSED);
+    return -1;
   }
   memcpy(r->body + r->body_len, p, n);
   r->body_len += n;
@@ -158,6 +143,23 @@ void lr_srv_req_body_end(lr_srv_req *r, int err) {
   r->body_done = 1;
   r->body_error = (uint8_t)err;
   wake_reader(r);
+}
+
+int lr_srv_req_add_header(lr_srv_req *r, uint32_t name, uint32_t nl, uint32_t value,
+                          uint32_t vl) {
+  if (r->nhdrs == r->hdr_cap) {
+    uint32_t cap = r->hdr_cap ? r->hdr_cap * 2 : 16;
+    lr_srv_hdr *nh = realloc(r->hdrs, cap * sizeof *nh);
+    if (nh == NULL) return -1;
+    r->hdrs = nh;
+    r->hdr_cap = cap;
+  }
+  r->hdrs[r->nhdrs].name = name;
+  r->hdrs[r->nhdrs].name_len = nl;
+  r->hdrs[r->nhdrs].value = value;
+  r->hdrs[r->nhdrs].value_len = vl;
+  r->nhdrs++;
+  return 0;
 }
 
 const char *lr_srv_req_header(const lr_srv_req *r, const char *name, size_t *len) {

@@ -101,18 +101,7 @@ static int on_header_field(http_parser *p, const char *at, size_t n) {
   if (r == NULL) return 0; /* a trailer after a chunked body (h->r is gone): dropped */
   if (h->in_value || r->nhdrs == 0) { /* a new header */
     if (r->nhdrs >= c->srv->o.max_headers) return h->fail = 431, -1;
-    if (r->nhdrs == r->hdr_cap) {
-      uint32_t cap = r->hdr_cap ? r->hdr_cap * 2 : 16;
-      lr_srv_hdr *nh = realloc(r->hdrs, cap * sizeof *nh);
-      if (nh == NULL) return h->fail = 503, -1;
-      r->hdrs = nh;
-      r->hdr_cap = cap;
-    }
-    r->hdrs[r->nhdrs].name = (uint32_t)r->head_len;
-    r->hdrs[r->nhdrs].name_len = 0;
-    r->hdrs[r->nhdrs].value = 0;
-    r->hdrs[r->nhdrs].value_len = 0;
-    r->nhdrs++;
+    if (lr_srv_req_add_header(r, (uint32_t)r->head_len, 0, 0, 0) < 0) return h->fail = 503, -1;
     h->in_value = 0;
   }
   /* http-parser (not built strict) lets spaces into a name ("Content-Length : 5"),
@@ -452,14 +441,7 @@ void lr_h1_error(lr_conn *c, int status, const char *text) {
 }
 
 static int keep(h1 *h, const char *p, size_t n) {
-  if (h->plen + n > h->pcap) {
-    size_t cap = h->pcap ? h->pcap * 2 : 4096;
-    char *nb;
-    while (cap < h->plen + n) cap *= 2;
-    if ((nb = realloc(h->pending, cap)) == NULL) return -1;
-    h->pending = nb;
-    h->pcap = cap;
-  }
+  if (lr_reserve(&h->pending, &h->pcap, h->plen + n, 4096) < 0) return -1;
   memcpy(h->pending + h->plen, p, n);
   h->plen += n;
   return 0;

@@ -86,21 +86,12 @@ static void wake_all(lr_srv_req *r) {
 static int out_append(h2s *s, const char *p, size_t n) {
   if (n == 0) return 0;
   if (s->out_pos > 0 && s->out_pos == s->out_len) s->out_pos = s->out_len = 0;
-  if (s->out_len + n > s->out_cap) {
-    size_t cap = s->out_cap ? s->out_cap : 1024;
-    char *nb;
-    if (s->out_pos > 0) { /* drop what nghttp2 took before growing */
-      memmove(s->out, s->out + s->out_pos, s->out_len - s->out_pos);
-      s->out_len -= s->out_pos;
-      s->out_pos = 0;
-    }
-    while (cap < s->out_len + n) cap *= 2;
-    if (cap > s->out_cap) {
-      if ((nb = realloc(s->out, cap)) == NULL) return UV_ENOMEM;
-      s->out = nb;
-      s->out_cap = cap;
-    }
+  if (s->out_len + n > s->out_cap && s->out_pos > 0) { /* drop what nghttp2 took */
+    memmove(s->out, s->out + s->out_pos, s->out_len - s->out_pos);
+    s->out_len -= s->out_pos;
+    s->out_pos = 0;
   }
+  if (lr_reserve(&s->out, &s->out_cap, s->out_len + n, 1024) < 0) return UV_ENOMEM;
   memcpy(s->out + s->out_len, p, n);
   s->out_len += n;
   return 0;
@@ -347,22 +338,6 @@ static int on_begin_headers(nghttp2_session *ses, const nghttp2_frame *f, void *
   return 0;
 }
 
-static int add_hdr(lr_srv_req *r, uint32_t name, uint32_t nl, uint32_t value, uint32_t vl) {
-  if (r->nhdrs == r->hdr_cap) {
-    uint32_t cap = r->hdr_cap ? r->hdr_cap * 2 : 16;
-    lr_srv_hdr *nh = realloc(r->hdrs, cap * sizeof *nh);
-    if (nh == NULL) return -1;
-    r->hdrs = nh;
-    r->hdr_cap = cap;
-  }
-  r->hdrs[r->nhdrs].name = name;
-  r->hdrs[r->nhdrs].name_len = nl;
-  r->hdrs[r->nhdrs].value = value;
-  r->hdrs[r->nhdrs].value_len = vl;
-  r->nhdrs++;
-  return 0;
-}
-
 static int on_header(nghttp2_session *ses, const nghttp2_frame *f, const uint8_t *name,
                      size_t nl, const uint8_t *value, size_t vl, uint8_t flags, void *ud) {
   h2s *s;
@@ -401,7 +376,7 @@ static int on_header(nghttp2_session *ses, const nghttp2_frame *f, const uint8_t
   }
   if ((off = lr_srv_req_append(r, (const char *)name, nl)) < 0 ||
       (voff = lr_srv_req_append(r, (const char *)value, vl)) < 0 ||
-      add_hdr(r, (uint32_t)off, (uint32_t)nl, (uint32_t)voff, (uint32_t)vl) < 0)
+      lr_srv_req_add_header(r, (uint32_t)off, (uint32_t)nl, (uint32_t)voff, (uint32_t)vl) < 0)
     return s->fail = 503, 0;
   if (nl == 4 && memcmp(name, "host", 4) == 0) s->has_host = 1;
   return 0;
@@ -434,7 +409,7 @@ static void headers_done(h2conn *h, h2s *s, int end_stream) {
   if (r && !s->fail && r->target_len == 0) s->fail = 400; /* CONNECT has no :path */
   if (r && !s->fail && s->has_authority && !s->has_host) {
     int64_t off = lr_srv_req_append(r, "host", 4);
-    if (off < 0 || add_hdr(r, (uint32_t)off, 4, s->authority, s->authority_len) < 0) s->fail = 503;
+    if (off < 0 || lr_srv_req_add_header(r, (uint32_t)off, 4, s->authority, s->authority_len) < 0) s->fail = 503;
   }
   if (r && !s->fail && srv->o.max_body_size && (cl = header_number(r, "content-length")) >= 0 &&
       (size_t)cl > srv->o.max_body_size)

@@ -477,14 +477,7 @@ int lr_tls_write(lr_stream *s, const uv_buf_t *bufs, unsigned n) {
   if (s->closing) return UV_ECANCELED;
   if (!t->done) {
     for (i = 0; i < n; i++) {
-      if (t->plen + bufs[i].len > t->pcap) {
-        size_t cap = t->pcap ? t->pcap : 1024;
-        char *p;
-        while (cap < t->plen + bufs[i].len) cap *= 2;
-        if ((p = realloc(t->pending, cap)) == NULL) return UV_ENOMEM;
-        t->pending = p;
-        t->pcap = cap;
-      }
+      if (lr_reserve(&t->pending, &t->pcap, t->plen + bufs[i].len, 1024) < 0) return UV_ENOMEM;
       memcpy(t->pending + t->plen, bufs[i].base, bufs[i].len);
       t->plen += bufs[i].len;
     }

@@ -163,16 +163,9 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
     wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
     return -1;
   }
-  if (ws->out_len + len > ws->out_cap) {
-    size_t cap = ws->out_cap ? ws->out_cap : 4096;
-    char *p;
-    while (cap < ws->out_len + len) cap *= 2;
-    if ((p = realloc(ws->out, cap)) == NULL) {
-      wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
-      return -1;
-    }
-    ws->out = p;
-    ws->out_cap = cap;
+  if (lr_reserve(&ws->out, &ws->out_cap, ws->out_len + len, 4096) < 0) {
+    wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+    return -1;
   }
   memcpy(ws->out + ws->out_len, data, len);
   ws->out_len += len;
@@ -307,17 +300,10 @@ static void on_data(lr_stream *s, const char *p, size_t n) {
     ws->in_len -= ws->in_pos;
     ws->in_pos = 0;
   }
-  if (ws->in_len + n > ws->in_cap) {
-    size_t cap = ws->in_cap ? ws->in_cap : 16384;
-    char *q;
-    while (cap < ws->in_len + n) cap *= 2;
-    if ((q = realloc(ws->in, cap)) == NULL) {
-      ws->failed = 1;
-      lr_stream_close(s);
-      return;
-    }
-    ws->in = q;
-    ws->in_cap = cap;
+  if (lr_reserve(&ws->in, &ws->in_cap, ws->in_len + n, 16384) < 0) {
+    ws->failed = 1;
+    lr_stream_close(s);
+    return;
   }
   memcpy(ws->in + ws->in_len, p, n);
   ws->in_len += n;

@@ -21,6 +21,7 @@ local function wait_for(pred, seconds, what)
   end
   error("timed out waiting for " .. what)
 end
+M.wait_for = wait_for
 
 -- This process's pid, for the servers' --watch-pid.
 local function own_pid()
@@ -29,6 +30,7 @@ local function own_pid()
   f:close()
   return pid
 end
+M.own_pid = own_pid
 
 local tmpdirs = {} -- made by M.tmpdir, removed by M.cleanup
 -- A started server: its port, pid and base URL, and stop(), which kills it by pid.

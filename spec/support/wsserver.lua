@@ -11,12 +11,7 @@ local q = util.quote
 
 local read_file = util.read_file
 
-local function own_pid()
-  local f = assert(io.open("/proc/self/stat"))
-  local pid = f:read("a"):match("^(%d+)")
-  f:close()
-  return pid
-end
+local own_pid = httpserver.own_pid
 
 --- Starts wsserver.py; opts.tls = {cert, key} adds its TLS port. Returns {ports =
 -- {plain =, raw =, tls =}, pid =, stop =}.
@@ -28,17 +23,14 @@ function M.start(opts)
               q(portf) .. " --pid-file " .. q(pidf) .. " --watch-pid " .. own_pid()
   if opts.tls then cmd = cmd .. " --tls " .. q(opts.tls[1]) .. " " .. q(opts.tls[2]) end
   assert(os.execute(cmd .. " >/dev/null 2>&1 &"))
-  local ports
-  for _ = 1, 300 do -- the port file is written (atomically) once every server listens
+  -- The port file is written (atomically) once every server listens.
+  local ports = httpserver.wait_for(function()
     local s = read_file(portf)
-    if s then
-      ports = {}
-      for name, port in s:gmatch("(%S+) (%d+)") do ports[name] = tonumber(port) end
-      break
-    end
-    os.execute("sleep 0.05")
-  end
-  assert(ports, "wsserver.py did not start")
+    if not s then return nil end
+    local found = {}
+    for name, port in s:gmatch("(%S+) (%d+)") do found[name] = tonumber(port) end
+    return found
+  end, 15, "wsserver.py to listen")
   local srv = {ports = ports, pid = tonumber(assert(read_file(pidf)):match("%d+"))}
   function srv.stop()
     if srv.pid then os.execute("kill " .. srv.pid .. " 2>/dev/null") end
