@@ -5,3 +5,4 @@
 LR_MODULE("luarun.json", luaopen_luarun_json)
 LR_MODULE("luarun.fs", luaopen_luarun_fs)
 LR_MODULE("luarun.http", luaopen_luarun_http)
+LR_MODULE("luarun.db", luaopen_luarun_db)

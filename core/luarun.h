@@ -10,6 +10,8 @@
  *                 signal.c; http.c with curl_api.h
  *   lr_net.h      stream.c tls.c server.c server_h1.c       the network subsystems
  *                 server_h2.c ws.c ws_client.c
+ *   lr_sqlite.h   db_sqlite.c                              SQLite connections, each on a thread
+ *   lr_pg.h       pg_api.c pg_conn.c                       PostgreSQL through libpq on the loop
  *   lr_observe.h  trace.c watchdog.c tasks.c               observers, hooked in
  *   cli.c         the executable, on top of everything (with bindings/)
  * spec/layers_spec.lua checks the includes.
@@ -22,6 +24,8 @@
 #include "lr_prims.h"
 #include "lr_subsys.h"
 #include "lr_net.h"
+#include "lr_sqlite.h"
+#include "lr_pg.h"
 #include "lr_observe.h"
 
 /* ---- embedded Lua parts (generated at build time from lua/) ---- */
