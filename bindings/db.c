@@ -22,6 +22,17 @@ static int l_error(lua_State *L) {
   return 1;
 }
 
+/* db.json(value): a parameter sent as JSON text (a Lua array would go as an array). */
+static int l_json(lua_State *L) {
+  luaL_checkany(L, 1);
+  lua_settop(L, 1);
+  lua_createtable(L, 1, 0);
+  lua_insert(L, 1);
+  lua_rawseti(L, 1, 1);
+  luaL_setmetatable(L, "luarun.db.json");
+  return 1;
+}
+
 int luaopen_luarun_db(lua_State *L) {
   luaL_requiref(L, "luarun", luaopen_luarun, 0);
   lua_pop(L, 1);
@@ -35,6 +46,10 @@ int luaopen_luarun_db(lua_State *L) {
   lua_setfield(L, -2, "null");
   lua_pushcfunction(L, l_error);
   lua_setfield(L, -2, "error");
+  luaL_newmetatable(L, "luarun.db.json");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_json);
+  lua_setfield(L, -2, "json");
   lua_call(L, 1, 1);
   return 1;
 }

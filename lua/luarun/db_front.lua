@@ -8,7 +8,7 @@ local pack, unpack, remove = table.pack, table.unpack, table.remove
 local fmt = string.format
 
 return function(c)
-  local db = {null = c.null}
+  local db = {null = c.null, json = c.json}
   local new_error = c.error
   local drivers = {}
 
@@ -44,12 +44,97 @@ return function(c)
     return unpack(r, 2, r.n)
   end
 
+  -- Where each connection came from (for listen's connection of its own).
+  local origin = setmetatable({}, {__mode = "k"})
+
+  --- conn:prepare(sql) for a driver that caches statements by text itself (pg): a
+  -- statement object whose calls are the connection's.
+  local function prepare(conn, sql)
+    if type(sql) ~= "string" then argerror("prepare", 1, "string", sql) end
+    return {
+      query = function(_, ...) return conn:query(sql, ...) end,
+      exec = function(_, ...) return conn:exec(sql, ...) end,
+      rows = function(_, ...) return conn:rows(sql, ...) end,
+      close = function() end,
+    }
+  end
+
+  --- conn:copy_in(sql, rows) -> count | nil, err: COPY ... FROM STDIN, with rows a
+  -- list of arrays or an iterator returning one array per call (nil at the end).
+  local COPY_BATCH = 2000
+  local function copy_in(conn, sql, src)
+    if type(sql) ~= "string" then argerror("copy_in", 1, "string", sql) end
+    local ts = type(src)
+    if ts ~= "table" and ts ~= "function" then argerror("copy_in", 2, "table or function", src) end
+    local cp, err = conn:_copy_start(sql)
+    if not cp then return nil, err end
+    local ok, perr
+    if ts == "table" then
+      local n = #src
+      for i = 1, n, COPY_BATCH do
+        ok, perr = cp:put(src, i, math.min(i + COPY_BATCH - 1, n))
+        if not ok then return nil, perr end
+      end
+    else
+      local batch, n = {}, 0
+      while true do
+        local row = src()
+        if row == nil then break end
+        n = n + 1
+        batch[n] = row
+        if n == COPY_BATCH then
+          ok, perr = cp:put(batch, 1, n)
+          if not ok then return nil, perr end
+          n = 0
+        end
+      end
+      if n > 0 then
+        ok, perr = cp:put(batch, 1, n)
+        if not ok then return nil, perr end
+      end
+    end
+    return cp:finish()
+  end
+
+  --- conn:listen(channel) -> listener | nil, err: LISTEN on a connection of its own;
+  -- the listener is an iterator of {channel =, payload =} (a for loop ends when the
+  -- connection closes), with listener:next() -> note | nil, err and listener:close().
+  local Listener = {}
+  Listener.__index = Listener
+  function Listener:next() return self.conn:_notification() end
+  function Listener:close() self.conn:close() end
+  Listener.__call = function(self) return (self.conn:_notification()) end
+  Listener.__close = Listener.close
+  local function listen(conn, channel)
+    if type(channel) ~= "string" then argerror("listen", 1, "string", channel) end
+    local o = origin[conn]
+    if not o then error("listen: the connection's origin is unknown", 2) end
+    local lc, err = o.driver.open(o.target, o.opts)
+    if not lc then return nil, err end
+    local ok, lerr = lc:exec('LISTEN "' .. channel:gsub('"', '""') .. '"')
+    if not ok then
+      lc:close()
+      return nil, lerr
+    end
+    return setmetatable({conn = lc, channel = channel}, Listener)
+  end
+
   local function driver(name)
     local d = drivers[name]
     if not d then
       d = require("luarun.db." .. name)
-      d.methods.transaction = transaction
-      d.methods._begin_sql = d.begin_sql
+      local m = d.methods
+      m.transaction = transaction
+      m._begin_sql = d.begin_sql
+      if m._copy_start then m.copy_in = copy_in end
+      if m._notification then m.listen = listen end
+      if not m.prepare then m.prepare = prepare end
+      local open = d.open
+      d.open = function(target, opts)
+        local conn, err = open(target, opts)
+        if conn then origin[conn] = {driver = d, target = target, opts = opts} end
+        return conn, err
+      end
       drivers[name] = d
     end
     return d

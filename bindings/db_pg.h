@@ -1,0 +1,38 @@
+/* db_pg.h: private to the PostgreSQL driver's bindings (db_pg.c, db_pg_values.c). */
+#ifndef LUARUN_DB_PG_H
+#define LUARUN_DB_PG_H
+
+#include "db_common.h"
+
+#define LR_PG_MAX_PARAMS 65535 /* the protocol's limit */
+#define LR_PG_SMALL 32         /* parameters kept on the C stack; more: a userdata */
+
+/* The parameters of one statement, as libpq takes them. Strings point into Lua
+ * strings on the calling task's stack (lr_pg_params keeps them there). */
+typedef struct lr_pg_params_t {
+  int n;
+  const char **values;
+  int *lengths, *formats;
+  char (*nums)[32];
+  const char *v_s[LR_PG_SMALL];
+  int l_s[LR_PG_SMALL], f_s[LR_PG_SMALL];
+  char n_s[LR_PG_SMALL][32];
+} lr_pg_params_t;
+
+/* Converts the n values at first.. into p (raising "fname: bad parameter #i (...)").
+ * May replace table arguments on the stack by their text, and push one userdata
+ * (more than LR_PG_SMALL parameters): leave the stack as it is until sent. */
+void lr_pg_params(lua_State *L, int first, int n, lr_pg_params_t *p, const char *fname);
+/* 1 if the value at idx is a db.json(value) wrapper. */
+int lr_pg_is_json(lua_State *L, int idx);
+/* Pushes column (row, col) of r as a Lua value (its type OID given). */
+void lr_pg_push_value(lua_State *L, const PGresult *r, int row, int col, Oid type);
+/* Pushes r's column names (nf strings, then an array of them); returns the index of
+ * the first string. */
+int lr_pg_push_columns(lua_State *L, const PGresult *r);
+/* Appends r's rows as tables to the table at tidx, counting in *n; names at names. */
+void lr_pg_add_rows(lua_State *L, const PGresult *r, int tidx, lua_Integer *n, int names);
+
+#define LR_DB_JSON_MT "luarun.db.json"
+
+#endif
