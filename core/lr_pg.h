@@ -63,6 +63,7 @@
   X(void, freemem, (void *p))                                                           \
   X(int, putCopyData, (PGconn *c, const char *b, int n))                                \
   X(int, putCopyEnd, (PGconn *c, const char *msg))                                      \
+  X(PQnoticeReceiver, setNoticeReceiver, (PGconn *c, PQnoticeReceiver f, void *arg))  \
   X(int, libVersion, (void))
 
 typedef struct lr_pg_api {

@@ -705,7 +705,8 @@ static void connect_step(lr_pg_conn *c) {
   if (ps == PGRES_POLLING_FAILED || fd < 0) {
     const char *m = lr_pq.errorMessage(c->pg);
     size_t n;
-    c->auth = strstr(m, "authentication") != NULL || strstr(m, "password") != NULL;
+    c->auth = strstr(m, "authentication") != NULL || strstr(m, "password") != NULL ||
+              (strstr(m, "role \"") != NULL && strstr(m, "does not exist") != NULL);
     snprintf(c->why, sizeof c->why, "%s", *m ? m : "cannot connect");
     n = strlen(c->why);
     while (n > 0 && (c->why[n - 1] == '\n' || c->why[n - 1] == ' ')) c->why[--n] = '\0';
@@ -731,6 +732,10 @@ static void connect_step(lr_pg_conn *c) {
   }
   if (watch(c, fd, ps == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE) != 0)
     shut(c, C_BROKEN, "cannot watch the socket");
+}
+
+static void ignore_notice(void *arg, const PGresult *res) {
+  (void)arg, (void)res;
 }
 
 lr_pg_conn *lr_pg_connect(lr_runtime *rt, const char *url, const lr_pg_opts *o, char *err,
@@ -764,6 +769,9 @@ lr_pg_conn *lr_pg_connect(lr_runtime *rt, const char *url, const lr_pg_opts *o, 
     snprintf(err, errlen, "not enough memory");
     return NULL;
   }
+  /* libpq prints the server's notices (and a FATAL that ends a session) on stderr by
+   * default: a script's output is its own, so they are dropped. */
+  lr_pq.setNoticeReceiver(c->pg, ignore_notice, NULL);
   c->next_all = all_conns;
   all_conns = c;
   if (closer_rt != rt) {
