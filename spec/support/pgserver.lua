@@ -120,7 +120,7 @@ function Server:start()
   local p = self.pg_pid
   ok, out = sh("(while kill -0 " .. own_pid() .. " && kill -0 " .. p .. "; do sleep 1; done;" ..
                " kill -INT " .. p .. "; for i in $(seq 100); do kill -0 " .. p .. " || break;" ..
-               " sleep 0.1; done; kill -KILL " .. p .. "; rm -rf " .. q(dir) ..
+               " sleep 0.1; done; kill -0 " .. p .. " && kill -KILL " .. p .. "; rm -rf " .. q(dir) ..
                ") >/dev/null 2>&1 </dev/null & echo $!")
   self.watchdog = ok and out:match("(%d+)")
   return self:url()
