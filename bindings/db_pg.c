@@ -656,6 +656,8 @@ int luaopen_luarun_db_pg(lua_State *L) {
   lua_getfield(L, -1, "__index");
   lua_setfield(L, -3, "methods");
   lua_pop(L, 1);
+  lua_pushcfunction(L, lr_pg_decode_text);
+  lua_setfield(L, -2, "_decode");
   lua_pushliteral(L, "BEGIN");
   lua_setfield(L, -2, "begin_sql");
   return 1;

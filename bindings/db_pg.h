@@ -33,6 +33,9 @@ int lr_pg_push_columns(lua_State *L, const PGresult *r);
 /* Appends r's rows as tables to the table at tidx, counting in *n; names at names. */
 void lr_pg_add_rows(lua_State *L, const PGresult *r, int tidx, lua_Integer *n, int names);
 
+/* _decode(oid, text) of the driver module, for the fuzz spec. */
+int lr_pg_decode_text(lua_State *L);
+
 #define LR_DB_JSON_MT "luarun.db.json"
 
 #endif
