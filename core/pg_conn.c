@@ -414,7 +414,10 @@ static int send_op(lr_pg_conn *c, lr_pg_op *op, const char *sql, int n, const ch
     op->sent = 1;
     return lr_pq.sendQuery(c->pg, sql) ? 0 : -1;
   }
-  s = stmt_for(c, sql, &fresh);
+  /* A streamed statement goes unnamed: libpq 15 refuses single-row mode for the
+   * statement after a Parse of ours in the same pipeline (measured: the rows then
+   * all came at once), and a large result's Parse costs nothing beside it. */
+  s = op->kind == LR_PG_ROWS ? NULL : stmt_for(c, sql, &fresh);
   op->sets = 1;
   if (s && fresh) {
     if (!lr_pq.sendPrepare(c->pg, s->name, sql, n, NULL)) return -1;
