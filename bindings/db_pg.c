@@ -244,7 +244,7 @@ static int l_exec(lua_State *L) { return statement(L, K_EXEC); }
 
 typedef struct rowsbox {
   lr_pg_op *op;
-  lua_Integer pos, count;  /* in the current batch (user value 1) */
+  lua_Integer pos, count;  /* in the current batch (user value 1; 2: the connection) */
 } rowsbox;
 
 static void rows_release(rowsbox *rb) {
@@ -341,9 +341,11 @@ static int l_rows(lua_State *L) {
   if (b->c == NULL || lr_pg_is_closed(b->c))
     return lr_db_push_error(L, "closed", "the connection is closed", NULL, NULL), lua_error(L);
   lr_pg_params(L, 3, n, &p, "rows");
-  rb = lua_newuserdatauv(L, sizeof *rb, 1);
+  rb = lua_newuserdatauv(L, sizeof *rb, 2);
   memset(rb, 0, sizeof *rb);
   luaL_setmetatable(L, ROWS_MT);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 2); /* the connection lives as long as its rows */
   rb->op = lr_pg_send(b->c, t, LR_PG_ROWS, sql, n, p.values, p.lengths, p.formats, err,
                       sizeof err);
   if (rb->op == NULL) return lr_db_push_error(L, "closed", err, NULL, NULL), lua_error(L);

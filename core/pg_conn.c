@@ -366,6 +366,10 @@ static void read_results(lr_pg_conn *c) {
     }
   }
   drain_notifies(c);
+  if (c->state == C_READY && c->unsent) { /* a COPY ended: what waited behind it goes */
+    pump(c);
+    c->want_write = 1;
+  }
 }
 
 /* ---- sending ---- */
@@ -708,7 +712,8 @@ static void connect_step(lr_pg_conn *c) {
   if (ps == PGRES_POLLING_FAILED || fd < 0) {
     const char *m = lr_pq.errorMessage(c->pg);
     size_t n;
-    c->auth = strstr(m, "authentication") != NULL || strstr(m, "password") != NULL ||
+    c->auth = strstr(m, "authentication failed") != NULL || strstr(m, "password") != NULL ||
+              strstr(m, "pg_hba.conf") != NULL ||
               (strstr(m, "role \"") != NULL && strstr(m, "does not exist") != NULL);
     snprintf(c->why, sizeof c->why, "%s", *m ? m : "cannot connect");
     n = strlen(c->why);

@@ -66,7 +66,9 @@ return function(c)
     if type(sql) ~= "string" then argerror("copy_in", 1, "string", sql) end
     local ts = type(src)
     if ts ~= "table" and ts ~= "function" then argerror("copy_in", 2, "table or function", src) end
-    local cp, err = conn:_copy_start(sql)
+    -- <close>: a COPY left by an error or a cancellation (in the iterator, say) ends
+    -- at once with an error, rolling it back, and the connection goes on.
+    local cp <close>, err = conn:_copy_start(sql)
     if not cp then return nil, err end
     local ok, perr
     if ts == "table" then
