@@ -6,6 +6,7 @@ local lr = require "luarun"
 local http = require "luarun.http"
 local fs = require "luarun.fs"
 local json = require "luarun.json"
+local db = require "luarun.db"
 local util = require "support.util"
 local srv = require "support.httpserver"
 
@@ -54,7 +55,13 @@ local function entries()
 end
 
 -- Module tables by the prefix the docs use.
-local modules = {lr = lr, http = http, fs = fs, json = json}
+local modules = {lr = lr, http = http, fs = fs, json = json, db = db}
+
+-- luarun.db: db.pool loads a driver through the front, which adds transaction,
+-- prepare, copy_in and listen to its connections' methods (a pool opens nothing
+-- until it is used). `conn` is PostgreSQL's connection, whose methods include SQLite's.
+db.pool("postgresql://localhost/none")
+local db_pool_class = getmetatable(db.pool("sqlite::memory:"))
 
 -- Classes by the object name the docs use for their methods: a registry name, or
 -- the metatable itself for a class written in Lua that is not registered (the
@@ -65,6 +72,7 @@ local classes = {
   scope = "luarun.Scope", file = "luarun.File", client = "luarun.http.Client",
   res = "luarun.http.Response", server = "luarun.Server", req = "luarun.Request",
   ws = "luarun.WebSocket", app = getmetatable(http.router()),
+  pool = db_pool_class, conn = "luarun.db.PgConnection", stmt = "luarun.db.SqliteStmt",
 }
 
 -- The sorted method names of a class (it must exist).
@@ -103,7 +111,7 @@ describe("docs/", function()
       for _, b in ipairs(blocks) do seen[b.file] = (seen[b.file] or 0) + 1 end
       for _, page in ipairs({"docs/guide.md", "docs/reference/luarun.md",
                              "docs/reference/http.md", "docs/reference/fs.md",
-                             "docs/reference/json.md"}) do
+                             "docs/reference/json.md", "docs/reference/db.md"}) do
         assert.is_true((seen[page] or 0) > 0, page .. " has no runnable block")
       end
     end)

@@ -45,12 +45,24 @@ end
 local files = {
   ["luarun"] = "types/luarun.lua", ["luarun.http"] = "types/luarun/http.lua",
   ["luarun.fs"] = "types/luarun/fs.lua", ["luarun.json"] = "types/luarun/json.lua",
+  ["luarun.db"] = "types/luarun/db.lua",
 }
 
 -- Classes written in Lua that are not in the registry: their metatable, by the
 -- annotations' class name.
 local lua_classes = {
   ["luarun.Router"] = function() return getmetatable(require("luarun.http").router()) end,
+  ["luarun.db.Pool"] = function() return getmetatable(require("luarun.db").pool("sqlite::memory:")) end,
+  -- Registered by the drivers; db.pool loads a driver through the front, which adds
+  -- transaction, prepare, copy_in and listen (a pool opens nothing until used).
+  ["luarun.db.PgConnection"] = function()
+    require("luarun.db").pool("postgresql://localhost/none")
+    return debug.getregistry()["luarun.db.PgConnection"]
+  end,
+  ["luarun.db.SqliteConn"] = function()
+    require("luarun.db").pool("sqlite::memory:")
+    return debug.getregistry()["luarun.db.SqliteConn"]
+  end,
 }
 
 -- {name = function} of a class, or nil for a table class (options, results).
@@ -150,7 +162,7 @@ describe("types/", function()
     for _, path in pairs(files) do
       for cls in pairs(parse(path).classes) do annotated[cls] = true end
     end
-    for _, m in ipairs({"luarun", "luarun.http", "luarun.fs", "luarun.json"}) do require(m) end
+    for _, m in ipairs({"luarun", "luarun.http", "luarun.fs", "luarun.json", "luarun.db"}) do require(m) end
     local missing = {}
     for k, v in pairs(debug.getregistry()) do
       if type(k) == "string" and k:match("^luarun%.") and type(v) == "table" and
