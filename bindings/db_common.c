@@ -28,9 +28,12 @@ static int pin_k(lua_State *L, int status, lua_KContext ctx);
 /* conn:_pin(): the connection is at index 1, the gate found by the caller. */
 int lr_db_gate_pin(lua_State *L, lr_db_gate *g) {
   lr_task *t = lr_task_enter(L, "transaction");
-  if (g->owner == t)
-    return luaL_error(L, "transaction: this task is already in a transaction on this "
-                      "connection (transactions do not nest: use a SAVEPOINT inside it)");
+  if (g->owner == t) { /* the front raises it at its caller's line */
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "transaction: this task is already in a transaction on this "
+                    "connection (transactions do not nest: use a SAVEPOINT inside it)");
+    return 2;
+  }
   if (g->owner != NULL) {
     lua_pushlightuserdata(L, g);
     lua_pushlightuserdata(L, (void *)pin_k);
@@ -38,7 +41,8 @@ int lr_db_gate_pin(lua_State *L, lr_db_gate *g) {
     return lr_task_park_on(L, t, NULL, gate_describe, (lua_KContext)t, gate_k);
   }
   g->owner = t;
-  return 0;
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 static int pin_k(lua_State *L, int status, lua_KContext ctx) {

@@ -10,8 +10,9 @@
  * and its connection's methods include, besides the public ones, the gate that
  * transactions use:
  *   conn:_pin()          the calling task takes the connection for a transaction:
- *                        parks while another task's transaction holds it, raises if
- *                        this task holds it already (nested transaction)
+ *                        parks while another task's transaction holds it; returns
+ *                        true, or false and a message if this task holds it already
+ *                        (a nested transaction: the front raises it)
  *   conn:_unpin([sql])   gives it back; sql (ROLLBACK) is queued first, not awaited
  */
 #ifndef LUARUN_DB_COMMON_H

@@ -588,7 +588,7 @@ static int l_notification(lua_State *L) {
     return 1;
   }
   if (lr_pg_is_closed(b->c)) return fail_closed(L, NULL);
-  lr_waitq_push(lr_pg_note_queue(b->c), t);
+  lr_pg_note_wait(b->c, t);
   return lr_task_park(L, t, NULL, 0, note_k);
 }
 static int note_k(lua_State *L, int status, lua_KContext ctx) {

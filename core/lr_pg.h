@@ -169,6 +169,8 @@ typedef struct lr_pg_note {
 } lr_pg_note;
 /* Takes the oldest notification (the caller frees it with free), or NULL. */
 lr_pg_note *lr_pg_note_take(lr_pg_conn *c);
-lr_waitq *lr_pg_note_queue(lr_pg_conn *c);
+/* Parks-to-be: queues task t for the next notification (its park's cancel hook may be
+ * the default one: it unlinks t). */
+void lr_pg_note_wait(lr_pg_conn *c, lr_task *t);
 
 #endif

@@ -254,9 +254,9 @@ lr_pg_note *lr_pg_note_take(lr_pg_conn *c) {
   return n;
 }
 
-lr_waitq *lr_pg_note_queue(lr_pg_conn *c) {
-  update_poll(c); /* a task will wait: keep the loop alive */
-  return &c->note_q;
+void lr_pg_note_wait(lr_pg_conn *c, lr_task *t) {
+  lr_waitq_push(&c->note_q, t);
+  update_poll(c); /* a task waits: the poll keeps the loop alive meanwhile */
 }
 
 /* ---- results ---- */

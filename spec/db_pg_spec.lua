@@ -309,6 +309,21 @@ describe("luarun.db on PostgreSQL", function()
     end)
   end)
 
+  it("keeps a script alive while it only waits for notifications", function()
+    local psql = ("psql %s -qc \"notify only_listen, 'from outside'\" >/dev/null"):format(util.quote(url))
+    local code, out, err = util.luarun([[
+      local db = require "luarun.db"
+      local conn = assert(db.open(arg[1]))
+      local l = assert(conn:listen("only_listen"))
+      os.execute("(sleep 0.3; " .. arg[2] .. ") &")
+      for note in l do print(note.payload) break end
+      l:close()
+      conn:close()
+    ]], util.quote(url) .. " " .. util.quote(psql))
+    assert.equal(0, code, err)
+    assert.equal("from outside\n", out)
+  end)
+
   it("gives every waiting task 'closed' when the server goes away, and never hangs", function()
     local own = pgserver.new()
     local own_url = own:start()

@@ -25,7 +25,8 @@ return function(c)
   end}
   local function transaction(conn, fn, ...)
     if type(fn) ~= "function" then argerror("transaction", 1, "function", fn) end
-    conn:_pin()
+    local pinned, nested = conn:_pin()
+    if not pinned then error(nested, 2) end
     local pin <close> = setmetatable({conn = conn, done = false}, Pin)
     local ok, err = conn:exec(conn._begin_sql)
     if not ok then
@@ -103,22 +104,35 @@ return function(c)
   -- connection closes), with listener:next() -> note | nil, err and listener:close().
   local Listener = {}
   Listener.__index = Listener
+  Listener.__name = "luarun.db.Listener"
   function Listener:next() return self.conn:_notification() end
-  function Listener:close() self.conn:close() end
-  Listener.__call = function(self) return (self.conn:_notification()) end
+  function Listener:close()
+    self.closed = true
+    self.conn:close()
+  end
+  -- In a for loop: the next note; nil once listener:close() was called; any other
+  -- end (the server went away) raises, since a for loop cannot see nil, err.
+  Listener.__call = function(self)
+    local note, err = self.conn:_notification()
+    if note == nil and not self.closed then error(err, 2) end
+    return note
+  end
   Listener.__close = Listener.close
-  local function listen(conn, channel)
-    if type(channel) ~= "string" then argerror("listen", 1, "string", channel) end
-    local o = origin[conn]
-    if not o then error("listen: the connection's origin is unknown", 2) end
-    local lc, err = o.driver.open(o.target, o.opts)
+  local function listen_on(d, target, opts, channel)
+    local lc, err = d.open(target, opts)
     if not lc then return nil, err end
     local ok, lerr = lc:exec('LISTEN "' .. channel:gsub('"', '""') .. '"')
     if not ok then
       lc:close()
       return nil, lerr
     end
-    return setmetatable({conn = lc, channel = channel}, Listener)
+    return setmetatable({conn = lc, channel = channel, closed = false}, Listener)
+  end
+  local function listen(conn, channel)
+    if type(channel) ~= "string" then argerror("listen", 1, "string", channel) end
+    local o = origin[conn]
+    if not o then error("listen: the connection's origin is unknown", 2) end
+    return listen_on(o.driver, o.target, o.opts, channel)
   end
 
   local function driver(name)
@@ -241,7 +255,9 @@ return function(c)
 
   for _, m in ipairs({"query", "exec", "copy_in"}) do
     Pool[m] = function(p, sql, ...)
-      if getmetatable(p) ~= Pool then argerror(m, 0, "pool", p) end
+      if getmetatable(p) ~= Pool then
+        error(("bad self to '%s' (pool expected, got %s): call it as pool:%s(...)"):format(m, type(p), m), 2)
+      end
       if type(sql) ~= "string" then argerror(m, 1, "string", sql) end
       return call(p, m, sql, ...)
     end
@@ -307,6 +323,7 @@ return function(c)
     return {
       query = function(_, ...) return call(p, "query", sql, ...) end,
       exec = function(_, ...) return call(p, "exec", sql, ...) end,
+      rows = function(_, ...) return p:rows(sql, ...) end,
       close = function() end,
     }
   end
@@ -316,11 +333,8 @@ return function(c)
     if not self.driver.methods.listen then
       error("listen: LISTEN/NOTIFY needs a PostgreSQL pool", 2)
     end
-    local conn, err = self.driver.open(self.target, self.opts)
-    if not conn then return nil, err end
-    local it, lerr = conn:listen(channel)
-    conn:close() -- the listener has a connection of its own
-    return it, lerr
+    if type(channel) ~= "string" then argerror("listen", 1, "string", channel) end
+    return listen_on(self.driver, self.target, self.opts, channel)
   end
 
   --- pool:close(): closes the idle connections now, the borrowed ones when returned.
