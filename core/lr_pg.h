@@ -108,7 +108,8 @@ struct lr_pg_op {
   size_t dlen;
   int copy_state;
   /* private to pg_conn.c */
-  struct lr_pg_stmt *stmt; /* the cached statement used, or NULL */
+  struct lr_pg_stmt *stmt; /* the cached statement whose Parse this sent, or NULL */
+  lr_pg_op *feeds;         /* a Parse sent on its own: the statement it is for */
   char *sql;               /* owned: text, for operations not sent yet */
   char *pbuf;              /* owned: the parameters, for operations not sent yet */
   int nparams;

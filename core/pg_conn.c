@@ -66,6 +66,7 @@ static lr_runtime *closer_rt;
 static void update_poll(lr_pg_conn *c);
 static void pump(lr_pg_conn *c);
 static void connect_step(lr_pg_conn *c);
+static void stmt_forget(lr_pg_conn *c, lr_pg_stmt *st);
 
 /* ---- operations ---- */
 
@@ -309,15 +310,12 @@ static void take_result(lr_pg_conn *c, lr_pg_op *op, PGresult *res) {
       return;
     case PGRES_FATAL_ERROR:
       if (op->stmt && op->sets == 2) { /* its Parse failed: forget the statement */
-        lr_pg_stmt **p = &c->stmts[op->stmt->hash % STMT_BUCKETS];
-        for (; *p; p = &(*p)->next)
-          if (*p == op->stmt) {
-            *p = op->stmt->next;
-            free(op->stmt);
-            c->nstmts--;
-            break;
-          }
+        stmt_forget(c, op->stmt);
         op->stmt = NULL;
+        if (op->feeds && op->feeds->res == NULL) { /* the statement's own error */
+          op->feeds->res = res;
+          return;
+        }
       }
       if (op->res && lr_pq.resultStatus(op->res) == PGRES_FATAL_ERROR) {
         lr_pq.clear(res); /* the first error is the one to tell */
@@ -403,6 +401,18 @@ static lr_pg_stmt *stmt_for(lr_pg_conn *c, const char *sql, int *fresh) {
   return s;
 }
 
+/* Forgets a cached statement (its Parse failed, or was never sent). */
+static void stmt_forget(lr_pg_conn *c, lr_pg_stmt *st) {
+  lr_pg_stmt **p = &c->stmts[st->hash % STMT_BUCKETS];
+  for (; *p; p = &(*p)->next)
+    if (*p == st) {
+      *p = st->next;
+      free(st);
+      c->nstmts--;
+      return;
+    }
+}
+
 /* Queues op's messages in libpq. 0, or -1 (the connection is then lost). */
 static int send_op(lr_pg_conn *c, lr_pg_op *op, const char *sql, int n, const char *const *v,
                    const int *l, const int *f) {
@@ -418,12 +428,31 @@ static int send_op(lr_pg_conn *c, lr_pg_op *op, const char *sql, int n, const ch
     op->sent = 1;
     return lr_pq.sendQuery(c->pg, sql) ? 0 : -1;
   }
-  /* A streamed statement goes unnamed: libpq 15 refuses single-row mode for the
-   * statement after a Parse of ours in the same pipeline (measured: the rows then
-   * all came at once), and a large result's Parse costs nothing beside it. */
-  s = op->kind == LR_PG_ROWS ? NULL : stmt_for(c, sql, &fresh);
+  s = stmt_for(c, sql, &fresh);
   op->sets = 1;
-  if (s && fresh) {
+  if (s && fresh && op->kind == LR_PG_ROWS) {
+    /* A streamed statement's Parse goes with a Sync of its own, as an operation
+     * before op: libpq 15 refuses single-row mode for a statement whose Parse shares
+     * its Sync (measured: the rows then all came at once). A failed Parse hands its
+     * error on to op (feeds), whose own error ("does not exist") is then dropped. */
+    lr_pg_op *prep = calloc(1, sizeof *prep), **pp;
+    if (prep == NULL) {
+      stmt_forget(c, s);
+      s = NULL;
+    } else {
+      prep->c = c;
+      prep->kind = LR_PG_DISCARD;
+      prep->stmt = s;
+      prep->feeds = op;
+      prep->sets = 2;
+      for (pp = &c->head; *pp != op; pp = &(*pp)->next) {}
+      prep->next = op;
+      *pp = prep;
+      if (!lr_pq.sendPrepare(c->pg, s->name, sql, n, NULL) || !lr_pq.pipelineSync(c->pg))
+        return -1;
+      prep->sent = 1;
+    }
+  } else if (s && fresh) {
     if (!lr_pq.sendPrepare(c->pg, s->name, sql, n, NULL)) return -1;
     op->stmt = s;
     op->sets = 2;

@@ -257,6 +257,31 @@ describe("luarun.db on PostgreSQL", function()
       assert.is_false(ok)
       assert.equal("query", err.kind)
       assert.equal(3, conn:query("select 3 as x")[1].x)
+      -- a statement that does not parse, streamed on its first use
+      ok, err = pcall(function() for _ in conn:rows("selec 1") do end end)
+      assert.is_false(ok)
+      assert.equal("syntax", err.kind)
+      conn:close()
+    end)
+  end)
+
+  it("streams 1,000,000 rows with rows() in little memory, its statement cached", function()
+    local function hwm()
+      for l in io.lines("/proc/self/status") do
+        local kb = l:match("^VmHWM:%s+(%d+)")
+        if kb then return tonumber(kb) / 1024 end
+      end
+    end
+    run(function()
+      local conn = open()
+      local sql = "select g, 'some text beside it, row ' || g as t from generate_series(1, $1) g"
+      for _ in conn:rows(sql, 10) do end -- the statement is now cached (named)
+      collectgarbage()
+      local before, n = hwm(), 0
+      for row in conn:rows(sql, 1000000) do n = n + row.g % 2 end
+      assert.equal(500000, n)
+      local grew = hwm() - before
+      assert.is_true(grew < 40, ("peak memory grew by %.0f MB"):format(grew))
       conn:close()
     end)
   end)
