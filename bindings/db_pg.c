@@ -1,6 +1,6 @@
 /* db_pg.c: "luarun.db.pg", the PostgreSQL driver of luarun.db: connections, their
  * statements, streamed rows and COPY, on core/pg_conn.c. Values are converted in
- * db_pg_values.c; transactions, pools and LISTEN's iterator are in
+ * db_pg_values.c, COPY is in db_pg_copy.c; transactions, pools and LISTEN's iterator are in
  * lua/luarun/db_front.lua.
  *
  * A statement call sends at once (other tasks' statements go out back to back with
@@ -15,17 +15,12 @@
 
 #define CONN_MT "luarun.db.PgConnection"
 #define ROWS_MT "luarun.db.PgRows"
-#define COPY_MT "luarun.db.PgCopy"
 
-typedef struct pgbox {
-  lr_pg_conn *c;
-  lr_db_gate gate;
-  double connect_timeout;
-} pgbox;
+typedef lr_pgbox pgbox;
 
-enum { K_QUERY = 1, K_EXEC };
+enum { K_QUERY = 1, K_EXEC, K_TYPES };
 
-static pgbox *check_box(lua_State *L, const char *fname) {
+pgbox *lr_pg_check_box(lua_State *L, const char *fname) {
   pgbox *b = luaL_testudata(L, 1, CONN_MT);
   if (b == NULL)
     luaL_error(L, "bad argument #1 to '%s' (PostgreSQL connection expected, got %s)", fname,
@@ -33,14 +28,18 @@ static pgbox *check_box(lua_State *L, const char *fname) {
   return b;
 }
 
-static const char *check_sql(lua_State *L, int idx, const char *fname) {
+#define check_box lr_pg_check_box
+
+const char *lr_pg_check_sql(lua_State *L, int idx, const char *fname) {
   if (lua_type(L, idx) != LUA_TSTRING)
     luaL_error(L, "bad argument #1 to '%s' (string expected, got %s)", fname,
                luaL_typename(L, idx));
   return lua_tostring(L, idx);
 }
 
-static int fail_closed(lua_State *L, const char *why) {
+#define check_sql lr_pg_check_sql
+
+int lr_pg_fail_closed(lua_State *L, const char *why) {
   return lr_db_fail(L, "closed", why && *why ? why : "the connection is closed", NULL, NULL);
 }
 
@@ -67,9 +66,9 @@ static void push_result_error(lua_State *L, const PGresult *r) {
   }
 }
 
-/* Pushes the failure of an ended operation (nil, err) and returns 2, or 0 if it
- * succeeded. */
-static int push_failure(lua_State *L, lr_pg_op *op) {
+#define fail_closed lr_pg_fail_closed
+
+int lr_pg_push_failure(lua_State *L, lr_pg_op *op) {
   if (op->end == LR_PG_LOST) {
     lua_pushnil(L);
     lr_db_push_error(L, "closed", op->lost[0] ? op->lost : "the connection was lost", NULL, NULL);
@@ -156,10 +155,14 @@ static int l_open(lua_State *L) {
 
 /* ---- statements ---- */
 
-static void op_describe(lua_State *L, lr_task *t) {
+#define push_failure lr_pg_push_failure
+
+void lr_pg_op_describe(lua_State *L, lr_task *t) {
   (void)t;
   lua_pushliteral(L, "PostgreSQL statement");
 }
+
+#define op_describe lr_pg_op_describe
 
 static int finish(lua_State *L, lr_pg_op *op, int k) {
   int n = push_failure(L, op);
@@ -167,6 +170,16 @@ static int finish(lua_State *L, lr_pg_op *op, int k) {
   if (n) {
     lr_pg_op_release(op);
     return n;
+  }
+  if (k == K_TYPES) {
+    int i, nf = r ? lr_pq.nfields(r) : 0;
+    lua_createtable(L, nf, 0);
+    for (i = 0; i < nf; i++) {
+      lua_pushinteger(L, (lua_Integer)lr_pq.ftype(r, i));
+      lua_rawseti(L, -2, i + 1);
+    }
+    lr_pg_op_release(op);
+    return 1;
   }
   if (k == K_EXEC) {
     const char *ct = r ? lr_pq.cmdTuples(r) : "";
@@ -213,10 +226,11 @@ static int op_k(lua_State *L, int status, lua_KContext ctx) {
 static int statement(lua_State *L, int k);
 static int query_k(lua_State *L, int s, lua_KContext c) { (void)s, (void)c; return statement(L, K_QUERY); }
 static int exec_k(lua_State *L, int s, lua_KContext c) { (void)s, (void)c; return statement(L, K_EXEC); }
+static int types_k(lua_State *L, int s, lua_KContext c) { (void)s, (void)c; return statement(L, K_TYPES); }
 
 /* conn:query / conn:exec: the stack is conn, sql, params... */
 static int statement(lua_State *L, int k) {
-  const char *fname = k == K_EXEC ? "exec" : "query";
+  const char *fname = k == K_EXEC ? "exec" : k == K_TYPES ? "copy_in" : "query";
   pgbox *b = check_box(L, fname);
   const char *sql = check_sql(L, 2, fname);
   lr_task *t = lr_task_enter(L, fname);
@@ -225,7 +239,7 @@ static int statement(lua_State *L, int k) {
   char err[256];
   int n = lua_gettop(L) - 2;
   if (!lr_db_gate_open(&b->gate, t))
-    return lr_db_gate_wait(L, t, &b->gate, k == K_EXEC ? exec_k : query_k);
+    return lr_db_gate_wait(L, t, &b->gate, k == K_EXEC ? exec_k : k == K_TYPES ? types_k : query_k);
   if (b->c == NULL || lr_pg_is_closed(b->c)) return fail_closed(L, NULL);
   lr_pg_params(L, 3, n, &p, fname);
   op = lr_pg_send(b->c, t, LR_PG_QUERY, sql, n, p.values, p.lengths, p.formats, err, sizeof err);
@@ -239,6 +253,8 @@ static int statement(lua_State *L, int k) {
 
 static int l_query(lua_State *L) { return statement(L, K_QUERY); }
 static int l_exec(lua_State *L) { return statement(L, K_EXEC); }
+/* conn:_types(sql) -> the type OIDs of sql's result columns (copy_in's binary form) */
+static int l_types(lua_State *L) { return statement(L, K_TYPES); }
 
 /* ---- conn:rows: single-row mode, handed over in batches ---- */
 
@@ -359,178 +375,6 @@ static int l_rows(lua_State *L) {
 }
 static int rows_k2(lua_State *L, int s, lua_KContext c) { (void)s, (void)c; return l_rows(L); }
 
-/* ---- COPY ... FROM STDIN ---- */
-
-typedef struct copybox {
-  lr_pg_op *op;
-  char *buf;           /* the chunk being sent: reused, lent to libpq until taken */
-  size_t n, cap;
-} copybox;
-
-static int copy_gc(lua_State *L) {
-  copybox *cb = luaL_checkudata(L, 1, COPY_MT);
-  if (cb->op) {
-    lr_pg_op_release(cb->op);
-    cb->op = NULL;
-  }
-  free(cb->buf);
-  cb->buf = NULL;
-  cb->n = cb->cap = 0;
-  return 0;
-}
-
-/* Waits while the COPY cannot take data (or has not ended); then k's result. */
-static int copy_k(lua_State *L, int status, lua_KContext ctx);
-static int copy_wait(lua_State *L, copybox *cb, lr_task *t, int what) {
-  lr_pg_op *op = cb->op;
-  if (!lr_pg_op_waits(op)) return copy_k(L, LUA_OK, what);
-  op->task = t;
-  op->parked = 1;
-  lr_waitq_push(&op->q, t);
-  return lr_task_park_on(L, t, lr_pg_op_cancel, op_describe, what, copy_k);
-}
-
-/* what: 1 started (stack: conn, sql, copybox), 2 put (copybox first), 3 finish */
-static int copy_k(lua_State *L, int status, lua_KContext what) {
-  lr_task *t = lr_task_self(L);
-  copybox *cb = lua_touserdata(L, what == 1 ? 3 : 1);
-  lr_pg_op *op = cb->op;
-  int n;
-  (void)status;
-  if (t->wake == LR_WAKE_CANCELLED && status == LUA_YIELD) {
-    copy_gc(L);
-    lr_error_raise_cancelled(L);
-  }
-  if (what == 3 || op->end) {
-    n = push_failure(L, op);
-    if (n == 0 && op->end == LR_PG_OK) {
-      const char *ct = op->res ? lr_pq.cmdTuples(op->res) : "";
-      lua_pushinteger(L, *ct ? strtoll(ct, NULL, 10) : 0);
-      n = 1;
-    } else if (n == 0) {
-      n = lr_db_fail(L, "closed", "the COPY ended early", NULL, NULL);
-    }
-    lr_pg_op_release(op);
-    cb->op = NULL;
-    return n;
-  }
-  if (what == 1) lua_settop(L, 3);
-  else lua_pushboolean(L, 1);
-  return 1;
-}
-
-static int copy_start_k(lua_State *L, int s, lua_KContext c);
-/* conn:_copy_start(sql) -> copy | nil, err */
-static int l_copy_start(lua_State *L) {
-  pgbox *b = check_box(L, "copy_in");
-  const char *sql = check_sql(L, 2, "copy_in");
-  lr_task *t = lr_task_enter(L, "copy_in");
-  copybox *cb;
-  char err[256];
-  lua_settop(L, 2);
-  if (!lr_db_gate_open(&b->gate, t)) return lr_db_gate_wait(L, t, &b->gate, copy_start_k);
-  if (b->c == NULL || lr_pg_is_closed(b->c)) return fail_closed(L, NULL);
-  cb = lua_newuserdatauv(L, sizeof *cb, 1);
-  memset(cb, 0, sizeof *cb);
-  luaL_setmetatable(L, COPY_MT);
-  if ((cb->op = lr_pg_send(b->c, t, LR_PG_COPY, sql, 0, NULL, NULL, NULL, err, sizeof err)) == NULL)
-    return fail_closed(L, err);
-  return copy_wait(L, cb, t, 1);
-}
-static int copy_start_k(lua_State *L, int s, lua_KContext c) { (void)s, (void)c; return l_copy_start(L); }
-
-static void cb_add(lua_State *L, copybox *cb, const char *s, size_t len) {
-  if (lr_reserve(&cb->buf, &cb->cap, cb->n + len, 64 << 10) != 0)
-    luaL_error(L, "copy_in: not enough memory");
-  memcpy(cb->buf + cb->n, s, len);
-  cb->n += len;
-}
-
-/* Appends one field in COPY's text format (\N for NULL; \\, tab, newline, CR escaped). */
-static void add_copy_field(lua_State *L, copybox *cb, int idx, lua_Integer row, int col) {
-  char tmp[64];
-  switch (lua_type(L, idx)) {
-    case LUA_TNIL: cb_add(L, cb, "\\N", 2); return;
-    case LUA_TBOOLEAN: cb_add(L, cb, lua_toboolean(L, idx) ? "t" : "f", 1); return;
-    case LUA_TNUMBER:
-      if (lua_isinteger(L, idx)) snprintf(tmp, sizeof tmp, "%lld", (long long)lua_tointeger(L, idx));
-      else snprintf(tmp, sizeof tmp, "%.17g", lua_tonumber(L, idx));
-      cb_add(L, cb, tmp, strlen(tmp));
-      return;
-    case LUA_TSTRING: {
-      size_t len, k, from = 0;
-      const char *s = lua_tolstring(L, idx, &len);
-      for (k = 0; k < len; k++) {
-        const char *esc = NULL;
-        switch (s[k]) {
-          case '\\': esc = "\\\\"; break;
-          case '\t': esc = "\\t"; break;
-          case '\n': esc = "\\n"; break;
-          case '\r': esc = "\\r"; break;
-        }
-        if (esc) {
-          cb_add(L, cb, s + from, k - from);
-          cb_add(L, cb, esc, 2);
-          from = k + 1;
-        }
-      }
-      cb_add(L, cb, s + from, len - from);
-      return;
-    }
-    default:
-      if (lr_db_is_null(L, idx)) {
-        cb_add(L, cb, "\\N", 2);
-        return;
-      }
-      luaL_error(L, "copy_in: row %I, column %d is a %s (numbers, strings, booleans and "
-                 "db.null can be copied)", (LUAI_UACINT)row, col, luaL_typename(L, idx));
-  }
-}
-
-/* copy:put(list, i, j): rows i..j of list (each an array of column values). */
-static int l_copy_put(lua_State *L) {
-  copybox *cb = luaL_checkudata(L, 1, COPY_MT);
-  lua_Integer i = luaL_checkinteger(L, 3), j = luaL_checkinteger(L, 4), r;
-  lr_task *t = lr_task_enter(L, "copy_in");
-  int ncol, c;
-  luaL_checktype(L, 2, LUA_TTABLE);
-  lua_settop(L, 4);
-  if (cb->op == NULL || cb->op->end) return fail_closed(L, "the COPY has ended");
-  cb->n = 0;
-  for (r = i; r <= j; r++) {
-    if (lua_rawgeti(L, 2, r) != LUA_TTABLE)
-      luaL_error(L, "copy_in: row %I is a %s (an array of column values expected)",
-                 (LUAI_UACINT)r, luaL_typename(L, -1));
-    ncol = (int)lua_rawlen(L, -1);
-    for (c = 1; c <= ncol; c++) {
-      if (c > 1) cb_add(L, cb, "\t", 1);
-      lua_rawgeti(L, 5, c);
-      add_copy_field(L, cb, 6, r, c);
-      lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
-    cb_add(L, cb, "\n", 1);
-  }
-  if (cb->n > 0) lr_pg_copy_put(cb->op, cb->buf, cb->n);
-  return copy_wait(L, cb, t, 2);
-}
-
-/* copy:finish() -> rows copied | nil, err */
-static int l_copy_finish(lua_State *L) {
-  copybox *cb = luaL_checkudata(L, 1, COPY_MT);
-  lr_task *t = lr_task_enter(L, "copy_in");
-  lua_settop(L, 1);
-  if (cb->op == NULL) return fail_closed(L, "the COPY has ended");
-  if (!cb->op->end) lr_pg_copy_put(cb->op, NULL, 0);
-  if (!cb->op->end) {
-    cb->op->task = t;
-    cb->op->parked = 1;
-    lr_waitq_push(&cb->op->q, t);
-    return lr_task_park_on(L, t, lr_pg_op_cancel, op_describe, 3, copy_k);
-  }
-  return copy_k(L, LUA_OK, 3);
-}
-
 /* ---- the rest of a connection ---- */
 
 static int l_close(lua_State *L) {
@@ -613,7 +457,8 @@ static const luaL_Reg methods[] = {
   {"is_closed", l_is_closed},
   {"_pin", l_pin},
   {"_unpin", l_unpin},
-  {"_copy_start", l_copy_start},
+  {"_copy_start", lr_pg_copy_start},
+  {"_types", l_types},
   {"_notification", l_notification},
   {NULL, NULL}
 };
@@ -631,24 +476,12 @@ static const luaL_Reg rows_meta[] = {
   {NULL, NULL}
 };
 
-static const luaL_Reg copy_methods[] = {
-  {"put", l_copy_put},
-  {"finish", l_copy_finish},
-  {NULL, NULL}
-};
-
-static const luaL_Reg copy_meta[] = {
-  {"__gc", copy_gc},
-  {"__close", copy_gc},
-  {NULL, NULL}
-};
-
 int luaopen_luarun_db_pg(lua_State *L) {
   luaL_requiref(L, "luarun", luaopen_luarun, 0);
   lua_pop(L, 1);
   lr_register_class(L, CONN_MT, methods, meta);
   lr_register_class(L, ROWS_MT, NULL, rows_meta);
-  lr_register_class(L, COPY_MT, copy_methods, copy_meta);
+  lr_pg_copy_register(L);
   luaL_newmetatable(L, LR_DB_JSON_MT);
   lua_pop(L, 1);
   lua_createtable(L, 0, 4);

@@ -38,4 +38,28 @@ int lr_pg_decode_text(lua_State *L);
 
 #define LR_DB_JSON_MT "luarun.db.json"
 
+/* ---- db_pg.c: the connection object, shared with db_pg_copy.c ---- */
+typedef struct lr_pgbox {
+  lr_pg_conn *c;          /* NULL once collected */
+  lr_db_gate gate;
+  double connect_timeout;
+} lr_pgbox;
+/* The connection at index 1, or raises naming fname. */
+lr_pgbox *lr_pg_check_box(lua_State *L, const char *fname);
+/* The SQL text at idx, or raises naming fname. */
+const char *lr_pg_check_sql(lua_State *L, int idx, const char *fname);
+/* Pushes nil, {kind = "closed"} (why, or "the connection is closed"); returns 2. */
+int lr_pg_fail_closed(lua_State *L, const char *why);
+/* Pushes nil, err for an operation that failed and returns 2; 0 if it succeeded. */
+int lr_pg_push_failure(lua_State *L, lr_pg_op *op);
+/* What a task parked on an operation waits on, for reports. */
+void lr_pg_op_describe(lua_State *L, lr_task *t);
+
+/* ---- db_pg_copy.c: COPY ... FROM STDIN ---- */
+/* conn:_copy_start(sql [, types]) -> copy | nil, err; types: the target columns' type
+ * OIDs, for the binary format (the SQL then asks for it). */
+int lr_pg_copy_start(lua_State *L);
+/* Registers the copy object's class. */
+void lr_pg_copy_register(lua_State *L);
+
 #endif

@@ -303,10 +303,32 @@ describe("luarun.db on PostgreSQL", function()
       assert.equal(50005000, r.s)
       assert.equal("name\t77", conn:query("select name from cp where id = 77")[1].name)
       assert.equal(500, conn:query("select count(*)::int as n from cp where name is null")[1].n)
-      local ok, err = conn:copy_in("copy cp (id) from stdin", {{"not a number"}})
+      -- plain "COPY t (cols) FROM STDIN" goes in the binary format: a value that does
+      -- not fit its column raises; any other COPY goes as text, checked by the server
+      local err = util.raises(conn.copy_in, conn, "copy cp (id) from stdin", {{"777777"}, {"not a number"}})
+      assert.matches("copy_in: row 2, column 1: an integer expected %(the column is integer%), " ..
+        "got string 'not a number'", tostring(err))
+      assert.equal(0, conn:query("select count(*)::int as n from cp where id = 777777")[1].n)
+      local ok
+      ok, err = conn:copy_in("copy cp (id) from stdin with (format text)", {{"not a number"}})
       assert.is_nil(ok)
       assert.equal("22P02", err.code)
       assert.equal(1, conn:query("select 1 as x")[1].x)
+      -- every type the binary form writes, and NULLs
+      assert(conn:exec([[create table cpb (b bool, i2 int2, i4 int4, i8 int8, f4 float4,
+        f8 float8, t text, v varchar(9), by bytea, j json, jb jsonb)]]))
+      assert.equal(2, conn:copy_in("copy cpb (b, i2, i4, i8, f4, f8, t, v, by, j, jb) from stdin", {
+        {true, -2, 2147483647, math.mininteger, 1.5, 0.1, "tëxt\t\n", "v", "\0\255", '{"a":1}', '[1,null]'},
+        {false, db.null, nil, 5},
+      }))
+      local rows = conn:query("select * from cpb order by b desc")
+      assert.same({b = true, i2 = -2, i4 = 2147483647, i8 = math.mininteger, f4 = 1.5, f8 = 0.1,
+        t = "tëxt\t\n", v = "v", by = "\0\255", j = {a = 1}, jb = {1, db.null}}, rows[1])
+      assert.same({b = false, i2 = db.null, i4 = db.null, i8 = 5, f4 = db.null, f8 = db.null,
+        t = db.null, v = db.null, by = db.null, j = db.null, jb = db.null}, rows[2])
+      err = util.raises(conn.copy_in, conn, "copy cpb (i2) from stdin", {{70000}})
+      assert.matches("70000 is out of range", tostring(err))
+      assert.equal(0, conn:copy_in("copy cpb (i2) from stdin", {}))
       conn:close()
     end)
   end)

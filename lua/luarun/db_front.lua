@@ -63,13 +63,44 @@ return function(c)
   --- conn:copy_in(sql, rows) -> count | nil, err: COPY ... FROM STDIN, with rows a
   -- list of arrays or an iterator returning one array per call (nil at the end).
   local COPY_BATCH = 2000
+  -- "COPY table (columns) FROM STDIN" with nothing after it: the form whose column
+  -- types can be asked for, and which can then go in the binary format.
+  local COPY_PLAIN = "^%s*[Cc][Oo][Pp][Yy]%s+([%w_%.\"]+)%s*(%b())%s+[Ff][Rr][Oo][Mm]%s+" ..
+    "[Ss][Tt][Dd][Ii][Nn]%s*;?%s*$"
+  -- Types the binary encoder writes (db_pg_copy.c): bool, int8/2/4, float4/8, text,
+  -- varchar, bpchar, name, bytea, json, jsonb.
+  local BINARY_OK = {[16] = true, [20] = true, [21] = true, [23] = true, [700] = true,
+    [701] = true, [25] = true, [1043] = true, [1042] = true, [19] = true, [17] = true,
+    [114] = true, [3802] = true}
+  local copy_types = setmetatable({}, {__mode = "k"}) -- conn -> {sql -> types | false}
+  local function binary_types(conn, sql)
+    local tbl, cols = sql:match(COPY_PLAIN)
+    if not tbl or not conn._types then return nil end
+    local cache = copy_types[conn]
+    if not cache then
+      cache = {}
+      copy_types[conn] = cache
+    end
+    local types = cache[sql]
+    if types == nil then
+      types = conn:_types("SELECT " .. cols:sub(2, -2) .. " FROM " .. tbl .. " LIMIT 0") or false
+      for _, oid in ipairs(types or {}) do
+        if not BINARY_OK[oid] then types = false break end
+      end
+      cache[sql] = types
+    end
+    return types or nil
+  end
+
   local function copy_in(conn, sql, src)
     if type(sql) ~= "string" then argerror("copy_in", 1, "string", sql) end
     local ts = type(src)
     if ts ~= "table" and ts ~= "function" then argerror("copy_in", 2, "table or function", src) end
+    local types = binary_types(conn, sql)
+    if types then sql = sql:gsub("%s*;?%s*$", "") .. " WITH (FORMAT binary)" end
     -- <close>: a COPY left by an error or a cancellation (in the iterator, say) ends
     -- at once with an error, rolling it back, and the connection goes on.
-    local cp <close>, err = conn:_copy_start(sql)
+    local cp <close>, err = conn:_copy_start(sql, types)
     if not cp then return nil, err end
     local ok, perr
     if ts == "table" then
