@@ -174,4 +174,59 @@ lr_pg_note *lr_pg_note_take(lr_pg_conn *c);
  * the default one: it unlinks t). */
 void lr_pg_note_wait(lr_pg_conn *c, lr_task *t);
 
+/* ---- internals shared by pg_conn.c (the connection) and pg_pipeline.c (its
+ * operations); nothing else uses them ---- */
+#define STMT_BUCKETS 128
+#define STMT_MAX 256          /* statements cached per connection; beyond: unnamed */
+
+enum { C_CONNECTING = 1, C_READY, C_BROKEN, C_CLOSED };
+enum { COPY_START = 1, COPY_DATA, COPY_PUT, COPY_END };
+
+typedef struct lr_pg_stmt {
+  struct lr_pg_stmt *next;
+  uint32_t hash;
+  char name[16];
+  char sql[];
+} lr_pg_stmt;
+
+typedef struct pollbox {
+  uv_poll_t h;
+  lr_pg_conn *c;             /* NULL once the connection let go of it */
+} pollbox;
+
+struct lr_pg_conn {
+  lr_runtime *rt;
+  PGconn *pg;
+  pollbox *poll;
+  int fd, events, reffed;
+  int state;
+  int want_write;
+  int in_pipeline;           /* pipeline mode is on (off during a COPY) */
+  int released;              /* the userdata let go */
+  int auth;                  /* the connect failure was authentication */
+  int server_version;
+  lr_pg_conn *next_all;
+  lr_waitq connect_q;
+  lr_pg_op *head, *tail;     /* FIFO: sent operations first, then those not sent */
+  lr_pg_op *unsent;          /* the first operation not sent yet, or NULL */
+  lr_pg_opts o;
+  lr_pg_stmt *stmts[STMT_BUCKETS];
+  int nstmts;
+  unsigned stmt_seq;
+  lr_pg_note *notes, *notes_tail;
+  lr_waitq note_q;
+  char why[256];
+};
+
+void lr_pgi_update_poll(lr_pg_conn *c);   /* pg_conn.c: what the poll watches, refs */
+void lr_pgi_lose(lr_pg_conn *c, const char *what); /* pg_conn.c: broken: all end LOST */
+void lr_pgi_request_cancel(lr_pg_conn *c, lr_pg_op *op); /* pg_conn.c: off the loop */
+void lr_pgi_drain_notifies(lr_pg_conn *c); /* pg_conn.c */
+void lr_pgi_pump(lr_pg_conn *c);          /* pg_pipeline.c: send what waits */
+void lr_pgi_flush(lr_pg_conn *c);         /* pg_pipeline.c: write libpq's buffer */
+void lr_pgi_read_results(lr_pg_conn *c);  /* pg_pipeline.c: hand results out */
+void lr_pgi_copy_writable(lr_pg_conn *c); /* pg_pipeline.c */
+void lr_pgi_op_end(lr_pg_op *op, int end);/* pg_pipeline.c: wake its task or free it */
+void lr_pgi_fifo_pop(lr_pg_conn *c);      /* pg_pipeline.c */
+
 #endif
