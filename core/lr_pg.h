@@ -139,7 +139,6 @@ void lr_pg_release(lr_pg_conn *c);
 /* Closes: every operation not done ends LR_PG_LOST ("closed"). Safe to call twice. */
 void lr_pg_close(lr_pg_conn *c, const char *why);
 int lr_pg_is_closed(const lr_pg_conn *c);
-int lr_pg_server_version(lr_pg_conn *c);
 
 /* An operation for task t (NULL: nobody waits, LR_PG_DISCARD). sql and the
  * parameters (n values with lengths, NULL for SQL NULL; formats 0 text, 1 binary) are
@@ -204,7 +203,6 @@ struct lr_pg_conn {
   int in_pipeline;           /* pipeline mode is on (off during a COPY) */
   int released;              /* the userdata let go */
   int auth;                  /* the connect failure was authentication */
-  int server_version;
   lr_pg_conn *next_all;
   lr_waitq connect_q;
   lr_pg_op *head, *tail;     /* FIFO: sent operations first, then those not sent */

@@ -382,8 +382,3 @@ void lr_pg_release(lr_pg_conn *c) {
 int lr_pg_is_closed(const lr_pg_conn *c) {
   return c->state != C_READY;
 }
-
-int lr_pg_server_version(lr_pg_conn *c) {
-  (void)c;
-  return lr_pq.libVersion();
-}
