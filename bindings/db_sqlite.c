@@ -418,6 +418,24 @@ static int send_job(lua_State *L, lr_task *t, lr_sqlite_job *j) {
 
 /* ================= statements ================= */
 
+/* The connection at index 1 of method fname, or raises (named: the method is called
+ * through pcall and the pools as often as with a colon, so Lua cannot name it). */
+static sqconn *conn_arg(lua_State *L, const char *fname) {
+  sqconn *u = luaL_testudata(L, 1, CONN_MT);
+  if (u == NULL)
+    luaL_error(L, "calling '%s' on bad self (%s expected, got %s)", fname, CONN_MT,
+               luaL_typename(L, 1));
+  return u;
+}
+
+static const char *sql_arg(lua_State *L, const char *fname, size_t *len) {
+  const char *sql = lua_tolstring(L, 2, len);
+  if (lua_type(L, 2) != LUA_TSTRING)
+    luaL_error(L, "bad argument #1 to '%s' (string expected, got %s)", fname,
+               luaL_typename(L, 2));
+  return sql;
+}
+
 static sqconn *check_conn(lua_State *L) {
   return luaL_checkudata(L, 1, CONN_MT);
 }
@@ -425,9 +443,9 @@ static sqconn *check_conn(lua_State *L) {
 /* The body of query, exec, rows and prepare: conn at 1, SQL at 2, parameters after.
  * restart: the Lua function's continuation after a wait at the transaction gate. */
 static int statement(lua_State *L, int op, const char *fname, lua_KFunction restart) {
-  sqconn *u = check_conn(L);
+  sqconn *u = conn_arg(L, fname);
   size_t len;
-  const char *sql = luaL_checklstring(L, 2, &len);
+  const char *sql = sql_arg(L, fname, &len);
   int top = lua_gettop(L), mode = 'P';
   lr_task *t = lr_task_enter(L, fname);
   lr_sqlite_job *j;

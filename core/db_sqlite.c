@@ -165,6 +165,11 @@ static void conn_free(lr_sqlite *c) {
     if (c->prev) c->prev->next = c->next;
     else h->conns = c->next;
     if (c->next) c->next->prev = c->prev;
+    if (c->dirty) { /* staged once, flushed since (by a direct send) */
+      lr_sqlite **pp;
+      for (pp = &h->dirty; *pp != c; pp = &(*pp)->next_dirty) {}
+      *pp = c->next_dirty;
+    }
   }
   buf_free(&c->closejob.in);
   buf_free(&c->closejob.out);
@@ -298,6 +303,16 @@ static void run_one(lr_sqlite *c, lr_sqlite_job *j) {
   pthread_mutex_lock(&c->imu);
   c->running = NULL;
   pthread_mutex_unlock(&c->imu);
+  /* A cursor's batch whose task was cancelled: reset its statement now. Left open, it
+   * would keep SQLite's interrupt flag raised (it is cleared only when no statement
+   * is active) for the next job, another task's. The cancel hook set cancelled
+   * before it could interrupt, and we read it after taking imu: if an interrupt was
+   * sent to this job, we see it here. */
+  if (j->more && __atomic_load_n(&j->cancelled, __ATOMIC_RELAXED)) {
+    j->op = LR_SQ_RESET;
+    lr_sqlite_run(c, j);
+    j->more = 0;
+  }
 }
 
 static void *conn_main(void *arg) {

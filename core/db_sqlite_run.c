@@ -382,15 +382,18 @@ static int put_row(lr_sqbuf *b, sqlite3_stmt *st, int ncols) {
  * if more may come. Returns SQLITE_DONE, SQLITE_ROW (batch full), or an error code
  * (j's error set). */
 static int step_rows(lr_sqlite *c, lr_sqlite_job *j, sqlite3_stmt *st, int batch) {
-  int ncols = sqlite3_column_count(st), rc;
+  int ncols, rc;
   j->out.n = 0;
   j->nrows = 0;
+  /* The names after the first step: a statement recompiled there after a schema
+   * change (ALTER TABLE under a cached SELECT *) may have other columns. */
+  rc = sqlite3_step(st);
+  ncols = sqlite3_column_count(st);
   if (put_names(&j->out, st) != 0) {
     oom(j);
     return SQLITE_NOMEM;
   }
-  while (!batch || (j->nrows < BATCH_ROWS && j->out.n < BATCH_BYTES)) {
-    rc = sqlite3_step(st);
+  for (;;) {
     if (rc == SQLITE_DONE) return rc;
     if (rc != SQLITE_ROW) {
       db_error(c, j, rc, NULL);
@@ -401,8 +404,9 @@ static int step_rows(lr_sqlite *c, lr_sqlite_job *j, sqlite3_stmt *st, int batch
       return SQLITE_NOMEM;
     }
     j->nrows++;
+    if (batch && (j->nrows >= BATCH_ROWS || j->out.n >= BATCH_BYTES)) return SQLITE_ROW;
+    rc = sqlite3_step(st);
   }
-  return SQLITE_ROW;
 }
 
 /* ================= the operations ================= */
