@@ -29,14 +29,18 @@
  * Jobs are reused (FREE_JOBS_MAX kept), with inline buffers for small parameters and
  * results: no malloc per statement in the common case.
  *
- * Cancelling a task whose job runs interrupts the statement (sqlite3_interrupt):
- * orphaning it instead would leave a slow query (a runaway recursive CTE) holding the
- * connection for as long as it runs, and every later statement behind it. The
- * interrupt is sent only while that very job runs and the database is open: the
- * thread publishes both under imu, and closes the database only after clearing them.
- * An interrupted write inside a transaction rolls the transaction back (SQLite's
- * rule); the transaction's owner is the task being cancelled, whose <close> sends
- * ROLLBACK anyway. A job cancelled before it runs is skipped.
+ * Cancelling a task whose job runs stops the statement: orphaning it instead would
+ * leave a slow query (a runaway recursive CTE) holding the connection for as long as
+ * it runs, and every later statement behind it. The cancel hook only sets the job's
+ * cancelled flag; the thread's own progress handler (every 1000 virtual machine
+ * steps) and busy handler (between waits for a lock) read it and stop that statement,
+ * which fails with SQLITE_INTERRUPT. sqlite3_interrupt from the loop thread would do
+ * the same but needs a lock around every job (the connection must not close under
+ * it, and it must not hit the next job), and its flag outlives the statement while
+ * another (a cursor's) is active. An interrupted write inside a transaction rolls
+ * the transaction back (SQLite's rule); the transaction's owner is the task being
+ * cancelled, whose <close> sends ROLLBACK anyway. A job cancelled before it runs is
+ * skipped.
  */
 #include <errno.h>
 #include <sched.h>
@@ -55,6 +59,8 @@ enum { F_SPIN = 0,   /* the caller polls for it */
 #define THREAD_SPIN_NS 60000 /* the thread polls for its next job this long */
 #define CALLER_SPIN_NS 30000 /* a caller polls for its result at most this long */
 #define LOOP_SPIN_NS 20000   /* the loop polls before blocking, at most this long */
+#define BACKOFF_MAX 64       /* a poll that came back empty pauses polling this many
+                              * sends at most (doubling from 1) */
 
 struct lr_sqlite_hub {
   lr_sqlite_hub *next_hub;
@@ -70,7 +76,7 @@ struct lr_sqlite_hub {
   lr_sqlite *conns;          /* every connection not yet freed */
   lr_sqlite *dirty;          /* connections that have staged jobs */
   size_t waiting;            /* jobs whose task is parked */
-  uint64_t avg_ns;           /* recent jobs' duration, any connection */
+  int loop_skip, loop_backoff; /* prepare_cb's polls, paused as a caller's are */
   int spin_ok;               /* more than one core: polling can pay */
   int nclosing;
 };
@@ -88,15 +94,23 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-/* One step of a polling loop; 1 once the time is up. Every 64 pauses it reads the
- * clock and offers the core to another runnable thread (pool.c's poll_step: on a
- * busy machine the thread we wait for may be queued behind us). */
-static int poll_step(int *i, uint64_t until) {
+/* One step of a polling loop that may last ns; 1 once the time is up. Every 64 pauses
+ * it reads the clock (the first time, to start counting: a result that comes within
+ * those costs no clock read) and offers the core to another runnable thread (pool.c's
+ * poll_step: on a busy machine the thread we wait for may be queued behind us). */
+static int poll_step(int *i, uint64_t *until, uint64_t ns) {
   cpu_relax();
   if ((++*i & 63) != 0) return 0;
-  if (uv_hrtime() > until) return 1;
+  if (*until == 0) *until = uv_hrtime() + ns;
+  else if (uv_hrtime() > *until) return 1;
   sched_yield();
   return 0;
+}
+
+/* After a poll that came back empty, the next ones wait: 1, 2, 4... sends. */
+static void backoff(int *skip, int *pause) {
+  *pause = *pause ? (*pause * 2 > BACKOFF_MAX ? BACKOFF_MAX : *pause * 2) : 1;
+  *skip = *pause;
 }
 
 /* ================= buffers and jobs ================= */
@@ -147,7 +161,6 @@ static void job_clear(lr_sqlite_job *j, lr_sqlite *c, int op, const char *fname)
   j->flag = F_PARKED;
   j->cancelled = 0;
   j->staged = 0;
-  j->ns = 0;
   j->in.n = j->out.n = 0;
   j->stmt = NULL;
   j->rc = 0;
@@ -175,7 +188,6 @@ static void conn_free(lr_sqlite *c) {
   buf_free(&c->closejob.out);
   pthread_mutex_destroy(&c->mu);
   pthread_cond_destroy(&c->cv);
-  pthread_mutex_destroy(&c->imu);
   free(c->path);
   free(c);
 }
@@ -201,7 +213,8 @@ lr_sqlite_job *lr_sqlite_job_get(lr_sqlite *c, int op, const char *fname) {
     h->free_jobs = j->next;
     h->nfree--;
   } else {
-    if ((j = calloc(1, sizeof *j)) == NULL) return NULL;
+    if ((j = aligned_alloc(64, sizeof *j)) == NULL) return NULL;
+    memset(j, 0, sizeof *j);
     buf_init(&j->in, j->inl_in, sizeof j->inl_in);
     buf_init(&j->out, j->inl_out, sizeof j->inl_out);
     j->all_next = h->all;
@@ -244,12 +257,11 @@ void lr_sqlite_job_put(lr_sqlite_job *j) {
 /* Waits for jobs (polling first when spin) and takes them all, oldest first. */
 static lr_sqlite_job *take_jobs(lr_sqlite *c, int spin) {
   lr_sqlite_job *list, *rev = NULL, *next;
+  uint64_t until = 0;
   int i = 0;
-  if (spin && __atomic_load_n(&c->head, __ATOMIC_RELAXED) == NULL) {
-    uint64_t until = uv_hrtime() + THREAD_SPIN_NS;
+  if (spin)
     while (__atomic_load_n(&c->head, __ATOMIC_RELAXED) == NULL)
-      if (poll_step(&i, until)) break;
-  }
+      if (poll_step(&i, &until, THREAD_SPIN_NS)) break;
   if (__atomic_load_n(&c->head, __ATOMIC_RELAXED) == NULL) {
     /* sleeping, then head: push_chain writes them in the other order, and one of
      * the two sides sees the other's write (both sequentially consistent). */
@@ -272,9 +284,7 @@ static lr_sqlite_job *take_jobs(lr_sqlite *c, int spin) {
 /* Hands finished job j to whoever takes it. j is not the thread's after this. */
 static void complete(lr_sqlite_hub *h, lr_sqlite *c, lr_sqlite_job *j) {
   lr_sqlite_job *old;
-  /* Before the flag: a caller that sees its job done and sends the next one must
-   * find the connection idle, or it would not poll for that one. */
-  __atomic_sub_fetch(&c->pending, 1, __ATOMIC_RELEASE);
+  (void)c;
   if (__atomic_exchange_n(&j->flag, F_DONE, __ATOMIC_ACQ_REL) == F_SPIN) return;
   old = __atomic_load_n(&h->done, __ATOMIC_RELAXED);
   do {
@@ -285,7 +295,6 @@ static void complete(lr_sqlite_hub *h, lr_sqlite *c, lr_sqlite_job *j) {
 }
 
 static void run_one(lr_sqlite *c, lr_sqlite_job *j) {
-  uint64_t t0;
   if (__atomic_load_n(&c->stop, __ATOMIC_ACQUIRE)) {
     lr_sqlite_set_error(j, LR_SQ_CLOSED, "closed", "the connection is closed");
     return;
@@ -294,20 +303,11 @@ static void run_one(lr_sqlite *c, lr_sqlite_job *j) {
     j->rc = LR_SQ_SKIPPED;
     return;
   }
-  pthread_mutex_lock(&c->imu);
   c->running = j;
-  pthread_mutex_unlock(&c->imu);
-  t0 = uv_hrtime();
   lr_sqlite_run(c, j);
-  j->ns = uv_hrtime() - t0;
-  pthread_mutex_lock(&c->imu);
   c->running = NULL;
-  pthread_mutex_unlock(&c->imu);
-  /* A cursor's batch whose task was cancelled: reset its statement now. Left open, it
-   * would keep SQLite's interrupt flag raised (it is cleared only when no statement
-   * is active) for the next job, another task's. The cancel hook set cancelled
-   * before it could interrupt, and we read it after taking imu: if an interrupt was
-   * sent to this job, we see it here. */
+  /* A cursor's batch whose task was cancelled meanwhile: reset its statement now
+   * rather than when the loop finds the orphan (its read transaction pins the WAL). */
   if (j->more && __atomic_load_n(&j->cancelled, __ATOMIC_RELAXED)) {
     j->op = LR_SQ_RESET;
     lr_sqlite_run(c, j);
@@ -354,7 +354,7 @@ static void waiting_done(lr_sqlite_hub *h) {
 /* Gives the thread the chain newest..oldest of n jobs. */
 static void push_chain(lr_sqlite *c, lr_sqlite_job *newest, lr_sqlite_job *oldest, int n) {
   lr_sqlite_job *old;
-  __atomic_add_fetch(&c->pending, n, __ATOMIC_SEQ_CST);
+  c->inflight += n;
   old = __atomic_load_n(&c->head, __ATOMIC_RELAXED);
   do {
     oldest->next = old;
@@ -404,18 +404,13 @@ static void unstage(lr_sqlite *c, lr_sqlite_job *j) {
   j->next = NULL;
 }
 
-static void note_done(lr_sqlite *c, lr_sqlite_job *j) {
-  c->avg_ns = (3 * c->avg_ns + j->ns) / 4;
-  if (c->hub) c->hub->avg_ns = (3 * c->hub->avg_ns + j->ns) / 4;
-}
-
 /* Polls for j's result; 1 if it came (j is the caller's), 0 if the caller must park
  * (the thread will put j on the done stack). */
 static int spin_for(lr_sqlite_job *j) {
-  uint64_t until = uv_hrtime() + CALLER_SPIN_NS;
+  uint64_t until = 0;
   int i = 0, old = F_SPIN;
   while (__atomic_load_n(&j->flag, __ATOMIC_ACQUIRE) != F_DONE) {
-    if (poll_step(&i, until)) {
+    if (poll_step(&i, &until, CALLER_SPIN_NS)) {
       if (__atomic_compare_exchange_n(&j->flag, &old, F_PARKED, 0, __ATOMIC_ACQ_REL,
                                       __ATOMIC_ACQUIRE))
         return 0;
@@ -441,16 +436,22 @@ int lr_sqlite_send(lr_sqlite_job *j, lr_task *t) {
     return 0;
   }
   /* Poll only for a job that runs at once (nothing queued before it) and is likely
-   * short (recent ones were). */
-  spin = h->spin_ok && c->shead == NULL && c->avg_ns < CALLER_SPIN_NS &&
-         __atomic_load_n(&c->pending, __ATOMIC_ACQUIRE) == 0;
+   * short (the last poll was not in vain, or enough sends have passed since). */
+  spin = h->spin_ok && c->shead == NULL && c->inflight == 0;
+  if (spin && c->spin_skip > 0) {
+    c->spin_skip--;
+    spin = 0;
+  }
   j->flag = spin ? F_SPIN : F_PARKED;
   stage(c, j);
   flush(c);
-  if (spin && spin_for(j)) {
-    note_done(c, j);
+  if (!spin) return 0;
+  if (spin_for(j)) {
+    c->inflight--;
+    c->spin_backoff = 0;
     return 1;
   }
+  backoff(&c->spin_skip, &c->spin_backoff);
   return 0;
 }
 
@@ -474,12 +475,8 @@ static void cancel(lr_task *t) {
     lr_sqlite_job_put(j);
     return;
   }
+  /* Skipped if not started; stopped by the thread's handlers if running. */
   __atomic_store_n(&j->cancelled, 1, __ATOMIC_RELAXED);
-  if (j->op != LR_SQ_CLOSE) {
-    pthread_mutex_lock(&c->imu);
-    if (c->running == j && c->idb) sqlite3_interrupt(c->idb);
-    pthread_mutex_unlock(&c->imu);
-  }
   lr_task_wake(t, LR_WAKE_CANCELLED); /* the result goes to async_cb, which drops it */
 }
 
@@ -524,7 +521,7 @@ static void async_cb(uv_async_t *a) {
     lr_task *t = j->task;
     next = j->next;
     j->next = NULL;
-    note_done(j->c, j);
+    j->c->inflight--;
     if (t) {
       j->task = NULL;
       waiting_done(h);
@@ -541,7 +538,7 @@ static void async_cb(uv_async_t *a) {
 static void prepare_cb(uv_prepare_t *p) {
   lr_sqlite_hub *h = p->data;
   lr_sqlite *c;
-  uint64_t until;
+  uint64_t until = 0;
   int i = 0;
   while ((c = h->dirty) != NULL) {
     h->dirty = c->next_dirty;
@@ -553,12 +550,19 @@ static void prepare_cb(uv_prepare_t *p) {
     h->prepare_on = 0;
     return;
   }
-  if (!h->spin_ok || h->rt->ready.head || h->avg_ns > LOOP_SPIN_NS ||
-      __atomic_load_n(&h->done, __ATOMIC_RELAXED))
+  if (!h->spin_ok || h->rt->ready.head || __atomic_load_n(&h->done, __ATOMIC_RELAXED))
     return;
-  until = uv_hrtime() + LOOP_SPIN_NS;
-  while (__atomic_load_n(&h->done, __ATOMIC_RELAXED) == NULL)
-    if (poll_step(&i, until)) break;
+  if (h->loop_skip > 0) {
+    h->loop_skip--;
+    return;
+  }
+  while (__atomic_load_n(&h->done, __ATOMIC_RELAXED) == NULL) {
+    if (poll_step(&i, &until, LOOP_SPIN_NS)) {
+      backoff(&h->loop_skip, &h->loop_backoff);
+      return;
+    }
+  }
+  h->loop_backoff = 0;
 }
 
 static lr_sqlite_hub *hub_get(lr_runtime *rt) {
@@ -586,7 +590,8 @@ lr_sqlite *lr_sqlite_new(lr_runtime *rt, const char *path, int readonly, int bus
   lr_sqlite *c;
   int rc;
   *err = "out of memory";
-  if (h == NULL || (c = calloc(1, sizeof *c)) == NULL) return NULL;
+  if (h == NULL || (c = aligned_alloc(64, sizeof *c)) == NULL) return NULL;
+  memset(c, 0, sizeof *c);
   if ((c->path = strdup(path)) == NULL) {
     free(c);
     return NULL;
@@ -597,7 +602,6 @@ lr_sqlite *lr_sqlite_new(lr_runtime *rt, const char *path, int readonly, int bus
   c->ud = 1;
   pthread_mutex_init(&c->mu, NULL);
   pthread_cond_init(&c->cv, NULL);
-  pthread_mutex_init(&c->imu, NULL);
   buf_init(&c->closejob.in, c->closejob.inl_in, sizeof c->closejob.inl_in);
   buf_init(&c->closejob.out, c->closejob.inl_out, sizeof c->closejob.inl_out);
   c->closejob.embedded = 1;

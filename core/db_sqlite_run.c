@@ -148,7 +148,8 @@ static uint32_t hash_sql(const char *s, size_t n) {
   return h;
 }
 
-static void stmt_free(lr_sqstmt *e) {
+static void stmt_free(lr_sqlite *c, lr_sqstmt *e) {
+  if (c->mru == e) c->mru = NULL;
   sqlite3_finalize(e->st);
   free(e);
 }
@@ -167,7 +168,7 @@ static int cache_find(lr_sqlite *c, const char *sql, size_t len, uint32_t h) {
 static void cache_put(lr_sqlite *c, lr_sqstmt *e) {
   int i, lru = 0;
   if (cache_find(c, e->sql, e->len, e->hash) >= 0) {
-    stmt_free(e);
+    stmt_free(c, e);
     return;
   }
   e->used = ++c->tick;
@@ -177,7 +178,7 @@ static void cache_put(lr_sqlite *c, lr_sqstmt *e) {
   }
   for (i = 1; i < c->ncache; i++)
     if (c->cache[i]->used < c->cache[lru]->used) lru = i;
-  stmt_free(c->cache[lru]);
+  stmt_free(c, c->cache[lru]);
   c->cache[lru] = e;
 }
 
@@ -195,13 +196,18 @@ static int has_statement(sqlite3 *db, const char *text) {
 /* The statement for sql (NUL-terminated, len bytes), from the cache or prepared into
  * it; NULL with j's error set. */
 static lr_sqstmt *get_stmt(lr_sqlite *c, lr_sqlite_job *j, const char *sql, size_t len) {
-  uint32_t h = hash_sql(sql, len);
-  int i = cache_find(c, sql, len, h), rc;
-  lr_sqstmt *e;
+  uint32_t h;
+  int i, rc;
+  lr_sqstmt *e = c->mru;
   const char *tail = NULL;
-  if (i >= 0) {
+  if (e && e->len == len && memcmp(e->sql, sql, len) == 0) { /* a loop of one statement */
+    e->used = ++c->tick;
+    return e;
+  }
+  h = hash_sql(sql, len);
+  if ((i = cache_find(c, sql, len, h)) >= 0) {
     c->cache[i]->used = ++c->tick;
-    return c->cache[i];
+    return c->mru = c->cache[i];
   }
   if ((e = malloc(sizeof *e + len + 1)) == NULL) {
     oom(j);
@@ -220,12 +226,13 @@ static lr_sqstmt *get_stmt(lr_sqlite *c, lr_sqlite_job *j, const char *sql, size
   e->prev = e->next = NULL;
   e->single = tail == NULL || !has_statement(c->db, tail);
   cache_put(c, e);
-  return e;
+  return c->mru = e;
 }
 
 /* Takes e out of the cache for a cursor. */
 static void cache_take(lr_sqlite *c, lr_sqstmt *e) {
   int i;
+  if (c->mru == e) c->mru = NULL;
   for (i = 0; i < c->ncache && c->cache[i] != e; i++) {}
   if (i < c->ncache) c->cache[i] = c->cache[--c->ncache];
   e->prev = NULL;
@@ -411,6 +418,30 @@ static int step_rows(lr_sqlite *c, lr_sqlite_job *j, sqlite3_stmt *st, int batch
 
 /* ================= the operations ================= */
 
+static int stopped(lr_sqlite *c) {
+  return c->running && __atomic_load_n(&c->running->cancelled, __ATOMIC_RELAXED);
+}
+
+/* SQLite calls it every 1000 steps of a statement: non-zero stops the statement. */
+static int progress_cb(void *arg) {
+  return stopped(arg);
+}
+
+/* Waits for a lock as sqlite3_busy_timeout does (short sleeps growing to 25 ms, up
+ * to busy_ms in all); 0 gives up (SQLITE_BUSY). */
+static int busy_cb(void *arg, int count) {
+  static const int delays[] = {1, 2, 5, 10, 15, 20, 25};
+  lr_sqlite *c = arg;
+  int d = count < 7 ? delays[count] : 25;
+  if (count == 0) c->busy_slept = 0;
+  if (stopped(c) || __atomic_load_n(&c->stop, __ATOMIC_RELAXED) || c->busy_slept >= c->busy_ms)
+    return 0;
+  if (d > c->busy_ms - c->busy_slept) d = c->busy_ms - c->busy_slept;
+  sqlite3_sleep(d);
+  c->busy_slept += d;
+  return 1;
+}
+
 static void run_open(lr_sqlite *c, lr_sqlite_job *j) {
   int flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI, rc;
   const char *file;
@@ -420,7 +451,7 @@ static void run_open(lr_sqlite *c, lr_sqlite_job *j) {
   rc = sqlite3_open_v2(c->path, &db, flags, NULL);
   if (rc == SQLITE_OK) {
     sqlite3_extended_result_codes(db, 1);
-    sqlite3_busy_timeout(db, c->busy_ms);
+    sqlite3_busy_timeout(db, c->busy_ms); /* for the pragmas below */
     file = sqlite3_db_filename(db, "main");
     /* A file database: WAL (readers and a writer at once) and NORMAL sync (safe in
      * WAL: a power cut can lose the last commits, never corrupt). The schema read
@@ -436,10 +467,11 @@ static void run_open(lr_sqlite *c, lr_sqlite_job *j) {
     sqlite3_close(db);
     return;
   }
+  /* Our busy handler replaces sqlite3_busy_timeout's: the same waits, and it also
+   * gives up for a cancelled job or a closing connection. */
+  sqlite3_busy_handler(db, busy_cb, c);
+  sqlite3_progress_handler(db, 1000, progress_cb, c);
   c->db = db;
-  pthread_mutex_lock(&c->imu);
-  c->idb = db;
-  pthread_mutex_unlock(&c->imu);
 }
 
 /* Several statements in one text, without parameters (exec of a script). */
@@ -584,15 +616,12 @@ void lr_sqlite_run_close(lr_sqlite *c) {
   lr_sqstmt *e;
   int i;
   if (c->db == NULL) return;
-  /* No interrupt may reach the database from here on. */
-  pthread_mutex_lock(&c->imu);
-  c->idb = NULL;
-  pthread_mutex_unlock(&c->imu);
-  for (i = 0; i < c->ncache; i++) stmt_free(c->cache[i]);
+  c->mru = NULL;
+  for (i = 0; i < c->ncache; i++) stmt_free(c, c->cache[i]);
   c->ncache = 0;
   while ((e = c->taken) != NULL) {
     c->taken = e->next;
-    stmt_free(e);
+    stmt_free(c, e);
   }
   while ((st = sqlite3_next_stmt(c->db, NULL)) != NULL) sqlite3_finalize(st);
   sqlite3_close(c->db); /* rolls back an open transaction */
