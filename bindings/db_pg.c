@@ -240,7 +240,7 @@ static int statement(lua_State *L, int k) {
   int n = lua_gettop(L) - 2;
   if (!lr_db_gate_open(&b->gate, t))
     return lr_db_gate_wait(L, t, &b->gate, k == K_EXEC ? exec_k : k == K_TYPES ? types_k : query_k);
-  if (b->c == NULL || lr_pg_is_closed(b->c)) return fail_closed(L, NULL);
+  if (b->c == NULL || lr_pg_is_closed(b->c)) return fail_closed(L, lr_pg_why(b->c));
   lr_pg_params(L, 3, n, &p, fname);
   op = lr_pg_send(b->c, t, LR_PG_QUERY, sql, n, p.values, p.lengths, p.formats, err, sizeof err);
   if (op == NULL) return fail_closed(L, err);
@@ -355,7 +355,8 @@ static int l_rows(lua_State *L) {
   int n = lua_gettop(L) - 2;
   if (!lr_db_gate_open(&b->gate, t)) return lr_db_gate_wait(L, t, &b->gate, rows_k2);
   if (b->c == NULL || lr_pg_is_closed(b->c))
-    return lr_db_push_error(L, "closed", "the connection is closed", NULL, NULL), lua_error(L);
+    return lr_db_push_error(L, "closed", b->c && *lr_pg_why(b->c) ? lr_pg_why(b->c)
+                            : "the connection is closed", NULL, NULL), lua_error(L);
   lr_pg_params(L, 3, n, &p, "rows");
   rb = lua_newuserdatauv(L, sizeof *rb, 2);
   memset(rb, 0, sizeof *rb);
@@ -431,7 +432,7 @@ static int l_notification(lua_State *L) {
     free(n);
     return 1;
   }
-  if (lr_pg_is_closed(b->c)) return fail_closed(L, NULL);
+  if (lr_pg_is_closed(b->c)) return fail_closed(L, lr_pg_why(b->c));
   lr_pg_note_wait(b->c, t);
   return lr_task_park(L, t, NULL, 0, note_k);
 }

@@ -94,7 +94,7 @@ int lr_pg_copy_start(lua_State *L) {
   int i, n;
   lua_settop(L, 3);
   if (!lr_db_gate_open(&b->gate, t)) return lr_db_gate_wait(L, t, &b->gate, copy_start_k);
-  if (b->c == NULL || lr_pg_is_closed(b->c)) return lr_pg_fail_closed(L, NULL);
+  if (b->c == NULL || lr_pg_is_closed(b->c)) return lr_pg_fail_closed(L, lr_pg_why(b->c));
   cb = lua_newuserdatauv(L, sizeof *cb, 0);
   memset(cb, 0, sizeof *cb);
   luaL_setmetatable(L, COPY_MT);

@@ -139,6 +139,8 @@ void lr_pg_release(lr_pg_conn *c);
 /* Closes: every operation not done ends LR_PG_LOST ("closed"). Safe to call twice. */
 void lr_pg_close(lr_pg_conn *c, const char *why);
 int lr_pg_is_closed(const lr_pg_conn *c);
+/* Why it is closed or broken ("" if it is open or no reason is known); c may be NULL. */
+const char *lr_pg_why(const lr_pg_conn *c);
 
 /* An operation for task t (NULL: nobody waits, LR_PG_DISCARD). sql and the
  * parameters (n values with lengths, NULL for SQL NULL; formats 0 text, 1 binary) are

@@ -2,6 +2,7 @@
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <string.h>
 #include "lr_pg.h"
 
 lr_pg_api lr_pq;
@@ -16,8 +17,10 @@ static int load_locked(char *err, size_t errlen) {
   lib = dlopen("libpq.so.5", RTLD_LAZY | RTLD_LOCAL);
   if (lib == NULL) {
     why = dlerror();
-    snprintf(err, errlen, "cannot load libpq (libpq.so.5): %s; install libpq5",
-             why ? why : "unknown error");
+    /* dlopen says "cannot create shared object descriptor" when malloc fails */
+    snprintf(err, errlen, "cannot load libpq (libpq.so.5): %s; install libpq5%s",
+             why ? why : "unknown error",
+             why && strstr(why, "cannot create shared object") ? " (out of memory?)" : "");
     return -1;
   }
 #define LR_PG_SYM(ret, name, params)                                                 \

@@ -67,7 +67,7 @@ static void shut(lr_pg_conn *c, int state, const char *why) {
     return;
   }
   c->state = state;
-  snprintf(c->why, sizeof c->why, "%s", why);
+  if (why != c->why) snprintf(c->why, sizeof c->why, "%s", why); /* may be c->why */
   while ((op = c->head) != NULL) {
     lr_pgi_fifo_pop(c);
     snprintf(op->lost, sizeof op->lost, "%s", why);
@@ -274,9 +274,11 @@ static void connect_step(lr_pg_conn *c) {
     c->auth = strstr(m, "authentication failed") != NULL || strstr(m, "password") != NULL ||
               strstr(m, "pg_hba.conf") != NULL ||
               (strstr(m, "role \"") != NULL && strstr(m, "does not exist") != NULL);
-    snprintf(c->why, sizeof c->why, "%s", *m ? m : "cannot connect");
+    snprintf(c->why, sizeof c->why, "%s", m);
     n = strlen(c->why);
     while (n > 0 && (c->why[n - 1] == '\n' || c->why[n - 1] == ' ')) c->why[--n] = '\0';
+    if (n == 0) /* libpq out of memory in PQconnectStartParams leaves no message */
+      snprintf(c->why, sizeof c->why, "cannot connect: libpq gave no reason (out of memory?)");
     shut(c, C_BROKEN, c->why);
     return;
   }
@@ -377,6 +379,10 @@ void lr_pg_release(lr_pg_conn *c) {
   }
   shut(c, C_CLOSED, "the connection is closed");
   conn_free(c);
+}
+
+const char *lr_pg_why(const lr_pg_conn *c) {
+  return c ? c->why : "";
 }
 
 int lr_pg_is_closed(const lr_pg_conn *c) {

@@ -82,9 +82,9 @@ static void take_result(lr_pg_conn *c, lr_pg_op *op, PGresult *res) {
       if (op->nrows == op->rows_cap) {
         int cap = op->rows_cap ? op->rows_cap * 2 : 64;
         PGresult **nr = realloc(op->rows, cap * sizeof *nr);
-        if (nr == NULL) { /* drop the row: the statement ends with an error */
+        if (nr == NULL) { /* a row lost: the results can no longer be trusted */
           lr_pq.clear(res);
-          snprintf(op->lost, sizeof op->lost, "out of memory");
+          lr_pgi_lose(c, "out of memory for a row");
           return;
         }
         op->rows = nr, op->rows_cap = cap;
@@ -131,11 +131,44 @@ static void take_result(lr_pg_conn *c, lr_pg_op *op, PGresult *res) {
   }
 }
 
+/* libpq out of memory while it parsed a message (a result, the end of a Sync) says so
+ * in its error message, or in a result it makes up, and may drop that message: a Sync
+ * that never comes would leave its task waiting for ever. Its state can no longer be
+ * trusted, so the connection ends and its tasks get "closed" (found by
+ * malloc_faults_spec). The message must be read at once: libpq clears it as the
+ * pipeline moves on to the next statement. Returns 1 if the connection ended. */
+static int libpq_oom(lr_pg_conn *c) {
+  if (strstr(lr_pq.errorMessage(c->pg), "out of memory") == NULL) return 0;
+  lr_pgi_lose(c, "libpq ran out of memory");
+  return 1;
+}
+
+/* A failed result with no SQLSTATE was made up by libpq, not sent by the server: its
+ * own trouble (out of memory, a protocol violation, the server gone). Every one of
+ * these leaves the connection in doubt, so it ends. A server's message without its
+ * SQLSTATE is the sign that libpq could not allocate the result for it. Returns 1 if
+ * the connection ended. */
+static int libpq_failed(lr_pg_conn *c, const PGresult *res) {
+  const char *m;
+  char why[200];
+  if (lr_pq.resultStatus(res) != PGRES_FATAL_ERROR ||
+      lr_pq.resultErrorField(res, PG_DIAG_SQLSTATE) != NULL)
+    return 0;
+  m = lr_pq.resultErrorMessage(res);
+  if (strstr(m, "out of memory")) snprintf(why, sizeof why, "libpq ran out of memory");
+  else if (strncmp(m, "ERROR:", 6) == 0 || strncmp(m, "FATAL:", 6) == 0)
+    snprintf(why, sizeof why, "libpq could not keep the server's error (out of memory?): %.120s", m);
+  else snprintf(why, sizeof why, "libpq: %.180s", m);
+  lr_pgi_lose(c, why);
+  return 1;
+}
+
 /* Reads every complete result there is, hands each to the operation it belongs to. */
 void lr_pgi_read_results(lr_pg_conn *c) {
   lr_pg_op *op;
   while (c->state == C_READY && (op = c->head) != NULL && op->sent) {
     PGresult *res;
+    int busy;
     if (op->kind == LR_PG_ROWS && op->nrows >= LR_PG_ROWS_BATCH && op->task) break;
     if (op->kind == LR_PG_COPY && (op->copy_state == COPY_DATA || op->copy_state == COPY_PUT))
       break;
@@ -143,16 +176,25 @@ void lr_pgi_read_results(lr_pg_conn *c) {
       op->single_set = 1;
       lr_pq.setSingleRowMode(c->pg); /* 0 if it cannot: then the rows come at once */
     }
-    if (lr_pq.isBusy(c->pg)) break;
+    busy = lr_pq.isBusy(c->pg);
+    if (libpq_oom(c)) return;
+    if (busy) break;
     res = lr_pq.getResult(c->pg);
+    if (res && libpq_failed(c, res)) {
+      lr_pq.clear(res);
+      return;
+    }
     take_result(c, op, res);
+    if (c->state != C_READY) return; /* take_result gave up on it */
     lr_pgi_drain_notifies(c);
+    if (libpq_oom(c)) return;
     if (lr_pq.status(c->pg) == CONNECTION_BAD) {
       lr_pgi_lose(c, "the connection to the server was lost");
       return;
     }
   }
   lr_pgi_drain_notifies(c);
+  if (c->state == C_READY && libpq_oom(c)) return;
   if (c->state == C_READY && c->unsent) { /* a COPY ended: what waited behind it goes */
     lr_pgi_pump(c);
     c->want_write = 1;

@@ -148,6 +148,7 @@ describe("luarun.db on PostgreSQL", function()
       local ok, err = db.open("postgresql://luarun@/luarun?host=/nonexistent-dir")
       assert.is_nil(ok)
       assert.equal("connect", err.kind)
+      assert.matches("No such file or directory", err.message) -- libpq's own words
       ok, err = db.open((url:gsub("luarun@", "nobody_here@")))
       assert.is_nil(ok)
       assert.equal("auth", err.kind)
