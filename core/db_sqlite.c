@@ -55,7 +55,7 @@ enum { F_SPIN = 0,   /* the caller polls for it */
 
 #define STAGE_MAX 64         /* staged jobs pushed early, by this many */
 #define FREE_JOBS_MAX 256    /* jobs kept for reuse */
-#define BUF_KEEP (64 * 1024) /* heap buffers a reused job keeps */
+#define BUF_KEEP (16 * 1024) /* heap buffers a reused job keeps (256 jobs: 8 MB at most) */
 #define THREAD_SPIN_NS 60000 /* the thread polls for its next job this long */
 #define CALLER_SPIN_NS 30000 /* a caller polls for its result at most this long */
 #define LOOP_SPIN_NS 20000   /* the loop polls before blocking, at most this long */

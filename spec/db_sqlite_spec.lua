@@ -551,6 +551,30 @@ describe("luarun.db on SQLite", function()
     end)
   end)
 
+  it("leaves nothing behind when a script ends with connections open", function()
+    -- under the sanitizer build this luarun process checks for leaks
+    local code, out, err = util.luarun([[
+      local lr = require "luarun"
+      local db = require "luarun.db"
+      local a = assert(db.open("sqlite::memory:"))
+      local b = assert(db.open("sqlite:" .. arg[1]))
+      assert(a:exec("CREATE TABLE t AS WITH RECURSIVE r(i) AS " ..
+        "(SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 1000) SELECT i FROM r"))
+      local it, st = a:rows("SELECT i FROM t") -- a cursor left open
+      assert(it(st))
+      local stmt = assert(b:prepare("SELECT 1 AS one"))
+      assert(stmt:query())
+      b:_pin() -- and a transaction never ended
+      assert(b:exec("BEGIN IMMEDIATE"))
+      assert(b:exec("CREATE TABLE IF NOT EXISTS u(x)"))
+      lr.spawn(function() return a:query("SELECT count(*) AS n FROM t") end)
+      print("done", #assert(a:query("SELECT i FROM t")))
+    ]], util.quote(path("left.db")))
+    assert.equal("", err)
+    assert.equal(0, code)
+    assert.equal("done\t1000\n", out)
+  end)
+
   it("works under db.pool", function()
     run(function()
       local url = "sqlite:" .. path("pool.db")
