@@ -425,6 +425,7 @@ int lr_sqlite_send(lr_sqlite_job *j, lr_task *t) {
   lr_sqlite_hub *h = c->hub;
   int spin;
   j->task = t;
+  j->inp = j->in.p;
   if (j->op == LR_SQ_CLOSE) __atomic_store_n(&c->stop, 1, __ATOMIC_SEQ_CST);
   if (t == NULL || lr_sched_busy(h->rt)) {
     /* Other tasks run before the loop polls: the job goes with theirs. A job nobody
@@ -572,6 +573,10 @@ static lr_sqlite_hub *hub_get(lr_runtime *rt) {
   if ((h = calloc(1, sizeof *h)) == NULL) return NULL;
   h->rt = rt;
   h->spin_ok = uv_available_parallelism() > 1;
+  /* SQLite's global memory statistics take a mutex on every allocation, for
+   * sqlite3_memory_used, which nothing here reads. Only possible before SQLite is
+   * initialized in the process (otherwise SQLITE_MISUSE, and nothing changes). */
+  sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
   uv_async_init(&rt->loop, &h->async, async_cb);
   h->async.data = h;
   uv_unref((uv_handle_t *)&h->async);

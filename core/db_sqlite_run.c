@@ -503,10 +503,10 @@ static void run_script(lr_sqlite *c, lr_sqlite_job *j, const char *sql) {
 
 /* The SQL at the start of j->in; r is left at the parameters. */
 static const char *read_sql(lr_sqlite_job *j, rd *r, size_t *len) {
-  r->p = j->in.p;
+  r->p = j->inp;
   *len = rd_u32(r);
   r->p += *len + 1;
-  return j->in.p + 4;
+  return j->inp + 4;
 }
 
 static void run_exec(lr_sqlite *c, lr_sqlite_job *j) {

@@ -74,7 +74,7 @@ struct lr_sqlite_job {
   /* First, in two cache lines with the start of the inline input: what the threads
    * hand each other on every statement (each line crossing costs ~100 ns on a VM). */
   lr_sqlite_job *next;      /* staged list, the thread's queue, done stack, free list */
-  lr_sqbuf in;              /* the SQL and its parameters */
+  const char *inp;          /* in.p, set when sent: in itself is the loop's */
   int op;                   /* LR_SQ_* */
   int flag;                 /* atomic: who takes the result (db_sqlite.c) */
   int cancelled;            /* atomic: skip it, or stop it while it runs */
@@ -83,8 +83,9 @@ struct lr_sqlite_job {
   uint32_t nrows;           /* out: QUERY, CURSOR, FETCH */
   int more;                 /* out, CURSOR and FETCH: stmt stays open for the next batch */
   lr_sqstmt *stmt;          /* FETCH, RESET: the cursor's statement (thread's) */
-  char inl_in[LR_SQ_INLINE_IN];
+  char inl_in[LR_SQ_INLINE_IN]; /* from the second line on */
   /* the loop thread's */
+  lr_sqbuf in;              /* the SQL and its parameters */
   lr_sqlite_job *all_prev, *all_next; /* the hub's list of every job */
   lr_waitq q;               /* the waiting task parks here: the cancel hook finds us */
   lr_task *task;            /* the waiting task; NULL: nobody waits */
