@@ -29,7 +29,7 @@ static int l_json(lua_State *L) {
   lua_createtable(L, 1, 0);
   lua_insert(L, 1);
   lua_rawseti(L, 1, 1);
-  luaL_setmetatable(L, "luarun.db.json");
+  luaL_setmetatable(L, LR_DB_JSON_MT);
   return 1;
 }
 
@@ -46,7 +46,7 @@ int luaopen_luarun_db(lua_State *L) {
   lua_setfield(L, -2, "null");
   lua_pushcfunction(L, l_error);
   lua_setfield(L, -2, "error");
-  luaL_newmetatable(L, "luarun.db.json");
+  luaL_newmetatable(L, LR_DB_JSON_MT);
   lua_pop(L, 1);
   lua_pushcfunction(L, l_json);
   lua_setfield(L, -2, "json");

@@ -77,3 +77,12 @@ int lr_db_fail(lua_State *L, const char *kind, const char *message, const char *
   lr_db_push_error(L, kind, message, code, constraint);
   return 2;
 }
+
+int lr_db_is_json(lua_State *L, int idx) {
+  int is;
+  if (!lua_getmetatable(L, idx)) return 0;
+  luaL_getmetatable(L, LR_DB_JSON_MT);
+  is = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return is;
+}

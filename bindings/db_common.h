@@ -54,6 +54,11 @@ static inline int lr_db_is_null(lua_State *L, int idx) {
   return lua_islightuserdata(L, idx) && lua_touserdata(L, idx) == LR_DB_NULL;
 }
 
+/* db.json(value): a table {value} with this metatable (registered by bindings/db.c). */
+#define LR_DB_JSON_MT "luarun.db.json"
+/* 1 if the value at idx is a db.json(value) wrapper. */
+int lr_db_is_json(lua_State *L, int idx);
+
 int luaopen_luarun_db(lua_State *L);
 int luaopen_luarun_db_sqlite(lua_State *L);
 int luaopen_luarun_db_pg(lua_State *L);

@@ -23,8 +23,6 @@ typedef struct lr_pg_params_t {
  * May replace table arguments on the stack by their text, and push one userdata
  * (more than LR_PG_SMALL parameters): leave the stack as it is until sent. */
 void lr_pg_params(lua_State *L, int first, int n, lr_pg_params_t *p, const char *fname);
-/* 1 if the value at idx is a db.json(value) wrapper. */
-int lr_pg_is_json(lua_State *L, int idx);
 /* Pushes column (row, col) of r as a Lua value (its type OID given). */
 void lr_pg_push_value(lua_State *L, const PGresult *r, int row, int col, Oid type);
 /* Pushes r's column names (nf strings, then an array of them); returns the index of
@@ -36,7 +34,6 @@ void lr_pg_add_rows(lua_State *L, const PGresult *r, int tidx, lua_Integer *n, i
 /* _decode(oid, text) of the driver module, for the fuzz spec. */
 int lr_pg_decode_text(lua_State *L);
 
-#define LR_DB_JSON_MT "luarun.db.json"
 
 /* ---- db_pg.c: the connection object, shared with db_pg_copy.c ---- */
 typedef struct lr_pgbox {

@@ -105,14 +105,6 @@ static const char *add_array(lua_State *L, sbuf *b, int idx, int depth) {
   return bad;
 }
 
-int lr_pg_is_json(lua_State *L, int idx) {
-  int is;
-  if (!lua_getmetatable(L, idx)) return 0;
-  luaL_getmetatable(L, LR_DB_JSON_MT);
-  is = lua_rawequal(L, -1, -2);
-  lua_pop(L, 2);
-  return is;
-}
 
 void lr_pg_params(lua_State *L, int first, int n, lr_pg_params_t *p, const char *fname) {
   int i;
@@ -160,7 +152,7 @@ void lr_pg_params(lua_State *L, int first, int n, lr_pg_params_t *p, const char 
         break;
       }
       case LUA_TTABLE: {
-        if (lr_pg_is_json(L, idx)) {
+        if (lr_db_is_json(L, idx)) {
           lua_rawgeti(L, idx, 1);
           lr_json_encode(L, lua_gettop(L));
           lua_replace(L, idx); /* the text takes the wrapper's slot: it stays alive */

@@ -74,9 +74,12 @@ static int valid_utf8(const unsigned char *s, size_t n) {
   return 1;
 }
 
+/* nil and db.null are NULL, as with PostgreSQL; db.json(v) is v's JSON text. */
 static void check_value(lua_State *L, int idx, const char *fname, int n, const char *name) {
   int t = lua_type(L, idx);
-  if (t == LUA_TNUMBER || t == LUA_TSTRING || t == LUA_TBOOLEAN || lr_db_is_null(L, idx)) return;
+  if (t == LUA_TNUMBER || t == LUA_TSTRING || t == LUA_TBOOLEAN || t == LUA_TNIL ||
+      lr_db_is_null(L, idx))
+    return;
   if (name) luaL_error(L, "%s: bad parameter '%s' (%s cannot be bound)", fname, name,
                        luaL_typename(L, idx));
   luaL_error(L, "%s: bad parameter #%d (%s cannot be bound)", fname, n, luaL_typename(L, idx));
@@ -86,7 +89,29 @@ static void check_value(lua_State *L, int idx, const char *fname, int n, const c
  * table of named parameters, else 'P'. */
 static int check_params(lua_State *L, const char *fname, int first, int last) {
   int i;
-  if (first == last && lua_type(L, first) == LUA_TTABLE) {
+  if (first == last && lua_type(L, first) == LUA_TTABLE && !lr_db_is_json(L, first)) {
+    int any = 0;
+    lua_pushnil(L);
+    while (lua_next(L, first)) {
+      any = any || lr_db_is_json(L, -1);
+      lua_pop(L, 1);
+    }
+    if (any) { /* a copy with each JSON value as its text (the script's table is its own) */
+      lua_newtable(L);
+      lua_pushnil(L);
+      while (lua_next(L, first)) {
+        if (lr_db_is_json(L, -1)) {
+          lua_rawgeti(L, -1, 1);
+          lr_json_encode(L, lua_gettop(L));
+          lua_remove(L, -2);
+          lua_remove(L, -2);
+        }
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, -4);
+      }
+      lua_replace(L, first);
+    }
     lua_pushnil(L);
     while (lua_next(L, first)) {
       if (lua_type(L, -2) == LUA_TSTRING) check_value(L, -1, fname, 0, lua_tostring(L, -2));
@@ -94,7 +119,15 @@ static int check_params(lua_State *L, const char *fname, int first, int last) {
     }
     return 'N';
   }
-  for (i = first; i <= last; i++) check_value(L, i, fname, i - first + 1, NULL);
+  for (i = first; i <= last; i++) {
+    if (lr_db_is_json(L, i)) { /* its JSON text takes its place */
+      lua_rawgeti(L, i, 1);
+      lr_json_encode(L, lua_gettop(L));
+      lua_replace(L, i);
+      lua_pop(L, 1);
+    }
+    check_value(L, i, fname, i - first + 1, NULL);
+  }
   return 'P';
 }
 

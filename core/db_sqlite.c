@@ -619,7 +619,8 @@ lr_sqlite *lr_sqlite_new(lr_runtime *rt, const char *path, int readonly, int bus
     return NULL;
   }
   if ((rc = pthread_create(&c->th, NULL, conn_main, c)) != 0) {
-    *err = rc == EAGAIN ? "cannot start a thread for the connection (too many threads)"
+    *err = rc == EAGAIN ? "cannot start a thread for the connection (out of memory, or too many "
+                          "threads)"
                         : "cannot start a thread for the connection";
     c->ud = 0;
     lr_sqlite_job_put(*open); /* frees c */

@@ -84,12 +84,18 @@ static const struct { int rc; const char *name; } codes[] = {
   {SQLITE_RANGE, "SQLITE_RANGE"}, {SQLITE_NOTADB, "SQLITE_NOTADB"},
 };
 
+/* The kind of an error, from its primary result code: the storage's failures are
+ * "io"; any other refusal of a statement is "query", as with PostgreSQL. */
 static const char *kind_of(int rc) {
   switch (rc & 0xff) {
     case SQLITE_CONSTRAINT: return "constraint";
     case SQLITE_BUSY: return "busy";
     case SQLITE_LOCKED: return "locked";
-    default: return "io";
+    case SQLITE_IOERR: case SQLITE_FULL: case SQLITE_CORRUPT: case SQLITE_CANTOPEN:
+    case SQLITE_NOTADB: case SQLITE_READONLY: case SQLITE_NOMEM: case SQLITE_PROTOCOL:
+    case SQLITE_NOLFS: case SQLITE_PERM:
+      return "io";
+    default: return "query";
   }
 }
 
