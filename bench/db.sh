@@ -22,7 +22,8 @@
 #   bench/db.sh [--quick] [--only=a,b,...] [--reps=N]
 #     --quick   a tenth of every N;  --only  these workloads;  --reps  median of N runs
 #
-# Environment: LUARUN_BUILD (build directory, default build). Installs what it lacks:
+# Environment: LUARUN_BUILD (build directory, default build); SQLITE_PIN (a command
+# such as "taskset -c 1" to pin the SQLite rows too, which run unpinned by default). Installs what it lacks:
 # Debian packages with apt-get, the Node peers with npm into bench/db/node_modules.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -139,13 +140,18 @@ SQL
 declare -A cell
 failures=""
 run_cell() { # row peer
-  local row=$1 peer=$2 cmd target vals="" rss=0 r v m
+  local row=$1 peer=$2 cmd target vals="" rss=0 r v m pin=$cli_pin
   if [[ $row == e_* ]]; then cmd=$(sqlite_cmd "$peer" "$row"); else cmd=$(pg_cmd "$peer"); fi
+  # SQLite has no server to keep apart: its rows run on both cores (SQLITE_PIN= to pin
+  # them as well). luarun gives each connection a thread, as issue 15 asks, so that
+  # the loop never waits on the disk; on one core each hand-over to it costs a
+  # context switch both ways (bench/RESULTS.md, issue 15: 2.8x Python's inserts).
+  [[ $row == e_* ]] && pin=${SQLITE_PIN-}
   [ -n "$cmd" ] || return
   for r in $(seq "$reps"); do
     if [[ $row == e_* ]]; then target=$tmp/sqlite/e.db; rm -f "$target"*; else target=$url; fi
     [ "$row" = d ] && psql -c "TRUNCATE ins"
-    $cli_pin /usr/bin/time -f %M -o "$tmp/rss" timeout 600 $cmd "$row" "$target" $((n[$row] / scale)) \
+    $pin /usr/bin/time -f %M -o "$tmp/rss" timeout 600 $cmd "$row" "$target" $((n[$row] / scale)) \
       >"$tmp/out" 2>"$tmp/err" </dev/null
     v=$(awk '$1 == "result" { print $2 }' "$tmp/out")
     if [ -z "$v" ]; then
