@@ -45,7 +45,6 @@
 #include <errno.h>
 #include <sched.h>
 #include <string.h>
-#include <sqlite3.h>
 #include "lr_sqlite.h"
 
 /* job->flag: who takes the result. */
@@ -573,10 +572,6 @@ static lr_sqlite_hub *hub_get(lr_runtime *rt) {
   if ((h = calloc(1, sizeof *h)) == NULL) return NULL;
   h->rt = rt;
   h->spin_ok = uv_available_parallelism() > 1;
-  /* SQLite's global memory statistics take a mutex on every allocation, for
-   * sqlite3_memory_used, which nothing here reads. Only possible before SQLite is
-   * initialized in the process (otherwise SQLITE_MISUSE, and nothing changes). */
-  sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
   uv_async_init(&rt->loop, &h->async, async_cb);
   h->async.data = h;
   uv_unref((uv_handle_t *)&h->async);
@@ -591,9 +586,15 @@ static lr_sqlite_hub *hub_get(lr_runtime *rt) {
 
 lr_sqlite *lr_sqlite_new(lr_runtime *rt, const char *path, int readonly, int busy_ms,
                          lr_sqlite_job **open, const char **err) {
-  lr_sqlite_hub *h = hub_get(rt);
+  static char load_err[256]; /* the loop thread's only: one message at a time */
+  lr_sqlite_hub *h;
   lr_sqlite *c;
   int rc;
+  if (lr_sqlite_load(load_err, sizeof load_err) != 0) {
+    *err = load_err;
+    return NULL;
+  }
+  h = hub_get(rt);
   *err = "out of memory";
   if (h == NULL || (c = aligned_alloc(64, sizeof *c)) == NULL) return NULL;
   memset(c, 0, sizeof *c);

@@ -17,7 +17,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <sqlite3.h>
 #include "lr_sqlite.h"
 
 #define BATCH_ROWS 256           /* rows per hand-over of a cursor */
@@ -112,7 +111,7 @@ void lr_sqlite_set_error(lr_sqlite_job *j, int rc, const char *kind, const char 
     if (i < sizeof codes / sizeof codes[0]) snprintf(j->code, sizeof j->code, "%s", codes[i].name);
     else snprintf(j->code, sizeof j->code, "%d", rc);
   }
-  if (msg == NULL) msg = rc > 0 ? sqlite3_errstr(rc) : "error";
+  if (msg == NULL) msg = rc > 0 ? lr_sq.errstr(rc) : "error";
   /* Truncated to what out holds already: no allocation on the error path. */
   n = strlen(msg);
   if (n >= j->out.cap) n = j->out.cap - 1;
@@ -129,7 +128,7 @@ void lr_sqlite_set_error(lr_sqlite_job *j, int rc, const char *kind, const char 
 }
 
 static void db_error(lr_sqlite *c, lr_sqlite_job *j, int rc, const char *kind) {
-  lr_sqlite_set_error(j, rc, kind, c->db ? sqlite3_errmsg(c->db) : NULL);
+  lr_sqlite_set_error(j, rc, kind, c->db ? lr_sq.errmsg(c->db) : NULL);
 }
 
 static void misuse(lr_sqlite_job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -156,7 +155,7 @@ static uint32_t hash_sql(const char *s, size_t n) {
 
 static void stmt_free(lr_sqlite *c, lr_sqstmt *e) {
   if (c->mru == e) c->mru = NULL;
-  sqlite3_finalize(e->st);
+  lr_sq.finalize(e->st);
   free(e);
 }
 
@@ -194,8 +193,8 @@ static int has_statement(sqlite3 *db, const char *text) {
   const char *tail;
   while (*text == ' ' || *text == '\n' || *text == '\t' || *text == '\r') text++;
   if (*text == '\0') return 0;
-  if (sqlite3_prepare_v2(db, text, -1, &st, &tail) != SQLITE_OK) return 1;
-  sqlite3_finalize(st);
+  if (lr_sq.prepare_v2(db, text, -1, &st, &tail) != SQLITE_OK) return 1;
+  lr_sq.finalize(st);
   return st != NULL;
 }
 
@@ -219,7 +218,7 @@ static lr_sqstmt *get_stmt(lr_sqlite *c, lr_sqlite_job *j, const char *sql, size
     oom(j);
     return NULL;
   }
-  rc = sqlite3_prepare_v3(c->db, sql, (int)len + 1, SQLITE_PREPARE_PERSISTENT, &e->st, &tail);
+  rc = lr_sq.prepare_v3(c->db, sql, (int)len + 1, SQLITE_PREPARE_PERSISTENT, &e->st, &tail);
   if (rc != SQLITE_OK) {
     /* An error at prepare is the text's: unknown table or column, bad syntax. */
     db_error(c, j, rc, (rc & 0xff) == SQLITE_ERROR ? "syntax" : NULL);
@@ -253,8 +252,8 @@ static void cache_give_back(lr_sqlite *c, lr_sqstmt *e) {
   else c->taken = e->next;
   if (e->next) e->next->prev = e->prev;
   e->prev = e->next = NULL;
-  sqlite3_reset(e->st);
-  sqlite3_clear_bindings(e->st); /* transient copies: free them now */
+  lr_sq.reset(e->st);
+  lr_sq.clear_bindings(e->st); /* transient copies: free them now */
   cache_put(c, e);
 }
 
@@ -269,21 +268,21 @@ static int bind_value(sqlite3_stmt *st, int i, rd *r, sqlite3_destructor_type ho
     case LR_SQ_INT:
       memcpy(&iv, r->p, 8);
       r->p += 8;
-      return sqlite3_bind_int64(st, i, iv);
+      return lr_sq.bind_int64(st, i, iv);
     case LR_SQ_FLOAT:
       memcpy(&dv, r->p, 8);
       r->p += 8;
-      return sqlite3_bind_double(st, i, dv);
+      return lr_sq.bind_double(st, i, dv);
     case LR_SQ_TEXT:
       n = rd_u32(r);
       r->p += n;
-      return sqlite3_bind_text64(st, i, r->p - n, n, how, SQLITE_UTF8);
+      return lr_sq.bind_text64(st, i, r->p - n, n, how, SQLITE_UTF8);
     case LR_SQ_BLOB:
       n = rd_u32(r);
       r->p += n;
-      return sqlite3_bind_blob64(st, i, r->p - n, n, how);
+      return lr_sq.bind_blob64(st, i, r->p - n, n, how);
     default:
-      return sqlite3_bind_null(st, i);
+      return lr_sq.bind_null(st, i);
   }
 }
 
@@ -293,7 +292,7 @@ static int bind_all(lr_sqlite *c, lr_sqlite_job *j, sqlite3_stmt *st, rd *r,
                     sqlite3_destructor_type how) {
   char mode = *r->p++;
   uint32_t n = rd_u32(r), k;
-  int want = st ? sqlite3_bind_parameter_count(st) : 0, i, rc = SQLITE_OK;
+  int want = st ? lr_sq.bind_parameter_count(st) : 0, i, rc = SQLITE_OK;
   if (mode == 'P') {
     if ((int)n != want) {
       misuse(j, "%u parameter%s given, the statement takes %d", n, n == 1 ? "" : "s", want);
@@ -303,7 +302,7 @@ static int bind_all(lr_sqlite *c, lr_sqlite_job *j, sqlite3_stmt *st, rd *r,
   } else {
     const char *first = r->p;
     for (i = 1; i <= want && rc == SQLITE_OK; i++) {
-      const char *name = sqlite3_bind_parameter_name(st, i);
+      const char *name = lr_sq.bind_parameter_name(st, i);
       size_t nlen;
       rd q = {first};
       if (name == NULL || name[0] == '?') {
@@ -339,10 +338,10 @@ static int put_u32(lr_sqbuf *b, uint32_t v) {
 }
 
 static int put_names(lr_sqbuf *b, sqlite3_stmt *st) {
-  int n = st ? sqlite3_column_count(st) : 0, i;
+  int n = st ? lr_sq.column_count(st) : 0, i;
   if (put_u32(b, (uint32_t)n) != 0) return -1;
   for (i = 0; i < n; i++) {
-    const char *name = sqlite3_column_name(st, i);
+    const char *name = lr_sq.column_name(st, i);
     size_t len = name ? strlen(name) : 0;
     if (put_u32(b, (uint32_t)len) != 0 || lr_sqbuf_put(b, name, len) != 0) return -1;
   }
@@ -357,29 +356,29 @@ static int put_row(lr_sqbuf *b, sqlite3_stmt *st, int ncols) {
     double dv;
     const void *p;
     uint32_t n;
-    switch (sqlite3_column_type(st, i)) {
+    switch (lr_sq.column_type(st, i)) {
       case SQLITE_INTEGER:
         rec[0] = LR_SQ_INT;
-        iv = sqlite3_column_int64(st, i);
+        iv = lr_sq.column_int64(st, i);
         memcpy(rec + 1, &iv, 8);
         if (lr_sqbuf_put(b, rec, 9) != 0) return -1;
         break;
       case SQLITE_FLOAT:
         rec[0] = LR_SQ_FLOAT;
-        dv = sqlite3_column_double(st, i);
+        dv = lr_sq.column_double(st, i);
         memcpy(rec + 1, &dv, 8);
         if (lr_sqbuf_put(b, rec, 9) != 0) return -1;
         break;
       case SQLITE_TEXT:
       case SQLITE_BLOB:
-        if (sqlite3_column_type(st, i) == SQLITE_TEXT) {
+        if (lr_sq.column_type(st, i) == SQLITE_TEXT) {
           rec[0] = LR_SQ_TEXT;
-          p = sqlite3_column_text(st, i);
+          p = lr_sq.column_text(st, i);
         } else {
           rec[0] = LR_SQ_BLOB;
-          p = sqlite3_column_blob(st, i);
+          p = lr_sq.column_blob(st, i);
         }
-        n = (uint32_t)sqlite3_column_bytes(st, i);
+        n = (uint32_t)lr_sq.column_bytes(st, i);
         memcpy(rec + 1, &n, 4);
         if (lr_sqbuf_put(b, rec, 5) != 0 || lr_sqbuf_put(b, p, n) != 0) return -1;
         break;
@@ -400,8 +399,8 @@ static int step_rows(lr_sqlite *c, lr_sqlite_job *j, sqlite3_stmt *st, int batch
   j->nrows = 0;
   /* The names after the first step: a statement recompiled there after a schema
    * change (ALTER TABLE under a cached SELECT *) may have other columns. */
-  rc = sqlite3_step(st);
-  ncols = sqlite3_column_count(st);
+  rc = lr_sq.step(st);
+  ncols = lr_sq.column_count(st);
   if (put_names(&j->out, st) != 0) {
     oom(j);
     return SQLITE_NOMEM;
@@ -418,7 +417,7 @@ static int step_rows(lr_sqlite *c, lr_sqlite_job *j, sqlite3_stmt *st, int batch
     }
     j->nrows++;
     if (batch && (j->nrows >= BATCH_ROWS || j->out.n >= BATCH_BYTES)) return SQLITE_ROW;
-    rc = sqlite3_step(st);
+    rc = lr_sq.step(st);
   }
 }
 
@@ -443,7 +442,7 @@ static int busy_cb(void *arg, int count) {
   if (stopped(c) || __atomic_load_n(&c->stop, __ATOMIC_RELAXED) || c->busy_slept >= c->busy_ms)
     return 0;
   if (d > c->busy_ms - c->busy_slept) d = c->busy_ms - c->busy_slept;
-  sqlite3_sleep(d);
+  lr_sq.sleep(d);
   c->busy_slept += d;
   return 1;
 }
@@ -454,29 +453,29 @@ static void run_open(lr_sqlite *c, lr_sqlite_job *j) {
   sqlite3 *db = NULL;
   char msg[512];
   flags |= c->readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
-  rc = sqlite3_open_v2(c->path, &db, flags, NULL);
+  rc = lr_sq.open_v2(c->path, &db, flags, NULL);
   if (rc == SQLITE_OK) {
-    sqlite3_extended_result_codes(db, 1);
-    sqlite3_busy_timeout(db, c->busy_ms); /* for the pragmas below */
-    file = sqlite3_db_filename(db, "main");
+    lr_sq.extended_result_codes(db, 1);
+    lr_sq.busy_timeout(db, c->busy_ms); /* for the pragmas below */
+    file = lr_sq.db_filename(db, "main");
     /* A file database: WAL (readers and a writer at once) and NORMAL sync (safe in
      * WAL: a power cut can lose the last commits, never corrupt). The schema read
      * also finds a file that is not a database now rather than at the first query. */
     if (file && *file && !c->readonly)
-      rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
-    if (rc == SQLITE_OK) rc = sqlite3_exec(db, "PRAGMA schema_version", NULL, NULL, NULL);
+      rc = lr_sq.exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+    if (rc == SQLITE_OK) rc = lr_sq.exec(db, "PRAGMA schema_version", NULL, NULL, NULL);
   }
   if (rc != SQLITE_OK) {
     snprintf(msg, sizeof msg, "cannot open database %s: %s", c->path,
-             db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-    lr_sqlite_set_error(j, db ? sqlite3_extended_errcode(db) : rc, "connect", msg);
-    sqlite3_close(db);
+             db ? lr_sq.errmsg(db) : lr_sq.errstr(rc));
+    lr_sqlite_set_error(j, db ? lr_sq.extended_errcode(db) : rc, "connect", msg);
+    lr_sq.close(db);
     return;
   }
   /* Our busy handler replaces sqlite3_busy_timeout's: the same waits, and it also
    * gives up for a cancelled job or a closing connection. */
-  sqlite3_busy_handler(db, busy_cb, c);
-  sqlite3_progress_handler(db, 1000, progress_cb, c);
+  lr_sq.busy_handler(db, busy_cb, c);
+  lr_sq.progress_handler(db, 1000, progress_cb, c);
   c->db = db;
 }
 
@@ -487,24 +486,24 @@ static void run_script(lr_sqlite *c, lr_sqlite_job *j, const char *sql) {
   int rc;
   j->changes = 0;
   while (*sql) {
-    int64_t before = sqlite3_total_changes64(c->db);
-    rc = sqlite3_prepare_v2(c->db, sql, -1, &st, &tail);
+    int64_t before = lr_sq.total_changes64(c->db);
+    rc = lr_sq.prepare_v2(c->db, sql, -1, &st, &tail);
     if (rc != SQLITE_OK) {
       db_error(c, j, rc, (rc & 0xff) == SQLITE_ERROR ? "syntax" : NULL);
       return;
     }
     if (st == NULL) break; /* only spaces or comments left */
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {}
+    while ((rc = lr_sq.step(st)) == SQLITE_ROW) {}
     if (rc != SQLITE_DONE) {
       db_error(c, j, rc, NULL);
-      sqlite3_finalize(st);
+      lr_sq.finalize(st);
       return;
     }
-    sqlite3_finalize(st);
-    j->changes = sqlite3_total_changes64(c->db) != before ? sqlite3_changes64(c->db) : 0;
+    lr_sq.finalize(st);
+    j->changes = lr_sq.total_changes64(c->db) != before ? lr_sq.changes64(c->db) : 0;
     sql = tail;
   }
-  j->last_id = sqlite3_last_insert_rowid(c->db);
+  j->last_id = lr_sq.last_insert_rowid(c->db);
 }
 
 /* The SQL at the start of j->in; r is left at the parameters. */
@@ -535,21 +534,21 @@ static void run_exec(lr_sqlite *c, lr_sqlite_job *j) {
   st = e->st;
   if (bind_all(c, j, st, &r, SQLITE_STATIC) != 0) return;
   if (st == NULL) {
-    j->last_id = sqlite3_last_insert_rowid(c->db);
+    j->last_id = lr_sq.last_insert_rowid(c->db);
     return;
   }
-  before = sqlite3_total_changes64(c->db);
-  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {}
+  before = lr_sq.total_changes64(c->db);
+  while ((rc = lr_sq.step(st)) == SQLITE_ROW) {}
   if (rc != SQLITE_DONE) {
     db_error(c, j, rc, NULL);
-    sqlite3_reset(st);
+    lr_sq.reset(st);
     return;
   }
   /* sqlite3_changes counts the last INSERT, UPDATE or DELETE, whichever statement ran
    * it: a CREATE TABLE would report the INSERT before it. */
-  j->changes = sqlite3_total_changes64(c->db) != before ? sqlite3_changes64(c->db) : 0;
-  j->last_id = sqlite3_last_insert_rowid(c->db);
-  sqlite3_reset(st);
+  j->changes = lr_sq.total_changes64(c->db) != before ? lr_sq.changes64(c->db) : 0;
+  j->last_id = lr_sq.last_insert_rowid(c->db);
+  lr_sq.reset(st);
 }
 
 /* query and the first batch of a cursor. */
@@ -578,7 +577,7 @@ static void run_query(lr_sqlite *c, lr_sqlite_job *j, int cursor) {
   } else if (cursor) {
     cache_give_back(c, e);
   } else {
-    sqlite3_reset(e->st);
+    lr_sq.reset(e->st);
   }
 }
 
@@ -629,7 +628,7 @@ void lr_sqlite_run_close(lr_sqlite *c) {
     c->taken = e->next;
     stmt_free(c, e);
   }
-  while ((st = sqlite3_next_stmt(c->db, NULL)) != NULL) sqlite3_finalize(st);
-  sqlite3_close(c->db); /* rolls back an open transaction */
+  while ((st = lr_sq.next_stmt(c->db, NULL)) != NULL) lr_sq.finalize(st);
+  lr_sq.close(c->db); /* rolls back an open transaction */
   c->db = NULL;
 }

@@ -10,7 +10,7 @@
  *                 signal.c; http.c with curl_api.h
  *   lr_net.h      stream.c tls.c server.c server_h1.c       the network subsystems
  *                 server_h2.c ws.c ws_client.c
- *   lr_sqlite.h   db_sqlite.c db_sqlite_run.c              SQLite connections, each on a thread
+ *   lr_sqlite.h   sqlite_api.c db_sqlite.c db_sqlite_run.c              SQLite connections, each on a thread
  *   lr_pg.h       pg_api.c pg_conn.c pg_pipeline.c          PostgreSQL through libpq on the loop
  *   lr_observe.h  trace.c watchdog.c tasks.c               observers, hooked in
  *   cli.c         the executable, on top of everything (with bindings/)

@@ -230,7 +230,10 @@ void lr_pgi_update_poll(lr_pg_conn *c) {
 }
 
 /* Watches fd for ev (0: stop), making a new handle if the fd changed. */
+/* Watches fd for ev (0: stop), making a new handle if the fd changed. 0, or a libuv
+ * error (UV_ENOMEM when the handle cannot be allocated). */
 static int watch(lr_pg_conn *c, int fd, int ev) {
+  int rc;
   if (c->poll && c->fd != fd) {
     c->poll->c = NULL;
     uv_poll_stop(&c->poll->h);
@@ -239,10 +242,10 @@ static int watch(lr_pg_conn *c, int fd, int ev) {
   }
   if (c->poll == NULL) {
     pollbox *pb = calloc(1, sizeof *pb);
-    if (pb == NULL) return -1;
-    if (uv_poll_init(&c->rt->loop, &pb->h, fd) != 0) {
+    if (pb == NULL) return UV_ENOMEM;
+    if ((rc = uv_poll_init(&c->rt->loop, &pb->h, fd)) != 0) {
       free(pb);
-      return -1;
+      return rc;
     }
     pb->c = c;
     c->poll = pb;
@@ -267,7 +270,7 @@ static void connect_done(lr_pg_conn *c) {
 
 static void connect_step(lr_pg_conn *c) {
   PostgresPollingStatusType ps = lr_pq.connectPoll(c->pg);
-  int fd = lr_pq.socket(c->pg);
+  int fd = lr_pq.socket(c->pg), rc;
   if (ps == PGRES_POLLING_FAILED || fd < 0) {
     const char *m = lr_pq.errorMessage(c->pg);
     size_t n;
@@ -290,8 +293,8 @@ static void connect_step(lr_pg_conn *c) {
     c->in_pipeline = 1;
     c->state = C_READY;
     c->events = -1; /* update_poll starts it over */
-    if (watch(c, fd, 0) != 0) {
-      lr_pgi_lose(c, "cannot watch the socket");
+    if ((rc = watch(c, fd, 0)) != 0) {
+      lr_pgi_lose(c, uv_strerror(rc));
       return;
     }
     c->events = 0;
@@ -299,8 +302,8 @@ static void connect_step(lr_pg_conn *c) {
     connect_done(c);
     return;
   }
-  if (watch(c, fd, ps == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE) != 0)
-    shut(c, C_BROKEN, "cannot watch the socket");
+  if ((rc = watch(c, fd, ps == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE)) != 0)
+    shut(c, C_BROKEN, uv_strerror(rc));
 }
 
 static void ignore_notice(void *arg, const PGresult *res) {
@@ -311,7 +314,7 @@ lr_pg_conn *lr_pg_connect(lr_runtime *rt, const char *url, const lr_pg_opts *o, 
                           size_t errlen) {
   const char *keys[8], *vals[8];
   char options[128];
-  int k = 0;
+  int k = 0, rc;
   lr_pg_conn *c;
   if (lr_pg_load(err, errlen) != 0) return NULL;
   if ((c = calloc(1, sizeof *c)) == NULL) {
@@ -352,7 +355,7 @@ lr_pg_conn *lr_pg_connect(lr_runtime *rt, const char *url, const lr_pg_opts *o, 
     connect_step(c); /* fails with libpq's reason (a bad URL) */
     return c;
   }
-  if (watch(c, lr_pq.socket(c->pg), UV_WRITABLE) != 0) shut(c, C_BROKEN, "cannot watch the socket");
+  if ((rc = watch(c, lr_pq.socket(c->pg), UV_WRITABLE)) != 0) shut(c, C_BROKEN, uv_strerror(rc));
   return c;
 }
 
