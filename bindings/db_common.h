@@ -59,6 +59,10 @@ static inline int lr_db_is_null(lua_State *L, int idx) {
 /* 1 if the value at idx is a db.json(value) wrapper. */
 int lr_db_is_json(lua_State *L, int idx);
 
+/* 1 if p[0..n) is valid UTF-8 (no overlong forms, surrogates or code points past
+ * U+10FFFF; a zero byte only with nul_ok): such a string is text, any other bytes. */
+int lr_db_utf8_valid(const char *p, size_t n, int nul_ok);
+
 int luaopen_luarun_db(lua_State *L);
 int luaopen_luarun_db_sqlite(lua_State *L);
 int luaopen_luarun_db_pg(lua_State *L);

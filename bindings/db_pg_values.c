@@ -20,29 +20,6 @@
 
 /* ---- parameters ---- */
 
-static int utf8_valid(const unsigned char *s, size_t n) {
-  size_t i = 0;
-  while (i < n) {
-    unsigned char c = s[i];
-    int len;
-    if (c < 0x80) {
-      if (c == 0) return 0;
-      i++;
-      continue;
-    }
-    if (c >= 0xc2 && c <= 0xdf) len = 2;
-    else if (c >= 0xe0 && c <= 0xef) len = 3;
-    else if (c >= 0xf0 && c <= 0xf4) len = 4;
-    else return 0;
-    if (i + len > n) return 0;
-    for (int k = 1; k < len; k++)
-      if ((s[i + k] & 0xc0) != 0x80) return 0;
-    if (len == 3 && ((c == 0xe0 && s[i + 1] < 0xa0) || (c == 0xed && s[i + 1] > 0x9f))) return 0;
-    if (len == 4 && ((c == 0xf0 && s[i + 1] < 0x90) || (c == 0xf4 && s[i + 1] > 0x8f))) return 0;
-    i += len;
-  }
-  return 1;
-}
 
 /* A growing byte buffer in C: an array literal is built outside Lua's stack, since
  * its nested tables must be pushed while it grows (luaL_Buffer wants the top). */
@@ -148,7 +125,7 @@ void lr_pg_params(lua_State *L, int first, int n, lr_pg_params_t *p, const char 
         const char *s = lua_tolstring(L, idx, &len);
         if (len > 0x7fffffff) luaL_error(L, "%s: bad parameter #%d (string too long)", fname, argn);
         p->values[i] = s, p->lengths[i] = (int)len;
-        p->formats[i] = utf8_valid((const unsigned char *)s, len) ? 0 : 1;
+        p->formats[i] = lr_db_utf8_valid(s, len, 0) ? 0 : 1;
         break;
       }
       case LUA_TTABLE: {

@@ -46,34 +46,6 @@ static int rows_next(lua_State *L);
 
 /* ================= parameters ================= */
 
-/* 1 if s is valid UTF-8 (no overlong forms, surrogates or code points past U+10FFFF). */
-static int valid_utf8(const unsigned char *s, size_t n) {
-  size_t i = 0;
-  while (i < n) {
-    unsigned c = s[i];
-    size_t k;
-    unsigned cp;
-    if (c < 0x80) {
-      i++;
-      continue;
-    }
-    if (c >= 0xc2 && c <= 0xdf) k = 1, cp = c & 0x1f;
-    else if (c >= 0xe0 && c <= 0xef) k = 2, cp = c & 0x0f;
-    else if (c >= 0xf0 && c <= 0xf4) k = 3, cp = c & 0x07;
-    else return 0;
-    if (n - i <= k) return 0;
-    for (size_t m = 1; m <= k; m++) {
-      if ((s[i + m] & 0xc0) != 0x80) return 0;
-      cp = cp << 6 | (s[i + m] & 0x3f);
-    }
-    if ((k == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-        (k == 3 && (cp < 0x10000 || cp > 0x10ffff)))
-      return 0;
-    i += k + 1;
-  }
-  return 1;
-}
-
 /* nil and db.null are NULL, as with PostgreSQL; db.json(v) is v's JSON text. */
 static void check_value(lua_State *L, int idx, const char *fname, int n, const char *name) {
   int t = lua_type(L, idx);
@@ -158,7 +130,7 @@ static int put_value(lua_State *L, lr_sqbuf *b, int idx) {
     case LUA_TSTRING:
       s = lua_tolstring(L, idx, &n);
       if (n > UINT32_MAX) return -1;
-      rec[0] = valid_utf8((const unsigned char *)s, n) ? LR_SQ_TEXT : LR_SQ_BLOB;
+      rec[0] = lr_db_utf8_valid(s, n, 1) ? LR_SQ_TEXT : LR_SQ_BLOB;
       len = (uint32_t)n;
       memcpy(rec + 1, &len, 4);
       if (lr_sqbuf_put(b, rec, 5) != 0) return -1;

@@ -92,6 +92,13 @@ static inline int lr_reserve(char **buf, size_t *cap, size_t need, size_t first)
   return 0;
 }
 
+/* ---- dynlib.c: libraries opened at run time (libpq, libsqlite3) ----
+ * Opens soname and fills slots[i] with its function prefix+names[i] (names ends with
+ * NULL; slots is a struct of function pointers in the same order, generated with the
+ * list). 0, or -1 with the reason in err (package: what to install). */
+int lr_dynlib_load(const char *soname, const char *prefix, const char *const *names,
+                   void **slots, const char *package, char *err, size_t errlen);
+
 #define LR_COPY_REF_MIN 4096
 void lr_copy_encode_refs(lua_State *L, int first, int n, lr_copybuf *b, const char *fname,
                          const char *root, int anchor);

@@ -2,7 +2,7 @@
  *
  * core/ is in layers; each points one way (down), and each file includes the header
  * of its own layer:
- *   lr_base.h     error.c alloc.c copy.c                  knows no tasks
+ *   lr_base.h     error.c alloc.c copy.c dynlib.c         knows no tasks
  *   lr_sched.h    loop.c sched.c timer.c report.c          the scheduler
  *                 sched_hooks.c
  *   lr_prims.h    group.c scope.c sync.c queue.c           primitives on the scheduler

@@ -29,13 +29,7 @@ local function sh(cmd) -- runs cmd; returns ok, output (stdout and stderr)
   return ok, out
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file = require("support.util").read_file
 
 local function alive(pid)
   return pid ~= nil and os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
