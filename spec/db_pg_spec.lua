@@ -282,7 +282,11 @@ describe("luarun.db on PostgreSQL", function()
       for row in conn:rows(sql, 1000000) do n = n + row.g % 2 end
       assert.equal(500000, n)
       local grew = hwm() - before
-      assert.is_true(grew < 40, ("peak memory grew by %.0f MB"):format(grew))
+      -- Under ASan, freed blocks wait in its quarantine (256 MB by default), so peak
+      -- memory tells nothing there: the plain build's run checks the bound.
+      if not os.getenv("LUARUN_CHILD_ASAN_OPTIONS") then
+        assert.is_true(grew < 40, ("peak memory grew by %.0f MB"):format(grew))
+      end
       conn:close()
     end)
   end)

@@ -163,7 +163,7 @@ function Server:dir_path() return self.dir end
 
 -- The process's shared server lives in the registry, as busted reloads this module
 -- (and restores package.loaded) for each spec file.
-local key = "luarun.spec.pgserver"
+local key = "spec.support.pgserver" -- not "luarun.": types_spec reads those as classes
 local reg = debug.getregistry()
 local shared = reg[key]
 if not shared then
