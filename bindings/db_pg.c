@@ -337,6 +337,7 @@ static int rows_next(lua_State *L) {
       return 0;
     }
     t = lr_task_enter(L, "rows");
+    if (op->parked) return luaL_error(L, "rows: another task is reading these rows");
     op->task = t;
     op->parked = 1;
     lr_waitq_push(&op->q, t);

@@ -44,6 +44,7 @@ static int copy_k(lua_State *L, int status, lua_KContext ctx);
 static int copy_wait(lua_State *L, copybox *cb, lr_task *t, int what) {
   lr_pg_op *op = cb->op;
   if (!lr_pg_op_waits(op)) return copy_k(L, LUA_OK, what);
+  if (op->parked) return luaL_error(L, "copy_in: another task is using this COPY");
   op->task = t;
   op->parked = 1;
   lr_waitq_push(&op->q, t);

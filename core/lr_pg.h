@@ -209,6 +209,10 @@ struct lr_pg_conn {
   lr_waitq connect_q;
   lr_pg_op *head, *tail;     /* FIFO: sent operations first, then those not sent */
   lr_pg_op *unsent;          /* the first operation not sent yet, or NULL */
+  lr_pg_op *hold;            /* a cancel request is out for it: nothing is sent meanwhile;
+                                LR_PG_HOLD_ENDED once it ended, until the request is in */
+  int cancels;               /* cancel requests on libuv's pool, which use this struct */
+  int free_pending;          /* freed by the last of them */
   lr_pg_opts o;
   lr_pg_stmt *stmts[STMT_BUCKETS];
   int nstmts;
@@ -218,6 +222,7 @@ struct lr_pg_conn {
   char why[256];
 };
 
+#define LR_PG_HOLD_ENDED ((lr_pg_op *)1)
 void lr_pgi_update_poll(lr_pg_conn *c);   /* pg_conn.c: what the poll watches, refs */
 void lr_pgi_lose(lr_pg_conn *c, const char *what); /* pg_conn.c: broken: all end LOST */
 void lr_pgi_request_cancel(lr_pg_conn *c, lr_pg_op *op); /* pg_conn.c: off the loop */
@@ -228,5 +233,6 @@ void lr_pgi_read_results(lr_pg_conn *c);  /* pg_pipeline.c: hand results out */
 void lr_pgi_copy_writable(lr_pg_conn *c); /* pg_pipeline.c */
 void lr_pgi_op_end(lr_pg_op *op, int end);/* pg_pipeline.c: wake its task or free it */
 void lr_pgi_fifo_pop(lr_pg_conn *c);      /* pg_pipeline.c */
+int lr_pgi_waits_behind(lr_pg_conn *c, lr_pg_op *op); /* pg_pipeline.c */
 
 #endif

@@ -27,7 +27,10 @@ static void connect_step(lr_pg_conn *c);
 typedef struct cancel_work {
   uv_work_t w;
   PGcancel *cn;
+  lr_pg_conn *c;         /* kept alive until this is over (c->cancels) */
 } cancel_work;
+
+static void conn_free(lr_pg_conn *c);
 
 static void cancel_run(uv_work_t *w) {
   cancel_work *cw = container_of(w, cancel_work, w);
@@ -35,24 +38,48 @@ static void cancel_run(uv_work_t *w) {
   lr_pq.cancel(cw->cn, buf, sizeof buf); /* best effort: the result says what happened */
 }
 
+/* The server has the cancel request: once the cancelled statement has ended too, the
+ * statements held back go out (a request still on its way would stop one of them). */
 static void cancel_after(uv_work_t *w, int status) {
   cancel_work *cw = container_of(w, cancel_work, w);
+  lr_pg_conn *c = cw->c;
   (void)status;
   lr_pq.freeCancel(cw->cn);
   free(cw);
+  if (--c->cancels > 0) return;
+  if (c->free_pending) {
+    conn_free(c);
+    return;
+  }
+  if (c->hold == LR_PG_HOLD_ENDED) {
+    c->hold = NULL;
+    if (c->state == C_READY) {
+      lr_pgi_pump(c);
+      lr_pgi_flush(c);
+      lr_pgi_update_poll(c);
+    }
+  }
 }
 
-/* Asks the server to cancel what it runs now: the head of the FIFO. */
+/* A cancel request stops whatever the server runs when it arrives, so it is sent only
+ * when op is the last statement sent (anything behind it would be at risk), and
+ * nothing more goes out until op has ended and the server has the request (c->hold).
+ * Otherwise op runs to its end and its results are dropped. */
 void lr_pgi_request_cancel(lr_pg_conn *c, lr_pg_op *op) {
   cancel_work *cw;
-  if (op->cancel_sent || c->state != C_READY) return;
+  if (op->cancel_sent || c->state != C_READY || c->hold) return;
+  if (op->next && op->next->sent) return;
   op->cancel_sent = 1;
   if ((cw = calloc(1, sizeof *cw)) == NULL) return;
+  cw->c = c;
   if ((cw->cn = lr_pq.getCancel(c->pg)) == NULL ||
       uv_queue_work(&c->rt->loop, &cw->w, cancel_run, cancel_after) != 0) {
     if (cw->cn) lr_pq.freeCancel(cw->cn);
     free(cw);
+    return;
   }
+  c->cancels++;
+  c->hold = op;
 }
 
 /* ---- the connection breaks or closes ---- */
@@ -92,6 +119,10 @@ static void conn_free(lr_pg_conn *c) {
   lr_pg_conn **p;
   lr_pg_note *n;
   int i;
+  if (c->cancels > 0) { /* a cancel request still uses it: freed when it is over */
+    c->free_pending = 1;
+    return;
+  }
   for (p = &all_conns; *p; p = &(*p)->next_all)
     if (*p == c) {
       *p = c->next_all;
@@ -207,7 +238,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 static int head_stalled(lr_pg_conn *c) {
   lr_pg_op *op = c->head;
   return op && op->task &&
-         ((op->kind == LR_PG_ROWS && op->nrows >= LR_PG_ROWS_BATCH) ||
+         ((op->kind == LR_PG_ROWS && op->nrows >= LR_PG_ROWS_BATCH && !lr_pgi_waits_behind(c, op)) ||
           (op->kind == LR_PG_COPY && op->copy_state == COPY_DATA));
 }
 
@@ -234,6 +265,13 @@ void lr_pgi_update_poll(lr_pg_conn *c) {
  * error (UV_ENOMEM when the handle cannot be allocated). */
 static int watch(lr_pg_conn *c, int fd, int ev) {
   int rc;
+  /* While connecting, libpq may close its socket and open the next (another address
+   * or host) under the same number: the old one left epoll as it closed, so the
+   * handle is started over at every step. */
+  if (c->state == C_CONNECTING && c->poll && c->events > 0) {
+    uv_poll_stop(&c->poll->h); /* a start with the same events would change nothing */
+    c->events = 0;
+  }
   if (c->poll && c->fd != fd) {
     c->poll->c = NULL;
     uv_poll_stop(&c->poll->h);

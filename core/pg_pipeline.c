@@ -43,6 +43,8 @@ static void op_wake(lr_pg_op *op) {
 
 void lr_pgi_fifo_pop(lr_pg_conn *c) {
   lr_pg_op *op = c->head;
+  if (c->hold == op) /* statements go out again once the server has the request too */
+    c->hold = c->cancels > 0 ? LR_PG_HOLD_ENDED : NULL;
   c->head = op->next;
   if (c->head == NULL) c->tail = NULL;
   op->next = NULL;
@@ -94,8 +96,23 @@ static void take_result(lr_pg_conn *c, lr_pg_op *op, PGresult *res) {
       return;
     case PGRES_COPY_IN:
       lr_pq.clear(res);
+      if (op->kind != LR_PG_COPY) { /* COPY sent as a statement: libpq would wait for data */
+        lr_pgi_lose(c, "COPY ... FROM STDIN goes through conn:copy_in (the connection was "
+                       "reset)");
+        return;
+      }
+      if (op->task == NULL) { /* cancelled before the server answered: end the COPY */
+        lr_pq.putCopyEnd(c->pg, "cancelled by the client");
+        op->copy_state = COPY_END;
+        lr_pgi_flush(c);
+        return;
+      }
       op->copy_state = COPY_DATA;
       op_wake(op);
+      return;
+    case PGRES_COPY_OUT: case PGRES_COPY_BOTH:
+      lr_pq.clear(res);
+      lr_pgi_lose(c, "COPY ... TO STDOUT is not supported (the connection was reset)");
       return;
     case PGRES_FATAL_ERROR:
       if (op->stmt && op->sets == 2) { /* its Parse failed: forget the statement */
@@ -163,13 +180,25 @@ static int libpq_failed(lr_pg_conn *c, const PGresult *res) {
   return 1;
 }
 
+/* 1 if op's task waits for a later statement on the same connection (a statement in
+ * the body of a rows() loop): op's rows must then keep coming, or neither ends. */
+int lr_pgi_waits_behind(lr_pg_conn *c, lr_pg_op *op) {
+  lr_pg_op *o;
+  (void)c;
+  for (o = op->next; o; o = o->next)
+    if (o->task == op->task && o->parked) return 1;
+  return 0;
+}
+
 /* Reads every complete result there is, hands each to the operation it belongs to. */
 void lr_pgi_read_results(lr_pg_conn *c) {
   lr_pg_op *op;
   while (c->state == C_READY && (op = c->head) != NULL && op->sent) {
     PGresult *res;
     int busy;
-    if (op->kind == LR_PG_ROWS && op->nrows >= LR_PG_ROWS_BATCH && op->task) break;
+    if (op->kind == LR_PG_ROWS && op->nrows >= LR_PG_ROWS_BATCH && op->task &&
+        !lr_pgi_waits_behind(c, op))
+      break;
     if (op->kind == LR_PG_COPY && (op->copy_state == COPY_DATA || op->copy_state == COPY_PUT))
       break;
     if (op->kind == LR_PG_ROWS && !op->single_set && op->sets == 1) {
@@ -309,7 +338,7 @@ void lr_pgi_flush(lr_pg_conn *c) {
 
 /* Sends the operations that wait, as far as the connection can take them now. */
 void lr_pgi_pump(lr_pg_conn *c) {
-  while (c->state == C_READY && c->unsent) {
+  while (c->state == C_READY && c->unsent && c->hold == NULL) {
     lr_pg_op *op = c->unsent;
     if (op->kind == LR_PG_COPY && c->head != op) break; /* waits for the pipeline to empty */
     if (!c->in_pipeline) {
@@ -377,7 +406,7 @@ lr_pg_op *lr_pg_send(lr_pg_conn *c, lr_task *t, int kind, const char *sql, int n
   op->task = t;
   op->kind = kind;
   /* Straight out unless something waits before it (a COPY, or others queued). */
-  now = c->unsent == NULL && c->in_pipeline && kind != LR_PG_COPY;
+  now = c->unsent == NULL && c->in_pipeline && kind != LR_PG_COPY && c->hold == NULL;
   if (kind == LR_PG_COPY && c->head == NULL) now = 1;
   if (c->tail) c->tail->next = op;
   else c->head = op;
@@ -385,7 +414,7 @@ lr_pg_op *lr_pg_send(lr_pg_conn *c, lr_task *t, int kind, const char *sql, int n
   if (now) {
     if (send_op(c, op, sql, n, values, lengths, formats) != 0) {
       lr_pgi_lose(c, "cannot send the statement");
-      if (op->task == NULL) { /* nobody to tell: lose freed it */
+      if (t == NULL) { /* nobody to tell: lose freed it */
         snprintf(err, errlen, "%s", c->why);
         return NULL;
       }
@@ -411,7 +440,7 @@ lr_pg_op *lr_pg_send(lr_pg_conn *c, lr_task *t, int kind, const char *sql, int n
   if (lr_sched_busy(c->rt)) c->want_write = 1;
   else lr_pgi_flush(c);
   lr_pgi_update_poll(c);
-  if (op->end && op->task == NULL) return NULL; /* a DISCARD the connection lost */
+  if (t == NULL && c->state != C_READY) return NULL; /* a DISCARD the connection lost (freed) */
   return op;
 }
 
