@@ -469,6 +469,14 @@ static void cancel(lr_task *t) {
   lr_sqlite *c = j->c;
   j->task = NULL;
   waiting_done(c->hub);
+  if (j->staged && j->op == LR_SQ_FETCH) {
+    /* the cursor's statement came with it and holds a read transaction: it goes to
+     * the thread to be reset instead (finish_orphan then gives the job back) */
+    j->op = LR_SQ_RESET;
+    j->more = 0;
+    lr_task_wake(t, LR_WAKE_CANCELLED);
+    return;
+  }
   if (j->staged && j->op != LR_SQ_CLOSE) { /* the thread never saw it */
     unstage(c, j);
     lr_task_wake(t, LR_WAKE_CANCELLED);

@@ -427,9 +427,12 @@ static int stopped(lr_sqlite *c) {
   return c->running && __atomic_load_n(&c->running->cancelled, __ATOMIC_RELAXED);
 }
 
-/* SQLite calls it every 1000 steps of a statement: non-zero stops the statement. */
+/* SQLite calls it every 1000 steps of a statement: non-zero stops the statement. A
+ * closing connection stops it too: a close outside a task, or the runtime's, joins
+ * this thread, and a runaway statement would hold the loop. */
 static int progress_cb(void *arg) {
-  return stopped(arg);
+  lr_sqlite *c = arg;
+  return stopped(c) || __atomic_load_n(&c->stop, __ATOMIC_RELAXED);
 }
 
 /* Waits for a lock as sqlite3_busy_timeout does (short sleeps growing to 25 ms, up

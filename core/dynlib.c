@@ -26,6 +26,7 @@ int lr_dynlib_load(const char *soname, const char *prefix, const char *const *na
     snprintf(sym, sizeof sym, "%s%s", prefix, names[i]);
     if ((slots[i] = dlsym(lib, sym)) == NULL) {
       snprintf(err, errlen, "%s lacks %s: install a newer %s", soname, sym, package);
+      dlclose(lib);
       return -1;
     }
   }

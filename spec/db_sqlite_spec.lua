@@ -325,6 +325,55 @@ describe("luarun.db on SQLite", function()
       end)
     end)
 
+    it("resets the statement when its task is cancelled with the next batch still staged", function()
+      run(function()
+        local file = "sqlite:" .. path("walcancel.db")
+        local a, b = open(file), open(file)
+        assert(a:exec([[CREATE TABLE t AS WITH RECURSIVE r(i) AS
+          (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 10000) SELECT i FROM r]]))
+        local n = 0
+        local reader = lr.spawn(function()
+          for _ in a:rows("SELECT i FROM t") do n = n + 1 end
+        end)
+        -- ready every turn, so the reader's next fetch is staged, not sent, when it
+        -- parks after its first batch; then cancelled in that same turn
+        local canceller = lr.spawn(function()
+          while n == 0 do lr.sleep(0) end
+          reader:cancel()
+        end)
+        canceller:wait()
+        assert.is_false((pcall(reader.wait, reader)))
+        assert.is_true(n > 0 and n < 10000)
+        lr.sleep(0.05)
+        assert(b:exec("INSERT INTO t VALUES (-1)"))
+        local r = assert(b:query("PRAGMA wal_checkpoint(TRUNCATE)"))[1]
+        assert.equal(0, r.busy) -- no read transaction of a's left open
+        a:close()
+        b:close()
+      end)
+    end)
+
+    it("stops a runaway statement when the runtime closes under it", function()
+      -- os.exit(0, true) closes the state, and with it the runtime, which joins the
+      -- connection's thread on the loop: the statement must stop for that to return
+      local script = os.tmpname() .. ".lua"
+      util.put(script, [[
+        local lr = require "luarun"
+        local db = require "luarun.db"
+        local conn = assert(db.open("sqlite::memory:"))
+        lr.spawn(function()
+          conn:query("WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) SELECT count(*) FROM r")
+        end)
+        lr.sleep(0.1)
+        io.write("closing\n")
+        os.exit(0, true)
+      ]])
+      local code, out, err = util.sh("timeout -k 2 10 " .. util.quote(util.bin) .. " " .. util.quote(script))
+      os.remove(script)
+      assert.equal(0, code, err)
+      assert.equal("closing\n", out)
+    end)
+
     it("resets the statement when the loop breaks, so the WAL is not pinned", function()
       run(function()
         local file = "sqlite:" .. path("wal.db")
@@ -435,7 +484,10 @@ describe("luarun.db on SQLite", function()
       ticker:wait()
       assert.equal(200, done)
       assert.is_true(ticks >= 10)
-      assert.is_true(worst < 0.05, ("a tick came %.1f ms late"):format(worst * 1000))
+      -- ASan with the collector at every step (the test command's second run) is
+      -- several times slower: its bound is looser, the plain build's is the goal's
+      local bound = os.getenv("LUARUN_CHILD_ASAN_OPTIONS") and 0.25 or 0.05
+      assert.is_true(worst < bound, ("a tick came %.1f ms late"):format(worst * 1000))
       conn:close()
     end)
   end)
