@@ -113,3 +113,16 @@ int lr_db_utf8_valid(const char *p, size_t n, int nul_ok) {
   }
   return 1;
 }
+
+void lr_db_push_driver(lua_State *L, lua_CFunction open, const char *conn_mt,
+                       const char *begin_sql) {
+  lua_createtable(L, 0, 4);
+  lua_pushcfunction(L, open);
+  lua_setfield(L, -2, "open");
+  luaL_getmetatable(L, conn_mt);
+  lua_getfield(L, -1, "__index");
+  lua_setfield(L, -3, "methods");
+  lua_pop(L, 1);
+  lua_pushstring(L, begin_sql);
+  lua_setfield(L, -2, "begin_sql");
+}

@@ -63,6 +63,11 @@ int lr_db_is_json(lua_State *L, int idx);
  * U+10FFFF; a zero byte only with nul_ok): such a string is text, any other bytes. */
 int lr_db_utf8_valid(const char *p, size_t n, int nul_ok);
 
+/* Pushes a driver module's table: {open =, methods = the class conn_mt's method
+ * table, begin_sql =} (the class must be registered). */
+void lr_db_push_driver(lua_State *L, lua_CFunction open, const char *conn_mt,
+                       const char *begin_sql);
+
 int luaopen_luarun_db(lua_State *L);
 int luaopen_luarun_db_sqlite(lua_State *L);
 int luaopen_luarun_db_pg(lua_State *L);

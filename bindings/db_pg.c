@@ -486,16 +486,8 @@ int luaopen_luarun_db_pg(lua_State *L) {
   lr_pg_copy_register(L);
   luaL_newmetatable(L, LR_DB_JSON_MT);
   lua_pop(L, 1);
-  lua_createtable(L, 0, 4);
-  lua_pushcfunction(L, l_open);
-  lua_setfield(L, -2, "open");
-  luaL_getmetatable(L, CONN_MT);
-  lua_getfield(L, -1, "__index");
-  lua_setfield(L, -3, "methods");
-  lua_pop(L, 1);
+  lr_db_push_driver(L, l_open, CONN_MT, "BEGIN");
   lua_pushcfunction(L, lr_pg_decode_text);
   lua_setfield(L, -2, "_decode");
-  lua_pushliteral(L, "BEGIN");
-  lua_setfield(L, -2, "begin_sql");
   return 1;
 }

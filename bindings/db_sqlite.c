@@ -701,14 +701,6 @@ int luaopen_luarun_db_sqlite(lua_State *L) {
   lr_register_class(L, CONN_MT, conn_methods, conn_meta);
   lr_register_class(L, STMT_MT, stmt_methods, NULL);
   lr_register_class(L, ROWS_MT, NULL, rows_meta);
-  lua_createtable(L, 0, 3);
-  lua_pushcfunction(L, l_open);
-  lua_setfield(L, -2, "open");
-  luaL_getmetatable(L, CONN_MT);
-  lua_getfield(L, -1, "__index");
-  lua_setfield(L, -3, "methods");
-  lua_pop(L, 1);
-  lua_pushliteral(L, "BEGIN IMMEDIATE");
-  lua_setfield(L, -2, "begin_sql");
+  lr_db_push_driver(L, l_open, CONN_MT, "BEGIN IMMEDIATE");
   return 1;
 }
