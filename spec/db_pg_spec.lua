@@ -266,6 +266,22 @@ describe("luarun.db on PostgreSQL", function()
     end)
   end)
 
+  it("builds a large result whole, with the collector running again after it", function()
+    run(function()
+      local conn = open()
+      local rows = assert(conn:query("select g as id, (g * 2)::text as t from generate_series(1, 20000) g"))
+      assert.equal(20000, #rows)
+      assert.same({id = 20000, t = "40000"}, rows[20000])
+      assert.same({"id", "t"}, rows.columns)
+      assert.is_true(collectgarbage("isrunning"))
+      collectgarbage("stop") -- a script's own stop is left as it was
+      assert.equal(20000, #assert(conn:query("select g from generate_series(1, 20000) g")))
+      assert.is_false(collectgarbage("isrunning"))
+      collectgarbage("restart")
+      conn:close()
+    end)
+  end)
+
   it("streams 1,000,000 rows with rows() in little memory, its statement cached", function()
     local function hwm()
       for l in io.lines("/proc/self/status") do
