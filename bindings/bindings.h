@@ -22,6 +22,17 @@ void lr_json_encode(lua_State *L, int idx);
  * column C (byte B)" on invalid JSON. Needs no runtime: works in any lua_State. */
 void lr_json_decode(lua_State *L, const char *s, size_t n);
 int luaopen_luarun_json(lua_State *L);
+/* Length of the valid UTF-8 sequence at s (at most n bytes, n > 0), or 0 if invalid
+ * (overlong forms, surrogates, past U+10FFFF). */
+size_t lr_utf8_len(const unsigned char *s, size_t n);
+
+/* The value of hex digit c, or -1. */
+static inline int lr_hex_digit(int c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
 
 /* ---- pool.c: lr.run_in_pool and lr.pool_size ---- */
 /* Sets run_in_pool and pool_size on the table at the top of the stack (the luarun

@@ -89,27 +89,11 @@ int lr_db_is_json(lua_State *L, int idx) {
 
 int lr_db_utf8_valid(const char *p, size_t n, int nul_ok) {
   const unsigned char *s = (const unsigned char *)p;
-  size_t i = 0, k, m;
+  size_t i = 0, k;
   while (i < n) {
-    unsigned c = s[i], cp;
-    if (c < 0x80) {
-      if (c == 0 && !nul_ok) return 0;
-      i++;
-      continue;
-    }
-    if (c >= 0xc2 && c <= 0xdf) k = 1, cp = c & 0x1f;
-    else if (c >= 0xe0 && c <= 0xef) k = 2, cp = c & 0x0f;
-    else if (c >= 0xf0 && c <= 0xf4) k = 3, cp = c & 0x07;
-    else return 0;
-    if (n - i <= k) return 0;
-    for (m = 1; m <= k; m++) {
-      if ((s[i + m] & 0xc0) != 0x80) return 0;
-      cp = cp << 6 | (s[i + m] & 0x3f);
-    }
-    if ((k == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-        (k == 3 && (cp < 0x10000 || cp > 0x10ffff)))
-      return 0;
-    i += k + 1;
+    if (s[i] == 0 && !nul_ok) return 0;
+    if ((k = lr_utf8_len(s + i, n - i)) == 0) return 0;
+    i += k;
   }
   return 1;
 }

@@ -164,6 +164,15 @@ void lr_pg_op_describe(lua_State *L, lr_task *t) {
 
 #define op_describe lr_pg_op_describe
 
+int lr_pg_park(lua_State *L, lr_task *t, lr_pg_op *op, const char *fname, lua_KContext ctx,
+               lua_KFunction k) {
+  if (op->parked) return luaL_error(L, "%s: another task is waiting on it", fname);
+  op->task = t;
+  op->parked = 1;
+  lr_waitq_push(&op->q, t);
+  return lr_task_park_on(L, t, lr_pg_op_cancel, lr_pg_op_describe, ctx, k);
+}
+
 /* lr_pg_add_rows under lua_pcall: (result, table). The column names are pushed again
  * in this frame (the same interned strings as the caller's). */
 static int add_rows_protected(lua_State *L) {
@@ -277,10 +286,8 @@ static int statement(lua_State *L, int k) {
   op = lr_pg_send(b->c, t, LR_PG_QUERY, sql, n, p.values, p.lengths, p.formats, err, sizeof err);
   if (op == NULL) return fail_closed(L, err);
   if (!lr_pg_op_waits(op)) return finish(L, op, k);
-  op->parked = 1;
-  lr_waitq_push(&op->q, t);
   lua_pushlightuserdata(L, op);
-  return lr_task_park_on(L, t, lr_pg_op_cancel, op_describe, (lua_KContext)k, op_k);
+  return lr_pg_park(L, t, op, fname, (lua_KContext)k, op_k);
 }
 
 static int l_query(lua_State *L) { return statement(L, K_QUERY); }
@@ -369,11 +376,7 @@ static int rows_next(lua_State *L) {
       return 0;
     }
     t = lr_task_enter(L, "rows");
-    if (op->parked) return luaL_error(L, "rows: another task is reading these rows");
-    op->task = t;
-    op->parked = 1;
-    lr_waitq_push(&op->q, t);
-    return lr_task_park_on(L, t, lr_pg_op_cancel, op_describe, 0, rows_k);
+    return lr_pg_park(L, t, op, "rows", 0, rows_k);
   }
 }
 

@@ -51,6 +51,10 @@ int lr_pg_fail_closed(lua_State *L, const char *why);
 int lr_pg_push_failure(lua_State *L, lr_pg_op *op);
 /* What a task parked on an operation waits on, for reports. */
 void lr_pg_op_describe(lua_State *L, lr_task *t);
+/* Parks t on op until the core wakes it (k then runs); raises naming fname if another
+ * task waits on op already (one rows or copy object shared between tasks). */
+int lr_pg_park(lua_State *L, lr_task *t, lr_pg_op *op, const char *fname, lua_KContext ctx,
+               lua_KFunction k);
 
 /* ---- db_pg_copy.c: COPY ... FROM STDIN ---- */
 /* conn:_copy_start(sql [, types]) -> copy | nil, err; types: the target columns' type

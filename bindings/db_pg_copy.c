@@ -44,11 +44,7 @@ static int copy_k(lua_State *L, int status, lua_KContext ctx);
 static int copy_wait(lua_State *L, copybox *cb, lr_task *t, int what) {
   lr_pg_op *op = cb->op;
   if (!lr_pg_op_waits(op)) return copy_k(L, LUA_OK, what);
-  if (op->parked) return luaL_error(L, "copy_in: another task is using this COPY");
-  op->task = t;
-  op->parked = 1;
-  lr_waitq_push(&op->q, t);
-  return lr_task_park_on(L, t, lr_pg_op_cancel, lr_pg_op_describe, what, copy_k);
+  return lr_pg_park(L, t, op, "copy_in", what, copy_k);
 }
 
 /* what: 1 started (stack: conn, sql, types, copybox), 2 put (copybox first), 3 finish */
@@ -331,19 +327,11 @@ static int l_copy_finish(lua_State *L) {
     cb_be(L, cb, 0xffff, 2);
     lr_pg_copy_put(cb->op, cb->buf, cb->n);
     if (lr_pg_op_waits(cb->op)) { /* libpq's buffer was full: when it takes the trailer */
-      cb->op->task = t;
-      cb->op->parked = 1;
-      lr_waitq_push(&cb->op->q, t);
-      return lr_task_park_on(L, t, lr_pg_op_cancel, lr_pg_op_describe, 0, finish_k);
+      return lr_pg_park(L, t, cb->op, "copy_in", 0, finish_k);
     }
   }
   if (!cb->op->end) lr_pg_copy_put(cb->op, NULL, 0);
-  if (!cb->op->end) {
-    cb->op->task = t;
-    cb->op->parked = 1;
-    lr_waitq_push(&cb->op->q, t);
-    return lr_task_park_on(L, t, lr_pg_op_cancel, lr_pg_op_describe, 3, copy_k);
-  }
+  if (!cb->op->end) return lr_pg_park(L, t, cb->op, "copy_in", 3, copy_k);
   return copy_k(L, LUA_OK, 3);
 }
 

@@ -186,13 +186,6 @@ static int kind_of(Oid oid, int *array) {
   }
 }
 
-static int hexval(int c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 static void push_bytea(lua_State *L, const char *s, size_t len) {
   luaL_Buffer b;
   size_t i;
@@ -200,7 +193,7 @@ static void push_bytea(lua_State *L, const char *s, size_t len) {
     char *o = luaL_buffinitsize(L, &b, (len - 2) / 2);
     size_t n = 0;
     for (i = 2; i + 1 < len; i += 2) {
-      int hi = hexval((unsigned char)s[i]), lo = hexval((unsigned char)s[i + 1]);
+      int hi = lr_hex_digit((unsigned char)s[i]), lo = lr_hex_digit((unsigned char)s[i + 1]);
       if (hi < 0 || lo < 0) break;
       o[n++] = (char)(hi * 16 + lo);
     }

@@ -592,9 +592,8 @@ static int l_stmt_close(lua_State *L) {
 /* 1 if the code on L may park (a task's own body, not a coroutine inside it, and not
  * being cancelled). */
 static int can_park(lua_State *L) {
-  uintptr_t v = *(uintptr_t *)lua_getextraspace(L);
-  lr_task *t = (lr_task *)(v & ~(uintptr_t)1);
-  return v != 0 && !(v & 1) && lua_isyieldable(L) && !(t->flags & LR_F_CANCEL);
+  lr_task *t = lr_task_can_park(L);
+  return t != NULL && !(t->flags & LR_F_CANCEL);
 }
 
 /* conn:close() -> true. Statements still queued get `closed`; the running one ends

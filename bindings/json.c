@@ -147,8 +147,7 @@ static int enc_error(enc *e, const char *what) {
   return luaL_error(e->L, "json.encode: %s at %s", what, lua_tostring(e->L, -1));
 }
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 if invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n) {
+size_t lr_utf8_len(const unsigned char *s, size_t n) {
   unsigned c = s[0];
   if (c < 0x80) return 1;
   if (c < 0xC2) return 0; /* continuation byte or overlong 2-byte form */
@@ -182,7 +181,7 @@ static void enc_string(enc *e, const char *str, size_t n) {
       continue;
     }
     if (c >= 0x80) {
-      size_t k = utf8_len(s + i, n - i);
+      size_t k = lr_utf8_len(s + i, n - i);
       if (k == 0) {
         char msg[80];
         snprintf(msg, sizeof msg, "invalid UTF-8 in string (byte %zu)", i + 1);

@@ -39,13 +39,6 @@ void lr_req_push_cache(lua_State *L, int idx) {
   }
 }
 
-static int hexval(int c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 /* Pushes s[0..n) percent-decoded ('+' is a space when plus). */
 static void push_decoded(lua_State *L, const char *s, size_t n, int plus) {
   luaL_Buffer b;
@@ -54,7 +47,7 @@ static void push_decoded(lua_State *L, const char *s, size_t n, int plus) {
   for (i = 0; i < n; i++) {
     int c = (unsigned char)s[i], h, l;
     if (c == '%' && i + 2 < n + 0 + 1 && i + 2 <= n - 1 + 0 &&
-        (h = hexval(s[i + 1])) >= 0 && (l = hexval(s[i + 2])) >= 0) {
+        (h = lr_hex_digit(s[i + 1])) >= 0 && (l = lr_hex_digit(s[i + 2])) >= 0) {
       luaL_addchar(&b, (char)(h * 16 + l));
       i += 2;
     } else if (c == '+' && plus) {

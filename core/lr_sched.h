@@ -177,6 +177,9 @@ void lr_task_remember_ud(lua_State *L, lr_task *t, int idx);
 /* Interns the position of stack level `level` of L; returns its id for t->where. */
 uint16_t lr_task_where(lua_State *L, lr_runtime *rt, int level);
 void lr_sched_register(lua_State *L);
+/* The task running on L if L may park here (lr_task_current would not raise), else
+ * NULL: for a call that waits when it can and does its work in place when not. */
+lr_task *lr_task_can_park(lua_State *L);
 /* The task running on L, or raises naming fname if L cannot park here. */
 lr_task *lr_task_current(lua_State *L, const char *fname);
 /* Parks the current task: yields to the scheduler with continuation k. */

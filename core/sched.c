@@ -237,6 +237,11 @@ static int boundary_error(lua_State *L, const char *fname) {
       fname);
 }
 
+lr_task *lr_task_can_park(lua_State *L) {
+  uintptr_t v = *(uintptr_t *)lua_getextraspace(L);
+  return v != 0 && !(v & 1) && lua_isyieldable(L) ? (lr_task *)v : NULL;
+}
+
 lr_task *lr_task_current(lua_State *L, const char *fname) {
   uintptr_t v = *(uintptr_t *)lua_getextraspace(L);
   if (v == 0)
