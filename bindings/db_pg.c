@@ -170,6 +170,7 @@ int lr_pg_park(lua_State *L, lr_task *t, lr_pg_op *op, const char *fname, lua_KC
   op->task = t;
   op->parked = 1;
   lr_waitq_push(&op->q, t);
+  lr_pg_op_parked(op);
   return lr_task_park_on(L, t, lr_pg_op_cancel, lr_pg_op_describe, ctx, k);
 }
 

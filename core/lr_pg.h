@@ -153,6 +153,8 @@ lr_pg_op *lr_pg_send(lr_pg_conn *c, lr_task *t, int kind, const char *sql, int n
  * LR_PG_ROWS, call after taking rows (op->nrows set to 0 by the caller once it
  * cleared them): reading resumes. */
 void lr_pg_rows_taken(lr_pg_op *op);
+/* Its task has just parked on op (op->parked set): the reading may have to go on. */
+void lr_pg_op_parked(lr_pg_op *op);
 /* The cancel hook of a task parked on an operation. */
 void lr_pg_op_cancel(lr_task *t);
 /* The task is done with op (it has read its result, or gives up on it: a query not

@@ -444,6 +444,17 @@ lr_pg_op *lr_pg_send(lr_pg_conn *c, lr_task *t, int kind, const char *sql, int n
   return op;
 }
 
+void lr_pg_op_parked(lr_pg_op *op) {
+  lr_pg_conn *c = op->c;
+  /* A rows() batch at the head stopped the reading; a statement its own task now
+   * waits for behind it (lr_pgi_waits_behind) needs the reading to go on. */
+  if (c && c->state == C_READY && c->head && c->head != op && c->head->kind == LR_PG_ROWS &&
+      c->head->task == op->task) {
+    lr_pgi_read_results(c);
+    lr_pgi_update_poll(c);
+  }
+}
+
 int lr_pg_op_waits(const lr_pg_op *op) {
   if (op->end) return 0;
   if (op->kind == LR_PG_ROWS) return op->nrows == 0;
