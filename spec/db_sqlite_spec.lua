@@ -583,12 +583,15 @@ describe("luarun.db on SQLite", function()
       collectgarbage()
       -- the last connection to close checkpoints and removes the WAL
       assert.is_false(exists(file .. "-wal"))
-      -- and with statements still going
+      -- and one a task used: collectable once the task is done with it (waited for:
+      -- a sleep of 10 ms was not always enough on a loaded machine, and the
+      -- connection then outlived the test, keeping the WAL)
+      local writer
       do
         local conn = open("sqlite:" .. file)
-        lr.spawn(function() conn:exec("INSERT INTO t VALUES (2)") end)
+        writer = lr.spawn(function() assert(conn:exec("INSERT INTO t VALUES (2)")) end)
       end
-      lr.sleep(0.01)
+      writer:wait()
       collectgarbage()
       collectgarbage()
       local conn = open("sqlite:" .. file)
