@@ -17,7 +17,7 @@ end
 -- Layer rank of each header, and the header each layer's files include.
 local rank = {["lr_base.h"] = 0, ["lr_sched.h"] = 1, ["lr_prims.h"] = 2, ["lr_subsys.h"] = 2,
               ["curl_api.h"] = 2, ["lr_net.h"] = 2,
-              ["lr_sqlite.h"] = 2, ["lr_pg.h"] = 2, ["lr_observe.h"] = 3, ["luarun.h"] = 4}
+              ["lr_sqlite.h"] = 2, ["lr_pg.h"] = 2, ["lr_html.h"] = 2, ["lr_observe.h"] = 3, ["luarun.h"] = 4}
 
 -- {file = header} from the table in luarun.h: lines "  lr_x.h   a.c b.c   words".
 local function layer_table()
