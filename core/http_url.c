@@ -224,3 +224,59 @@ char *lr_url_join(const lr_url_base *b, const char *ref, size_t reflen, unsigned
   free(buf);
   return out;
 }
+
+static int unreserved(int c) {
+  return isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~';
+}
+
+size_t lr_url_pct_normalize(char *s, size_t n) {
+  static const char hex[] = "0123456789ABCDEF";
+  size_t i, o = 0;
+  for (i = 0; i < n; i++) {
+    int h, l;
+    if (s[i] == '%' && i + 2 < n && isxdigit((unsigned char)s[i + 1]) &&
+        isxdigit((unsigned char)s[i + 2])) {
+      h = isdigit((unsigned char)s[i + 1]) ? s[i + 1] - '0' : (tolower(s[i + 1]) - 'a' + 10);
+      l = isdigit((unsigned char)s[i + 2]) ? s[i + 2] - '0' : (tolower(s[i + 2]) - 'a' + 10);
+      if (unreserved(h * 16 + l)) {
+        s[o++] = (char)(h * 16 + l);
+      } else {
+        s[o++] = '%';
+        s[o++] = hex[h];
+        s[o++] = hex[l];
+      }
+      i += 2;
+    } else {
+      s[o++] = s[i];
+    }
+  }
+  s[o] = '\0';
+  return o;
+}
+
+char *lr_url_normalize(const char *url, size_t len, size_t *outlen, char *err,
+                       size_t errlen) {
+  lr_url_base *b = lr_url_base_new(url, len, err, errlen);
+  CURLU *u = NULL;
+  char *host = NULL, *got = NULL, *out = NULL;
+  if (b == NULL) return NULL;
+  u = lr_curl.url_dup(b->u);
+  if (u == NULL) goto oom;
+  if (lr_curl.url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host) {
+    for (char *p = host; *p; p++) *p = (char)tolower((unsigned char)*p);
+    lr_curl.url_set(u, CURLUPART_HOST, host, 0);
+  }
+  if (lr_curl.url_get(u, CURLUPART_URL, &got, CURLU_NO_DEFAULT_PORT) != CURLUE_OK) goto oom;
+  out = concat("", 0, got, strlen(got), 0, outlen);
+  if (out == NULL) goto oom;
+  *outlen = lr_url_pct_normalize(out, *outlen);
+  goto done;
+oom:
+  set_err(err, errlen, "out of memory", CURLUE_OK);
+done:
+  lr_curl.free(host);
+  lr_curl.free(got);
+  if (u) lr_curl.url_cleanup(u);
+  lr_url_base_free(b);
+  return out;
+}
