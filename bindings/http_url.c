@@ -168,7 +168,8 @@ static const luaL_Reg url_funcs[] = {
 };
 
 /* http.robots is lua/luarun/robots.lua's: its chunk is called with the http table
- * (it fetches with http.get) and returns the function. */
+ * (it fetches with http.get) and returns the function and the metatable of what it
+ * returns, registered as luarun.Robots as C classes are. */
 static void add_robots(lua_State *L) {
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_getfield(L, -1, "luarun.robots");
@@ -176,7 +177,8 @@ static void add_robots(lua_State *L) {
   lua_pushliteral(L, "luarun.robots");
   lua_call(L, 1, 1);           /* http make_robots */
   lua_pushvalue(L, -2);
-  lua_call(L, 1, 1);           /* http robots */
+  lua_call(L, 1, 2);           /* http robots Robots */
+  lua_setfield(L, LUA_REGISTRYINDEX, "luarun.Robots");
   lua_setfield(L, -2, "robots");
 }
 

@@ -96,11 +96,13 @@ local function matches(rule, path)
 end
 
 -- The product token of a user-agent, lower-cased: "MyBot/1.0 (+http://x)" -> "mybot".
+-- The same for the agent a crawler gives and a User-agent line: the letters, digits,
+-- '_' and '-' it begins with (RFC 9309 2.2.1).
 local function token(agent)
-  return lower(match(agent, "^%s*([^/%s]*)") or "")
+  return lower(match(agent, "^%s*([%w_%-]*)"))
 end
 
--- Parses robots.txt text into {groups = {token = group}, sitemaps = {...}}. A group
+-- Parses robots.txt text into {_groups = {token = group}, sitemaps = {...}}. A group
 -- is {rules = {...}, delay = seconds or nil}; every group naming the same token is
 -- merged into one.
 local function parse(text)
@@ -115,7 +117,7 @@ local function parse(text)
       -- Several User-agent lines in a row start one group; one after a rule starts
       -- the next.
       if not in_agents then current, in_agents = {}, true end
-      local tok = sub(value, 1, 1) == "*" and "*" or lower(match(value, "^[%w_%-]*"))
+      local tok = sub(value, 1, 1) == "*" and "*" or token(value)
       if tok ~= "" and not current[tok] then
         local g = groups[tok]
         if not g then
@@ -145,7 +147,7 @@ local function parse(text)
       sitemaps[#sitemaps + 1] = value
     end
   end
-  return {groups = groups, sitemaps = sitemaps}
+  return {_groups = groups, sitemaps = sitemaps}
 end
 
 local Robots = {}
@@ -156,7 +158,7 @@ local function group_for(r, agent, fname)
   if agent ~= nil and type(agent) ~= "string" then
     error(format("%s: the agent must be a string (got %s)", fname, type(agent)), 3)
   end
-  local groups = r.groups
+  local groups = r._groups
   return groups[token(agent or "*")] or groups["*"]
 end
 
@@ -178,7 +180,7 @@ return function(http)
       path = (u.path or "/") .. (u.query and "?" .. u.query or "")
     end
     if path == "/robots.txt" then return true end
-    if r.all ~= nil then return r.all end
+    if r._all ~= nil then return r._all end
     if not group then return true end
     path = normalize(path)
     local best, allow = -1, true
@@ -201,10 +203,10 @@ return function(http)
     return setmetatable(parse(text), Robots)
   end
 
-  -- A Robots that allows (all = true) or disallows (false) everything.
+  -- A Robots that allows (all true) or disallows (all false) everything.
   local function blanket(all, fields)
     local r = new("")
-    r.all = all
+    r._all = all
     for k, v in pairs(fields) do r[k] = v end
     return r
   end
@@ -241,7 +243,7 @@ return function(http)
   end
 
   --- http.robots(url [, opts]) fetches and parses; http.robots(text) parses.
-  return function(source, opts)
+  local function robots(source, opts)
     if type(source) ~= "string" then
       error(format("http.robots: the argument must be a URL or robots.txt text (got %s)",
                    type(source)), 2)
@@ -251,4 +253,5 @@ return function(http)
     end
     return new(source)
   end
+  return robots, Robots
 end
