@@ -196,7 +196,7 @@ static char *curl_join(const lr_url_base *b, const char *ref, int absolute,
     return NULL;
   }
   rc = lr_curl.url_set(u, CURLUPART_URL, ref, CURLU_NON_SUPPORT_SCHEME);
-  if (rc == CURLUE_OK && (absolute || ref[0] == '/') && !host_ok(u)) {
+  if (rc == CURLUE_OK && (absolute || (ref[0] == '/' && ref[1] == '/')) && !host_ok(u)) {
     set_err(err, errlen, "invalid URL reference: a '%' in the host", CURLUE_OK);
     lr_curl.url_cleanup(u);
     return NULL;

@@ -130,7 +130,9 @@ local function parse(text)
       in_agents = false
       if current and value ~= "" then -- an empty Disallow allows everything
         for _, g in pairs(current) do
-          g.rules[#g.rules + 1] = compile(value, kind == "allow")
+          local rule = compile(value, kind == "allow")
+          rule.index = #g.rules + 1
+          g.rules[rule.index] = rule
         end
       end
     elseif kind == "delay" then
@@ -148,6 +150,14 @@ local function parse(text)
     end
   end
   return {_groups = groups, sitemaps = sitemaps}
+end
+
+-- The order in which rules are tried (RFC 9309 2.2.2: the most octets win, Allow wins
+-- a tie); the index where they are equal keeps the sort deterministic.
+local function by_precedence(a, b)
+  if a.len ~= b.len then return a.len > b.len end
+  if a.allow ~= b.allow then return a.allow end
+  return a.index < b.index
 end
 
 local Robots = {}
@@ -183,14 +193,18 @@ return function(http)
     if r._all ~= nil then return r._all end
     if not group then return true end
     path = normalize(path)
-    local best, allow = -1, true
-    for _, rule in ipairs(group.rules) do
-      local len = rule.len
-      if (len > best or (len == best and rule.allow and not allow)) and matches(rule, path) then
-        best, allow = len, rule.allow
-      end
+    local rules = group.rules
+    if not group.sorted then
+      -- Longest first, Allow before Disallow of the same length: the first rule that
+      -- matches decides.
+      table.sort(rules, by_precedence)
+      group.sorted = true
     end
-    return allow
+    for i = 1, #rules do
+      local rule = rules[i]
+      if matches(rule, path) then return rule.allow end
+    end
+    return true
   end
 
   --- The Crawl-delay of agent's group, in seconds, or nil.
