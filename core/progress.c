@@ -18,6 +18,7 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -32,6 +33,7 @@ struct lr_progress {
   int drawn;           /* its text is on the terminal's row now (not cleared) */
   int dirty;           /* something changed since the last redraw */
   int timer_init;      /* timer was initialised on loop (a runtime's close may close it) */
+  int exit_hook;       /* at_exit is registered */
   uv_loop_t *loop;
   uv_timer_t timer;
   uint32_t total, done, failed;
@@ -158,6 +160,15 @@ static void on_stderr(int after) {
   }
 }
 
+/* The process exits while a line is drawn (os.exit in a task): end it as stopped, so the
+ * shell's prompt does not land on its row. */
+static void at_exit(void) {
+  if (line.active) {
+    draw(LR_PROGRESS_FAILED);
+    line.active = 0;
+  }
+}
+
 int lr_progress_opt(lua_State *L, int idx, const char *fname, char *label) {
   int type = lua_getfield(L, idx, "progress"), on = 0;
   label[0] = '\0';
@@ -191,6 +202,7 @@ lr_progress *lr_progress_start(lr_runtime *rt, const char *label, uint32_t total
     line.active = 0;
   }
   if (line.active) return NULL; /* another group's line is drawn */
+  if (!line.exit_hook) line.exit_hook = atexit(at_exit) == 0;
   if (line.timer_init && line.loop != &rt->loop) return NULL; /* another runtime's, open */
   if (!line.timer_init) {
     if (uv_timer_init(&rt->loop, &line.timer) != 0) return NULL;

@@ -120,6 +120,26 @@ describe("progress line", function()
     assert.are.equal("0000000\n", piped) -- od's offset alone: not one byte
   end)
 
+  it("reads the width again at each redraw", function()
+    local script = [[
+local lr = require "luarun"
+local list = {}
+for i = 1, 40 do list[i] = i end
+lr.map(list, function(x) lr.sleep(0.02 * x) end, {limit = 40, progress = "resized"})
+]]
+    -- 70 columns, then 24 after 0.3 s: the map takes 0.8 s
+    local code, _, err = on_pty(script, "70:24:0.3")
+    assert.are.equal(0, code, err)
+    local texts, wide = drawn(err), 0
+    for _, text in ipairs(texts) do
+      assert.is_true(#text <= 69, text)
+      if #text > 23 then wide = wide + 1 end
+    end
+    assert.is_true(wide >= 1, err) -- drawn whole before the resize
+    assert.matches("^resized 40/40", texts[#texts])
+    assert.is_true(#texts[#texts] <= 23, texts[#texts])
+  end)
+
   it("cuts a long label to the width, and a label cannot break the row", function()
     local script = [[
 local lr = require "luarun"
@@ -188,18 +208,23 @@ local fns = {}
 for i = 1, 6 do fns[i] = function() lr.sleep(0.01) return i end end
 local g = lr.gather(fns, {limit = 2, progress = "gather"})
 local e = lr.map({}, print, {progress = "empty"})
-print(r[4], g.n, g[6], e.n)
+local t1 = lr.spawn(function() return "t1" end)
+lr.sleep(0.01) -- t1 has ended: gather counts it at once
+local t2 = lr.spawn(function() lr.sleep(0.01) return "t2" end)
+local t = lr.gather({t1, t2}, {progress = "tasks"})
+print(r[4], g.n, g[6], e.n, t[1], t[2])
 ]]
     local code, out, err = on_pty(script)
     assert.are.equal(0, code, err)
-    assert.are.equal("20\t6\t6\t0\n", out)
+    assert.are.equal("20\t6\t6\t0\tt1\tt2\n", out)
     assert.is_nil(err:find("inner", 1, true))
     local finals = {}
     for l in err:gmatch("([^\r]*)\n") do finals[#finals + 1] = (l:gsub(ESC_K_PAT, "")) end
-    assert.are.equal(3, #finals)
+    assert.are.equal(4, #finals)
     assert.matches("^outer 4/4  .*in [%d.]+s$", finals[1])
     assert.matches("^gather 6/6  .*in [%d.]+s$", finals[2])
     assert.matches("^empty 0/0  .*in [%d.]+s$", finals[3])
+    assert.matches("^tasks 2/2  .*in [%d.]+s$", finals[4])
   end)
 
   it("is cleared before a report, then drawn again", function()
@@ -222,6 +247,20 @@ print(ok)
     assert.matches("stray", after)
     assert.matches("\n\r0/3", after)
     assert.matches("3/3  .*in [%d.]+s" .. ESC_K_PAT .. "\n$", after)
+  end)
+
+  it("is ended, not left open, when the script exits in the middle", function()
+    local script = [[
+local lr = require "luarun"
+lr.map({1, 2, 3}, function(x)
+  if x == 2 then lr.sleep(0.05) os.exit(3) end
+  lr.sleep(5)
+end, {progress = "exit"})
+]]
+    local code, _, err = on_pty(script)
+    assert.are.equal(3, code)
+    assert.matches("^exit 0/3  .*stopped after [%d.]+s$", final(err))
+    assert.are.equal(ESC_K .. "\n", err:sub(-#ESC_K - 1))
   end)
 
   it("never keeps the loop alive: a deadlock is still found", function()

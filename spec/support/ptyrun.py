@@ -2,7 +2,8 @@
 
 usage: ptyrun.py COLS TIMEOUT STDERR_OUT STDOUT_OUT -- command args...
 
-The terminal is COLS columns wide, with output processing off (so a "\\n" arrives as
+The terminal is COLS columns wide (COLS as "60:30:0.4": 60, then 30 from 0.4 s on, as
+a window being resized), with output processing off (so a "\\n" arrives as
 written, not as "\\r\\n"). Everything the command writes to the terminal is saved in
 STDERR_OUT, its stdout in STDOUT_OUT. Exits with the command's status, or 124 if it did
 not end within TIMEOUT seconds (it is then killed, by its pid).
@@ -19,7 +20,10 @@ import time
 
 
 def main():
-    cols, timeout, err_path, out_path = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3], sys.argv[4]
+    sizes = sys.argv[1].split(":")
+    cols = int(sizes[0])
+    resize = (int(sizes[1]), float(sizes[2])) if len(sizes) == 3 else None
+    timeout, err_path, out_path = float(sys.argv[2]), sys.argv[3], sys.argv[4]
     assert sys.argv[5] == "--"
     cmd = sys.argv[6:]
     master, slave = os.openpty()
@@ -31,14 +35,18 @@ def main():
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=slave)
     os.close(slave)
     got = bytearray()
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    deadline = start + timeout
     timed_out = False
     while True:
+        if resize and time.monotonic() - start >= resize[1]:
+            fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 24, resize[0], 0, 0))
+            resize = None
         left = deadline - time.monotonic()
         if left <= 0:
             timed_out = True
             break
-        ready, _, _ = select.select([master], [], [], min(left, 0.2))
+        ready, _, _ = select.select([master], [], [], min(left, 0.05))
         if ready:
             try:
                 chunk = os.read(master, 65536)
