@@ -46,7 +46,7 @@
  * Matching runs right to left over the element tree (no XPath translation); text,
  * comments and other nodes are neither siblings nor parents for it. lr_css_select
  * memoises the descendant and `~` searches per select, so deep or wide documents
- * stay linear for the top-level selectors.
+ * stay linear (up to a 32 MB memo: 100,000 levels with 20 such combinators).
  *
  * html_css_match.c keeps in xmlNode._private of elements their index among their
  * element siblings (and among those of their type, and that type's count), filled
@@ -119,7 +119,7 @@ struct lr_css_list {
 };
 struct lr_css {
   lr_css_list list;
-  unsigned nmemo;                /* memo slots used by the top-level selectors */
+  unsigned nmemo;                /* memo slots: one per ` ` and `~` */
   size_t size;                   /* bytes malloc'd, this struct included */
   void *blocks;                  /* the arena's blocks, linked */
 };

@@ -379,6 +379,40 @@ static void selectors(void) {
   xmlFreeDoc(doc);
 }
 
+/* Where a wrong restart rule or a stale memo entry would show: an inner candidate
+ * fails for a reason an outer one does not have, and elements at the same depth
+ * under different parents. */
+static const char restart_fixture[] =
+  "<html><body>"
+  "<div id=r1><em></em><span id=c1><span id=c2><i id=t1></i></span></span></div>"
+  "<div id=r2><b></b><b></b><span id=c3><em></em><span id=c4><i id=t2></i></span></span></div>"
+  "<div><p id=m1></p></div><section><p id=m2></p></section>"
+  "<div><span><p id=m3></p></span></div><em><span><p id=m4></p></span></em>"
+  "<ul><li id=w1 class=x></li><li id=w2></li></ul><ol><li id=w3></li><li id=w4></li></ol>"
+  "</body></html>";
+
+static void restarts(void) {
+  xmlDoc *doc = parse(restart_fixture, sizeof restart_fixture - 1);
+  EXPECT("em + span i", "t1 t2");
+  EXPECT("em ~ span i", "t1 t2");
+  EXPECT("b + span i", "t2");
+  EXPECT("b + b + span > em + span > i", "t2");
+  EXPECT("b ~ span em ~ span i", "t2");
+  EXPECT("div > em ~ span i", "t1");
+  EXPECT("div > b ~ span > span > i", "t2");
+  EXPECT("#r1 span > i", "t1");
+  EXPECT("div span span i", "t1 t2");
+  EXPECT("div p", "m1 m3");
+  EXPECT("div > p", "m1");
+  EXPECT("span p", "m3 m4");
+  EXPECT("div span p", "m3");
+  EXPECT(".x ~ li", "w2");
+  EXPECT("ul li ~ li", "w2");
+  EXPECT("ol li ~ li", "w4");
+  EXPECT("li:first-child ~ li", "w2 w4");
+  xmlFreeDoc(doc);
+}
+
 static int stop_at_two(void *ud, xmlNode *n) {
   (void)n;
   return ++*(int *)ud == 2;
@@ -574,6 +608,9 @@ static void deep(void) {
   CHECK(count(root, "div > div > div > div > div > div > div > div > p", &t) == 1);
   printf("test_css: a chain of 8 '>' 100,000 deep: %.2f ms\n", t * 1e3);
   CHECK(count(root, "div:not(div div)", NULL) == 1);
+  CHECK(count(root, "div:not(span div)", &t) == divs);
+  printf("test_css: 'div:not(span div)' 100,000 deep: %.2f ms\n", t * 1e3);
+  CHECK(count(root, ":is(.k div, em) p", NULL) == 1);
   {
     /* Selecting from an element deep down: its ancestors count. */
     xmlNode *n = xmlDocGetRootElement(doc), *c;
@@ -680,6 +717,7 @@ static void bench(const char *save) {
 int main(int argc, char **argv) {
   xmlInitParser();
   selectors();
+  restarts();
   early_stop();
   errors();
   table();
