@@ -34,6 +34,7 @@ typedef struct mstate {
   size_t cap;            /* depths the memo holds */
   unsigned nmemo;
   int full;              /* the memo may not grow further */
+  lr_css_memo *keep;     /* where the memo lives between selects (the selector's) */
 } mstate;
 
 /* ---- elements and their names ---- */
@@ -407,6 +408,7 @@ int lr_css_matches(const lr_css *s, xmlNode *n) {
 /* Room in the memo for depth d. Past MEMO_MAX bytes, or without memory, the memo
  * stops growing: deeper elements are matched without it (slower, as correct). */
 #define MEMO_MAX ((size_t)32 << 20)
+#define MEMO_KEEP ((size_t)64 << 10) /* kept by the selector for the next select */
 static void memo_fit(mstate *m, long d) {
   size_t ncap;
   memo_entry *p;
@@ -421,6 +423,7 @@ static void memo_fit(mstate *m, long d) {
   }
   memset(p + m->cap * m->nmemo, 0, (ncap - m->cap) * m->nmemo * sizeof *p);
   m->memo = p, m->cap = ncap;
+  m->keep->p = p, m->keep->cap = ncap; /* at once: fn may raise */
 }
 
 size_t lr_css_select(const lr_css *s, xmlNode *root, lr_css_visit fn, void *ud) {
@@ -430,7 +433,11 @@ size_t lr_css_select(const lr_css *s, xmlNode *root, lr_css_visit fn, void *ud) 
   xmlNode *n, *x;
   if (!s || !root) return 0;
   memset(&m, 0, sizeof m);
-  m.nmemo = s->nmemo;
+  if (s->memo) { /* the last select's memo, emptied */
+    m.keep = s->memo, m.nmemo = s->nmemo;
+    m.memo = m.keep->p, m.cap = m.keep->cap;
+    if (m.memo) memset(m.memo, 0, m.cap * m.nmemo * sizeof *m.memo);
+  }
   if (root->type == XML_ELEMENT_NODE) {
     m.scope = root;
     for (x = root; x; x = parent_el(x)) d++; /* the depth of root's children */
@@ -456,6 +463,9 @@ size_t lr_css_select(const lr_css *s, xmlNode *root, lr_css_visit fn, void *ud) 
     n = n->next;
   }
 done:
-  free(m.memo);
+  if (m.memo && m.cap * m.nmemo * sizeof *m.memo > MEMO_KEEP) {
+    free(m.memo);
+    m.keep->p = NULL, m.keep->cap = 0;
+  }
   return found;
 }

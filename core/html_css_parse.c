@@ -37,6 +37,7 @@ static void *arena_alloc(lr_css *css, size_t n) {
 
 void lr_css_free(lr_css *s) {
   if (!s) return;
+  if (s->memo) free(s->memo->p);
   block *b = s->blocks;
   while (b) {
     block *next = b->next;
@@ -588,5 +589,11 @@ lr_css *lr_css_compile(const char *sel, size_t len, char *err, size_t errlen) {
     return NULL;
   }
   css->list = *l;
+  if (css->nmemo && !(css->memo = arena_alloc(css, sizeof *css->memo))) {
+    lr_css_free(css);
+    oom(&P);
+    return NULL;
+  }
+  if (css->memo) css->memo->p = NULL, css->memo->cap = 0;
   return css;
 }

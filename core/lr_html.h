@@ -60,7 +60,8 @@ typedef struct lr_css lr_css;
  * included) are safe; err may be NULL. */
 lr_css *lr_css_compile(const char *sel, size_t len, char *err, size_t errlen);
 void lr_css_free(lr_css *s);
-/* Bytes held by the compiled selector (for the binding's bounded cache). */
+/* Bytes held by the compiled selector (for the binding's bounded cache), not
+ * counting the select memo it keeps (at most 64 KB). */
 size_t lr_css_size(const lr_css *s);
 /* Whether element n matches any selector of the group. Ancestors and siblings
  * anywhere in n's document count (as querySelectorAll does). 0 for a non-element. */
@@ -68,9 +69,10 @@ int lr_css_matches(const lr_css *s, xmlNode *n);
 /* Visits, in document order, each element strictly under root (root's descendants)
  * that matches; stops early when fn returns non-zero (fn may be NULL: counting).
  * Returns the number visited.
- * root may be a document or an element; walks iteratively (any depth). Allocates
- * only a memo for selectors with ` ` or `~` (freed before returning; without memory
- * it matches unmemoised). */
+ * root may be a document or an element; walks iteratively (any depth). fn may
+ * raise (longjmp out): the only allocation, the memo for selectors with ` ` or `~`,
+ * belongs to s (without memory, matching goes on unmemoised). fn must not select
+ * with the same s again while the select runs (the memo is s's). */
 typedef int (*lr_css_visit)(void *ud, xmlNode *n);
 size_t lr_css_select(const lr_css *s, xmlNode *root, lr_css_visit fn, void *ud);
 
@@ -117,9 +119,16 @@ struct lr_css_list {
   const lr_css_complex *sel;
   unsigned n;
 };
+/* lr_css_select's memo, kept by the selector between selects (up to 64 KB) so that a
+ * visitor that raises (longjmp) leaks nothing: lr_css_free frees it. */
+typedef struct lr_css_memo {
+  void *p;
+  size_t cap;                    /* depths it holds */
+} lr_css_memo;
 struct lr_css {
   lr_css_list list;
   unsigned nmemo;                /* memo slots: one per ` ` and `~` */
+  lr_css_memo *memo;             /* in the arena; NULL when nmemo is 0 */
   size_t size;                   /* bytes malloc'd, this struct included */
   void *blocks;                  /* the arena's blocks, linked */
 };
