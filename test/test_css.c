@@ -224,6 +224,7 @@ static void selectors(void) {
   EXPECT("a[href*=example]", "a1");
   EXPECT("[id=li3]", "li3");
   EXPECT("[id='123']", "123");
+  EXPECT("[id=123]", "123"); /* unquoted: any run of name characters */
   EXPECT("[class~=a]", "d1 p1");
   /* Combinators, in every order. */
   EXPECT("div p", "p1 p2 p3");
