@@ -33,8 +33,10 @@
  * flag before `]`), compound selectors, the combinators descendant, `>`, `+`, `~`,
  * groups `a, b`, :first-child, :last-child, :only-child, :nth-child(an+b | odd |
  * even), :nth-last-child(), :first-of-type, :last-of-type, :only-of-type,
- * :nth-of-type(), :nth-last-of-type(), :empty, :root, :scope (root of the select,
- * else :root), :not(), :is() and :where() (each taking a list of complex selectors).
+ * :nth-of-type(), :nth-last-of-type(), :empty (no element or text child; comments
+ * allowed, whitespace is text, as in browsers), :root, :scope (the root of the
+ * select, else :root), :not(), :is() and :where() (each taking a list of complex
+ * selectors).
  * CSS escapes work in names and strings. Type and attribute names are matched
  * without regard to case (libxml2 lowercases them when parsing HTML); values, ids
  * and classes exactly (a class is one of the class attribute's tokens split on
@@ -70,9 +72,10 @@ int lr_css_matches(const lr_css *s, xmlNode *n);
  * that matches; stops early when fn returns non-zero (fn may be NULL: counting).
  * Returns the number visited.
  * root may be a document or an element; walks iteratively (any depth). fn may
- * raise (longjmp out): the only allocation, the memo for selectors with ` ` or `~`,
- * belongs to s (without memory, matching goes on unmemoised). fn must not select
- * with the same s again while the select runs (the memo is s's). */
+ * raise (longjmp out): the one allocation that lives across calls of fn, the memo
+ * for selectors with ` ` or `~`, belongs to s (without memory, matching goes on
+ * unmemoised, as exactly). fn must not select with the same s while the select runs
+ * (the memo is s's). */
 typedef int (*lr_css_visit)(void *ud, xmlNode *n);
 size_t lr_css_select(const lr_css *s, xmlNode *root, lr_css_visit fn, void *ud);
 
