@@ -762,6 +762,11 @@ void lr_http_req_release(lr_http_req *r) {
     if (nconn > 0 || c->closes != r->closes_at_submit) r->tainted = 1;
   }
   if (r->tainted) {
+    /* libcurl 7.88 keeps the COOKIEFILE list in the handle's options, and
+     * curl_easy_reset clears them without freeing it (later versions moved it):
+     * free it first. NULL also detaches the handle from the jar, which a shared
+     * jar survives; easy_base attaches it again. */
+    if (c->share) lr_curl.easy_setopt(r->easy, CURLOPT_COOKIEFILE, (char *)NULL);
     lr_curl.easy_reset(r->easy);
     easy_base(r);
   } else if (r->headers) {
