@@ -40,6 +40,10 @@ describe("luarun.http client options", function()
     return assert(http.get(base .. "/stamps?id=" .. id)):json().times
   end
 
+  local function flaky(id, args)
+    return base .. "/flaky?id=" .. id .. (args and ("&" .. args) or "")
+  end
+
   local function jar_of(res)
     return res:json().cookies
   end
@@ -252,9 +256,6 @@ describe("luarun.http client options", function()
   end)
 
   describe("retry", function()
-    local function flaky(id, args)
-      return base .. "/flaky?id=" .. id .. (args and ("&" .. args) or "")
-    end
 
     it("retries a 503 until a 200, and counts the tries", function()
       lr.run(function()
@@ -481,6 +482,100 @@ describe("luarun.http client options", function()
       end)
       assert.has_error(function() http.client({retry = {attempts = 1.5}}) end,
                        "http.client: option 'retry.attempts' must be an integer >= 1")
+    end)
+  end)
+
+  -- Bytes from the network reach the jar through libcurl's cookie parser and come back
+  -- through ours (client:cookies() reads curl's cookie lines); a retry's wait comes from
+  -- a Retry-After header. Random inputs, seeded, a bounded count.
+  describe("fuzz", function()
+    local rand
+    local pieces = {"a", "=", ";", " ", ",", "Path=/", "Path=", "Domain=", "domain=127.0.0.1",
+                    "Domain=.0.0.1", "Expires=", "Max-Age=", "Max-Age=-1", "HttpOnly", "Secure",
+                    "SameSite=Lax", "__Host-", "__Secure-", "\t", "\"", "Thu, 01 Jan 1970 00:00:00 GMT",
+                    "Fri, 31 Dec 9999 23:59:59 GMT", "#HttpOnly_", "%", "\\", "é", "0", "99999999999"}
+
+    local function random_text(max)
+      local out = {}
+      for i = 1, rand(0, max) do
+        if rand(1, 3) == 1 then
+          out[i] = pieces[rand(1, #pieces)]
+        else
+          out[i] = string.char(rand(32, 126))
+        end
+      end
+      return table.concat(out)
+    end
+
+    local function check_cookie(k)
+      assert.are.equal("string", type(k.name))
+      assert.are.equal("string", type(k.value))
+      assert.are.equal("string", type(k.domain))
+      assert.are.equal("string", type(k.path))
+      assert.are.equal("boolean", type(k.secure))
+      assert.are.equal("boolean", type(k.http_only))
+      assert.is_true(k.expires == nil or math.type(k.expires) == "integer")
+    end
+
+    before_each(function()
+      math.randomseed(16)
+      rand = math.random
+    end)
+
+    it("random Set-Cookie headers: the jar lists them, whatever they hold", function()
+      lr.run(function()
+        local c <close> = http.client({cookies = true})
+        for i = 1, 150 do
+          local header = random_text(12)
+          if i % 3 == 0 then header = "n" .. i .. "=" .. header end
+          local res = assert(c:get(base .. "/response-headers", {query = {["Set-Cookie"] = header}}))
+          assert.are.equal(200, res.status)
+          if i % 10 == 0 then
+            for _, k in ipairs(c:cookies()) do check_cookie(k) end
+            assert(c:get(base .. "/cookies")) -- and they can be sent
+          end
+        end
+        for _, k in ipairs(c:cookies()) do check_cookie(k) end
+      end)
+    end)
+
+    it("random cookie tables: added, or refused with a message", function()
+      lr.run(function()
+        local c <close> = http.client({cookies = true})
+        for i = 1, 300 do
+          local function field()
+            local pick = rand(1, 6)
+            if pick == 1 then return nil end
+            if pick == 2 then return rand(-5, 5) end
+            if pick == 3 then return string.char(rand(0, 255), rand(0, 255)) end
+            return random_text(6)
+          end
+          local cookie = {name = field(), value = field(), domain = field(), path = field(),
+                          secure = rand(1, 3) == 1 or nil, expires = rand(1, 4) == 1 and rand(-2, 2^40) or nil}
+          local ok, err = pcall(c.cookies, c, {add = {cookie}})
+          if ok then
+            for _, k in ipairs(err) do check_cookie(k) end
+          else
+            assert.is_truthy(tostring(err):find("client:cookies: cookie 1", 1, true), tostring(err))
+          end
+          if i % 50 == 0 then assert(c:get(base .. "/cookies")) end
+        end
+      end)
+    end)
+
+    it("random Retry-After values: never a wait past max_wait", function()
+      lr.run(function()
+        local values = {"-1", "-99999999999", "99999999999999999999", "1e9", "0x10", " 3 ",
+                        "Thu, 01 Jan 1970 00:00:00 GMT", "Fri, 31 Dec 9999 23:59:59 GMT", ""}
+        for i = 1, 40 do values[#values + 1] = random_text(8) end
+        for _, v in ipairs(values) do
+          local res, err = lr.timeout(30, http.get, flaky(new_id(), "fail=1"),
+            {query = {retry_after = v}, retry = {attempts = 2, backoff = 0.01, max_wait = 0.05}})
+          assert.is_nil(err)
+          assert.are.equal(200, res.status)
+          assert.are.equal(2, res.attempts)
+        end
+      end)
     end)
   end)
 end)
