@@ -2,9 +2,11 @@
  *
  * A call checks every option first (misuse raises, naming the function and the
  * option: http_request.c), builds a request on the client's engine (core/http.c),
- * parks the task and resumes in request_k, which turns the finished transfer into a
- * response table or nil, err. Strings curl does not copy (the request body) stay on the task's stack
- * until the continuation runs.
+ * parks the task and resumes in lr_http_request_k, which turns the finished transfer
+ * into a response table or nil, err. A request with the retry option, or on a client
+ * with delay_per_host, goes through http_job.c instead, which may wait before a try.
+ * Strings curl does not copy (the request body) stay on the task's stack until the
+ * continuation runs.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -388,9 +390,8 @@ lr_http_client *lr_http_client_at(lua_State *L, int idx) {
   return cu->c;
 }
 
-lr_http_client *lr_http_check_client(lua_State *L, int idx, const char *fname) {
+lr_http_client *lr_http_check_client(lua_State *L, int idx) {
   client_ud *cu = luaL_checkudata(L, idx, CLIENT_MT);
-  (void)fname;
   return cu->c;
 }
 

@@ -177,7 +177,7 @@ void lr_http_cookies_load(lua_State *L, lr_http_client *c, int idx, const char *
 /* client:cookies([{clear = true, add = {cookie, ...}}]) -> {cookie, ...} */
 int lr_http_cookies_method(lua_State *L) {
   static const char F[] = "client:cookies";
-  lr_http_client *c = lr_http_check_client(L, 1, F);
+  lr_http_client *c = lr_http_check_client(L, 1);
   int clear = 0, add = 0;
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);

@@ -61,7 +61,7 @@ void lr_http_anchor_options(lua_State *L, reqspec *q);
 /* The engine of the client object at idx, or NULL once closed. */
 lr_http_client *lr_http_client_at(lua_State *L, int idx);
 /* The client object at idx (raises unless it is one), or NULL once closed. */
-lr_http_client *lr_http_check_client(lua_State *L, int idx, const char *fname);
+lr_http_client *lr_http_check_client(lua_State *L, int idx);
 /* The continuation of a request parked on its transfer (ctx: the lr_http_req). */
 int lr_http_request_k(lua_State *L, int status, lua_KContext ctx);
 /* Opens the output file (truncated). Returns its descriptor, or -1 with nil, err
