@@ -195,7 +195,8 @@ static double retry_delay(const http_job *j, const lr_http_req *r) {
   if (r->result == CURLE_OK &&
       lr_curl.easy_getinfo(r->easy, CURLINFO_RETRY_AFTER, &after) == CURLE_OK && after > 0)
     return (double)after < rt->max_wait ? (double)after : rt->max_wait;
-  b = rt->backoff * pow(2, j->tries - 1);
+  /* 2^60 seconds is past any max_wait; a larger power could make 0 * inf a NaN. */
+  b = rt->backoff * pow(2, j->tries - 1 < 60 ? j->tries - 1 : 60);
   b = b / 2 + b / 2 * jitter(j);
   return b < rt->max_wait ? b : rt->max_wait;
 }
