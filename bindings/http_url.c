@@ -5,6 +5,7 @@
  * (lua/luarun/robots.lua): it reads untrusted bytes, and in Lua a mistake costs an
  * error, never memory safety; a file is parsed once per host, so speed hardly
  * matters there. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "bindings.h"
@@ -133,8 +134,12 @@ static int url_normalize(lua_State *L) {
   const char *s = check_url(L, 1, "http.url.normalize", "the URL", &len);
   box *x = new_box(L);
   char err[256];
+  char msg[300];
   x->tmp = lr_url_normalize(s, len, &n, err, sizeof err);
-  if (x->tmp == NULL) return fail_url(L, err, 1);
+  if (x->tmp == NULL) {
+    snprintf(msg, sizeof msg, "http.url.normalize: %s", err);
+    return fail_url(L, msg, 1);
+  }
   push_tmp(L, x, n);
   return 1;
 }

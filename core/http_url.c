@@ -84,10 +84,11 @@ static size_t clean(const char *s, size_t n, int special, char *out) {
   return o;
 }
 
-/* A malloc'd buffer for clean(), or NULL if n is absurd or memory is short. */
+/* A malloc'd buffer for clean(), with two bytes to spare (lr_url_join may add "//"
+ * or "./"), or NULL if n is absurd or memory is short. */
 static char *clean_buf(size_t n) {
-  if (n > (SIZE_MAX - 1) / 3) return NULL;
-  return malloc(3 * n + 1);
+  if (n > (SIZE_MAX - 3) / 3) return NULL;
+  return malloc(3 * n + 3);
 }
 
 static void set_err(char *err, size_t errlen, const char *what, CURLUcode rc) {
@@ -108,7 +109,9 @@ static int host_ok(CURLU *u) {
   return ok;
 }
 
-lr_url_base *lr_url_base_new(const char *base, size_t len, char *err, size_t errlen) {
+/* lr_url_base_new, its errors starting with what ("invalid base URL"). */
+static lr_url_base *base_new(const char *base, size_t len, const char *what, char *err,
+                             size_t errlen) {
   lr_url_base *b;
   char *buf, *full = NULL, *query = NULL;
   size_t n;
@@ -124,11 +127,11 @@ lr_url_base *lr_url_base_new(const char *base, size_t len, char *err, size_t err
   if (b->u == NULL) goto oom;
   rc = lr_curl.url_set(b->u, CURLUPART_URL, buf, CURLU_NON_SUPPORT_SCHEME);
   if (rc != CURLUE_OK) {
-    set_err(err, errlen, "invalid base URL", rc);
+    set_err(err, errlen, what, rc);
     goto fail;
   }
   if (!host_ok(b->u)) {
-    set_err(err, errlen, "invalid base URL: a '%' in the host", CURLUE_OK);
+    if (err && errlen) snprintf(err, errlen, "%s: a '%%' in the host", what);
     goto fail;
   }
   lr_curl.url_set(b->u, CURLUPART_FRAGMENT, NULL, 0);
@@ -137,9 +140,13 @@ lr_url_base *lr_url_base_new(const char *base, size_t len, char *err, size_t err
   b->str = malloc(b->len + 1);
   if (b->str == NULL) goto oom;
   memcpy(b->str, full, b->len + 1);
+  /* curl 7.88.1 reports an empty query ("page?") but writes the URL back without
+   * its '?', so the query's start is looked for in what it wrote, not computed from
+   * the query's length. Such a base is "page" to every join (as curl fetches it). */
   b->prefix = b->len;
   if (lr_curl.url_get(b->u, CURLUPART_QUERY, &query, 0) == CURLUE_OK && query &&
-      strlen(query) < b->len)
+      query[0] != '\0' && strlen(query) < b->len &&
+      b->str[b->len - strlen(query) - 1] == '?')
     b->prefix = b->len - strlen(query) - 1;
   lr_curl.free(full);
   lr_curl.free(query);
@@ -153,6 +160,10 @@ fail:
   free(buf);
   lr_url_base_free(b);
   return NULL;
+}
+
+lr_url_base *lr_url_base_new(const char *base, size_t len, char *err, size_t errlen) {
+  return base_new(base, len, "invalid base URL", err, errlen);
 }
 
 void lr_url_base_free(lr_url_base *b) {
@@ -215,6 +226,73 @@ static char *curl_join(const lr_url_base *b, const char *ref, int absolute,
   return out;
 }
 
+/* Whether the base's scheme is s[0..sl), in any case. */
+static int same_scheme(const lr_url_base *b, const char *s, size_t sl) {
+  return strncasecmp(b->str, s, sl) == 0 && b->str[sl] == ':';
+}
+
+/* Rewrites buf (n bytes, room for n + 2) when it names a special scheme but has no
+ * "//", as the WHATWG URL standard (and so every browser) reads it: with the base's
+ * scheme it is a relative reference ("http:g" is "g", "http:/x" is "/x"; RFC 3986
+ * 5.4.2 allows this "for backward compatibility"), with another one the slashes are
+ * supplied ("https:/x" is "https://x"). Left as written, curl would take "http:/h/p"
+ * for host h when fetching it, so a link could send a crawler to another host.
+ * Returns the new length; *sl becomes 0 when the scheme was dropped. */
+static size_t special_no_slashes(const lr_url_base *b, char *buf, size_t n, size_t *sl) {
+  size_t s = *sl, i;
+  if (b->special && same_scheme(b, buf, s)) {
+    size_t rest = n - s - 1;
+    /* "./" keeps a rest such as "g:h" from reading as a scheme of its own. */
+    int dot = rest > 0 && buf[s + 1] != '/' && buf[s + 1] != '?' && buf[s + 1] != '#';
+    memmove(buf + (dot ? 2 : 0), buf + s + 1, rest + 1);
+    if (dot) buf[0] = '.', buf[1] = '/';
+    *sl = 0;
+    return rest + (dot ? 2 : 0);
+  }
+  for (i = s + 1; i < n && buf[i] == '/'; i++) {}
+  memmove(buf + s + 3, buf + i, n - i + 1);
+  buf[s + 1] = buf[s + 2] = '/';
+  return s + 3 + (n - i);
+}
+
+/* A "%2e" (any case) is a '.' in the path segments that are "." or ".." once it is
+ * decoded: browsers remove such dot segments, curl 7.88.1 would keep "%2e%2e" as a
+ * name. Only the path (after an authority, before '?' and '#') is looked at; other
+ * escapes are kept. Returns the new length of s. */
+static size_t decode_dot_segments(char *s, size_t n) {
+  size_t i = 0, o, end, sl = scheme_len(s, n);
+  if (sl > 0) i = sl + 1;
+  if (i + 1 < n && s[i] == '/' && s[i + 1] == '/')
+    for (i += 2; i < n && s[i] != '/' && s[i] != '?' && s[i] != '#'; i++) {}
+  for (end = i; end < n && s[end] != '?' && s[end] != '#'; end++) {}
+  if (memchr(s + i, '%', end - i) == NULL) return n;
+  o = i;
+  while (i < end) {
+    size_t j, k, dots = 0;
+    int escaped = 0;
+    for (j = i; j < end && s[j] != '/'; j++) {}
+    for (k = i; k < j;) {
+      if (s[k] == '.') {
+        dots++, k++;
+      } else if (s[k] == '%' && k + 2 < j && s[k + 1] == '2' && (s[k + 2] | 0x20) == 'e') {
+        dots++, escaped = 1, k += 3;
+      } else {
+        break;
+      }
+    }
+    if (k == j && escaped && dots <= 2) {
+      while (dots--) s[o++] = '.';
+    } else {
+      memmove(s + o, s + i, j - i);
+      o += j - i;
+    }
+    if (j < end) s[o++] = '/';
+    i = j < end ? j + 1 : j;
+  }
+  memmove(s + o, s + end, n - end + 1);
+  return o + (n - end);
+}
+
 char *lr_url_join(const lr_url_base *b, const char *ref, size_t reflen, unsigned flags,
                   size_t *outlen, char *err, size_t errlen) {
   char *buf = clean_buf(reflen), *out;
@@ -227,6 +305,8 @@ char *lr_url_join(const lr_url_base *b, const char *ref, size_t reflen, unsigned
   sl = scheme_len(buf, n);
   if (sl > 0 && special_scheme(buf, sl) != b->special)
     n = clean(ref, reflen, !b->special, buf);
+  if (sl > 0 && special_scheme(buf, sl) && !(buf[sl + 1] == '/' && buf[sl + 2] == '/'))
+    n = special_no_slashes(b, buf, n, &sl);
   if (n == 0 || buf[0] == '#') {
     /* RFC 3986 5.2.2: the base, its query kept, the reference's fragment. */
     out = concat(b->str, b->len, buf, n, flags, outlen);
@@ -238,6 +318,7 @@ char *lr_url_join(const lr_url_base *b, const char *ref, size_t reflen, unsigned
     for (size_t i = 0; i < sl; i++) buf[i] = (char)tolower((unsigned char)buf[i]);
     out = concat("", 0, buf, n, flags, outlen);
   } else {
+    n = decode_dot_segments(buf, n);
     out = curl_join(b, buf, sl > 0, flags, outlen, err, errlen);
     free(buf);
     return out;
@@ -289,9 +370,14 @@ char *lr_url_normalize(const char *url, size_t len, size_t *outlen, char *err,
   /* Escapes are normalised before curl parses, so that "%2E%2E" segments are dot
    * segments by the time curl removes them, and normalising twice changes nothing. */
   n = clean(url, len, 1, buf);
+  if (scheme_len(buf, n) == 0) {
+    free(buf);
+    set_err(err, errlen, "not an absolute URL", CURLUE_OK);
+    return NULL;
+  }
   if (!special_scheme(buf, scheme_len(buf, n))) n = clean(url, len, 0, buf);
   n = lr_url_pct_normalize(buf, n);
-  b = lr_url_base_new(buf, n, err, errlen);
+  b = base_new(buf, n, "invalid URL", err, errlen);
   free(buf);
   if (b == NULL) return NULL;
   u = lr_curl.url_dup(b->u);

@@ -1,7 +1,8 @@
 -- http.url (issue 16): parse, join, normalize, encode and decode. join is checked on
 -- every example of RFC 3986 section 5.4 against its base "http://a/b/c/d;p?q": on
 -- libcurl 7.88.1 some of them (#s, the empty reference, g:h, http:g) are joined by
--- core/http_url.c itself rather than by curl_url.
+-- core/http_url.c itself rather than by curl_url. "http:g" gets the answer RFC 3986
+-- 5.4.2 gives "for backward compatibility", which is the browsers' (WHATWG's).
 local http = require "luarun.http"
 local url = http.url
 
@@ -29,7 +30,7 @@ local ABNORMAL = {
   {"g;x=1/./y", "http://a/b/c/g;x=1/y"}, {"g;x=1/../y", "http://a/b/c/y"},
   {"g?y/./x", "http://a/b/c/g?y/./x"}, {"g?y/../x", "http://a/b/c/g?y/../x"},
   {"g#s/./x", "http://a/b/c/g#s/./x"}, {"g#s/../x", "http://a/b/c/g#s/../x"},
-  {"http:g", "http:g"},
+  {"http:g", "http://a/b/c/g"},
 }
 
 local function raises(fn, text)
@@ -91,6 +92,63 @@ describe("http.url.join", function()
     assert.are.equal("https://x/y/g", url.join("https://x/y/z", "g"))
     assert.are.equal("http://a/b/c/g", url.join(BASE, "g"))
     assert.are.equal("http://a/b/c/d;p?q", url.join(BASE .. "#frag", ""))
+  end)
+
+  it("keeps every byte of a base that ends in an empty query or fragment", function()
+    -- curl writes "page?" back as "page": the join must not cut the base short
+    assert.are.equal("http://h/dir/page?q=1", url.join("http://h/dir/page?", "?q=1"))
+    assert.are.equal("http://h/a?n", url.join("http://h/a?", "?n"))
+    assert.are.equal("http://h/a?x", url.join("http://h/a?#", "?x"))
+    assert.are.equal("http://h/a#f", url.join("http://h/a?", "#f"))
+    assert.are.equal("http://h/a", url.join("http://h/a?", ""))
+    assert.are.equal("http://h/g", url.join("http://h/a?", "g"))
+    assert.are.equal("http://h/a", url.join("http://h/a#", ""))
+    assert.are.equal("http://h/a?x", url.join("http://h/a#", "?x"))
+    assert.are.equal("http://h/a#f", url.join("http://h/a#", "#f"))
+    assert.are.equal("http://h/dir/page?q", url.join("http://h/dir/page?=", "?q"))
+  end)
+
+  it("joins a reference with the base's scheme and no '//' as relative (WHATWG)", function()
+    local page = "http://example.com/dir/page"
+    -- left as written, curl would fetch "http:/127.0.0.1:1/get" from host 127.0.0.1
+    assert.are.equal("http://example.com/127.0.0.1:1/get", url.join(page, "http:/127.0.0.1:1/get"))
+    assert.are.equal("http://example.com/dir/g", url.join(page, "http:g"))
+    assert.are.equal("http://example.com/dir/g", url.join(page, "HTTP:g"))
+    assert.are.equal("http://example.com/dir/g:h", url.join(page, "http:g:h"))
+    assert.are.equal("http://example.com/dir/page", url.join(page, "http:"))
+    assert.are.equal("http://example.com/dir/page?x", url.join(page, "http:?x"))
+    assert.are.equal("http://example.com/dir/page#f", url.join(page, "http:#f"))
+    assert.are.equal("https://example.com/dir/x", url.join("https://example.com/dir/page", "HTTPS:x"))
+    assert.are.equal("http://evil.example/x", url.join(page, "http:\\\\evil.example\\x"))
+  end)
+
+  it("supplies the slashes of another special scheme, as browsers do", function()
+    local page = "http://example.com/dir/page"
+    assert.are.equal("https://x/", url.join(page, "https:/x"))
+    assert.are.equal("https://x/", url.join(page, "https:x"))
+    assert.are.equal("https://x/y", url.join(page, "https:///x/y"))
+    assert.are.equal("ftp://x/", url.join(page, "ftp:x"))
+    assert.are.equal("http://x/", url.join("foo://a/b/c", "http:/x"))
+    assert.are.equal("foo:g", url.join("foo://a/b/c", "foo:g")) -- not special: RFC 3986
+    local r, err = url.join(page, "https:")
+    assert.is_nil(r)
+    assert.are.equal("invalid_url", err.kind)
+  end)
+
+  it("removes dot segments written with %2e, as browsers do", function()
+    assert.are.equal("http://a/b/x", url.join(BASE, "%2e%2e/x"))
+    assert.are.equal("http://a/b/x", url.join(BASE, "%2e./x"))
+    assert.are.equal("http://a/b/x", url.join(BASE, ".%2E/x"))
+    assert.are.equal("http://a/b/c/x", url.join(BASE, "%2E/x"))
+    assert.are.equal("http://a/b/c/", url.join(BASE, "a/%2e%2E"))
+    assert.are.equal("http://h/x", url.join(BASE, "//h/%2e%2e/x"))
+    assert.are.equal("http://h/x", url.join(BASE, "http://h/a/%2E%2e/x"))
+    -- not dot segments: kept as written
+    assert.are.equal("http://a/b/c/%2e%2e%2e/x", url.join(BASE, "%2e%2e%2e/x"))
+    assert.are.equal("http://a/b/c/%2ex", url.join(BASE, "%2ex"))
+    assert.are.equal("http://a/b/c/%2e%2", url.join(BASE, "%2e%2"))
+    assert.are.equal("http://a/b/c/g?%2e%2e", url.join(BASE, "g?%2e%2e"))
+    assert.are.equal("http://a/b/c/d;p?q#%2e%2e", url.join(BASE, "#%2e%2e"))
   end)
 
   it("returns nil, err (invalid_url) for a base or reference that does not parse", function()
@@ -162,6 +220,15 @@ describe("http.url.normalize", function()
     local r, err = url.normalize("://x")
     assert.is_nil(r)
     assert.are.equal("invalid_url", err.kind)
+    for _, s in ipairs({"relative/path", "/abs/path", ""}) do
+      r, err = url.normalize(s)
+      assert.is_nil(r, s)
+      assert.are.equal("http.url.normalize: not an absolute URL", err.message, s)
+      assert.are.equal(s, err.url)
+    end
+    r, err = url.normalize("http://a b/")
+    assert.is_nil(r)
+    assert.is_truthy(err.message:find("^http%.url%.normalize: invalid URL"), err.message)
     raises(function() url.normalize(1) end, "http.url.normalize: the URL must be a string")
   end)
 end)
