@@ -108,9 +108,9 @@ describe("http.robots, the rules", function()
 
   it("keeps Crawl-delay per group, without ending the group", function()
     local r = robots("User-agent: a\nCrawl-delay: 5\nDisallow: /x\n" ..
-                     "User-agent: b\nCrawl-delay: 0.5\n" ..
+                     "User-agent: b\nCrawl-delay: 0.5\nDisallow: /b\n" ..
                      "User-agent: c\nCrawl-delay: soon\nCrawl-delay: -1\nCrawl-delay: 1e9\n" ..
-                     "User-agent: a\nCrawl-delay: 3\n")
+                     "Disallow: /c\nUser-agent: a\nCrawl-delay: 3\n")
     assert.are.equal(5, r:crawl_delay("a"))      -- the longer of a's two groups
     assert.is_false(r:allowed("/x", "a"))
     assert.are.equal(0.5, r:crawl_delay("B/1.0"))
@@ -118,6 +118,33 @@ describe("http.robots, the rules", function()
     assert.is_nil(r:crawl_delay("d"))
     assert.is_nil(r:crawl_delay())
     assert.are.equal(7, robots("User-agent: *\nCrawl-delay: 7\n"):crawl_delay("anybot"))
+  end)
+
+  it("does not split a group's User-agent lines at a Crawl-delay (RFC 9309 2.2.4)", function()
+    local r = robots("User-agent: a\nCrawl-delay: 5\nUser-agent: b\nDisallow: /\n" ..
+                     "User-agent: c\nDisallow: /c\n")
+    check(r, "a", {{"/y", false}})
+    check(r, "b", {{"/y", false}})
+    check(r, "c", {{"/y", true}, {"/c", false}})
+    -- the delay is the whole group's, whichever of its lines it follows
+    assert.are.equal(5, r:crawl_delay("a"))
+    assert.are.equal(5, r:crawl_delay("b"))
+    assert.is_nil(r:crawl_delay("c"))
+    r = robots("User-agent: a\nCrawl-delay: 2\nUser-agent: b\nCrawl-delay: 1\nUser-agent: c\n")
+    for _, agent in ipairs({"a", "b", "c"}) do assert.are.equal(2, r:crawl_delay(agent), agent) end
+  end)
+
+  it("reads %2A and %24 in a pattern as a literal '*' and '$' (RFC 9309 2.2.3)", function()
+    local r = robots("User-agent: *\nDisallow: /file-with-a-%2A.html\nDisallow: /x%24\n" ..
+                     "Disallow: /q*%2a$\n")
+    check(r, nil, {{"/file-with-a-*.html", false}, {"/file-with-a-%2A.html", false},
+                   {"/file-with-a-%2a.html", false}, {"/file-with-a-b.html", true},
+                   {"/x$", false}, {"/x%24", false}, {"/x$y", false}, {"/x", true},
+                   {"/xy", true}, {"/q1*", false}, {"/q1%2A", false}, {"/q1*x", true},
+                   {"/q1", true}})
+    -- raw '*' and '$' keep their meaning
+    check(robots("User-agent: *\nDisallow: /a*b$\n"), nil,
+          {{"/a-b", false}, {"/a*b", false}, {"/a-b-", true}})
   end)
 
   it("skips comments, a BOM, blank and unknown lines, and any line ending", function()
@@ -181,6 +208,24 @@ describe("http.robots, fetched", function()
           return 301, {location = ("/hops/%d/robots.txt"):format(n - 1)}, ""
         end
         if p == "/ok/robots.txt" then return ROBOTS end
+        if p == "/bad-redirect/robots.txt" then
+          return 301, {location = "http://bad host/robots.txt"}, ""
+        end
+        local big = p:match("^/big(%-?%a*)/robots%.txt$")
+        if big then
+          -- over the fetch's 4 MiB: the first 500 KiB are served when asked for with
+          -- Range (unless the path says the server ignores Range)
+          local body = "User-agent: *\nDisallow: /early\n" ..
+                       ("# " .. ("x"):rep(97) .. "\n"):rep(50 * 1024) .. "Disallow: /late\n"
+          local range = req.headers.range
+          seen.ranges = (seen.ranges or "") .. tostring(range) .. ";"
+          local last = range and tonumber(range:match("^bytes=0%-(%d+)$"))
+          if last and big ~= "-norange" then
+            return 206, {["content-range"] = ("bytes 0-%d/%d"):format(last, #body)},
+                   body:sub(1, last + 1)
+          end
+          return body
+        end
         local status = tonumber(p:match("^/status/(%d+)/"))
         if status then return status, {}, "Disallow: /\n" end
         return 404, {}, "not found"
@@ -227,6 +272,30 @@ describe("http.robots, fetched", function()
     end)
   end)
 
+  it("parses the first 500 KiB of a file over the fetch's 4 MiB limit", function()
+    with_server(function(base, seen)
+      local r = assert(http.robots(base .. "/big/robots.txt"))
+      assert.are.equal(206, r.status)
+      assert.is_false(r:allowed("/early"))
+      assert.is_true(r:allowed("/late"))
+      assert.are.equal("nil;bytes=0-511999;", seen.ranges)
+      -- a server that ignores Range: nothing usable came, as if unreachable
+      r = assert(http.robots(base .. "/big-norange/robots.txt"))
+      assert.is_nil(r.status)
+      assert.are.equal("too_large", r.error.kind)
+      assert.is_false(r:allowed("/anything"))
+    end)
+  end)
+
+  it("disallows everything when a redirect leads to a URL that does not parse", function()
+    with_server(function(base)
+      local r = assert(http.robots(base .. "/bad-redirect/robots.txt"))
+      assert.is_nil(r.status)
+      assert.are.equal("invalid_url", r.error.kind)
+      assert.is_false(r:allowed("/x"))
+    end)
+  end)
+
   it("uses a client given as an option", function()
     with_server(function(base, seen)
       local client = http.client({user_agent = "ClientBot/2"})
@@ -260,6 +329,17 @@ describe("http.robots, fetched", function()
              "http.robots: the options must be a table (got number)")
       raises(function() http.robots("http://127.0.0.1:1/robots.txt", {timout = 1}) end,
              "unknown option 'timout'")
+      -- the messages point at the caller, not inside robots.lua
+      local ok, msg = pcall(function() local x = http.robots("http://127.0.0.1:1/r", 1); return x end)
+      assert.is_false(ok)
+      assert.is_nil(msg:find("robots.lua", 1, true), msg)
+      assert.is_truthy(msg:find("robots_spec.lua", 1, true), msg)
+      for _, c in ipairs({{}, 5, "x", {get = false}}) do
+        ok, msg = pcall(function() local x = http.robots("http://127.0.0.1:1/r", {client = c}); return x end)
+        assert.is_false(ok)
+        assert.is_truthy(msg:find("http.robots: opts.client must be an http client", 1, true), msg)
+        assert.is_truthy(msg:find("robots_spec.lua", 1, true), msg)
+      end
     end)
   end)
 end)

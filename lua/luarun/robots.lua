@@ -13,7 +13,8 @@ local tonumber, type, setmetatable, error = tonumber, type, setmetatable, error
 
 -- RFC 9309 2.5: a parser must read at least 500 KiB; what follows is ignored.
 local MAX_PARSE = 500 * 1024
--- A larger body than this is not downloaded at all (the fetch fails as too_large).
+-- A larger body than this is not kept: the file is asked for again with a Range
+-- header for its first MAX_PARSE bytes (see fetch).
 local MAX_FETCH = 4 * 1024 * 1024
 
 -- Record names, with the misspellings Google's parser also accepts.
@@ -47,6 +48,13 @@ local function normalize(s)
   return (gsub(s, "%%(%x%x)", escape_pair))
 end
 
+-- RFC 9309 2.2.3: "%2A" and "%24" in a pattern are a literal '*' and '$', not the
+-- wildcard and the anchor. A normalised path, and each piece of a pattern once cut at
+-- its raw '*'s, gets them decoded, so that "%2A" in either matches '*' or "%2A" in
+-- the other (normalize has upper-cased the hex).
+local LITERAL = {["%2A"] = "*", ["%24"] = "$"}
+local function literal(s) return (gsub(s, "%%2[4A]", LITERAL)) end
+
 -- A rule from an Allow or Disallow value (not empty). len, the pattern's octets as
 -- written (after normalising), decides between rules that match.
 local function compile(value, allow)
@@ -60,13 +68,13 @@ local function compile(value, allow)
   end
   pat = gsub(pat, "%*%*+", "*")
   if not find(pat, "*", 1, true) then
-    rule.plain = pat
+    rule.plain = literal(pat)
     return rule
   end
   local segs, n = {}, 0
   for seg in gmatch(pat .. "*", "([^*]*)%*") do
     n = n + 1
-    segs[n] = seg
+    segs[n] = literal(seg)
   end
   rule.segs, rule.nsegs = segs, n
   return rule
@@ -109,14 +117,16 @@ local function parse(text)
   text = sub(text, 1, MAX_PARSE)
   if sub(text, 1, 3) == "\239\187\191" then text = sub(text, 4) end
   local groups, sitemaps = {}, {}
-  local current, in_agents = nil, false -- the groups the lines now apply to
+  -- current: the groups the lines now apply to; delay, the longest Crawl-delay seen
+  -- since current began, given to an agent that joins it after that line.
+  local current, in_agents, delay = nil, false, nil
   for line in gmatch(text, "[^\r\n]+") do
     local key, value = match(match(line, "^[^#]*"), "^%s*([^:]-)%s*:%s*(.-)%s*$")
     local kind = key and KEYS[lower(key)]
     if kind == "agent" then
       -- Several User-agent lines in a row start one group; one after a rule starts
       -- the next.
-      if not in_agents then current, in_agents = {}, true end
+      if not in_agents then current, in_agents, delay = {}, true, nil end
       local tok = sub(value, 1, 1) == "*" and "*" or token(value)
       if tok ~= "" and not current[tok] then
         local g = groups[tok]
@@ -125,6 +135,7 @@ local function parse(text)
           groups[tok] = g
         end
         current[tok] = g
+        if delay and (not g.delay or delay > g.delay) then g.delay = delay end
       end
     elseif kind == "allow" or kind == "disallow" then
       in_agents = false
@@ -136,11 +147,12 @@ local function parse(text)
         end
       end
     elseif kind == "delay" then
-      -- Not in RFC 9309; an "other record", which must not end a group. The longest
+      -- Not in RFC 9309; an "other record", which neither ends a group nor splits
+      -- its User-agent lines (RFC 9309 2.2.4), and applies to all of them. The longest
       -- delay wins when merged groups disagree.
-      in_agents = false
       local d = (match(value, "^%d+%.?%d*$") or match(value, "^%.%d+$")) and tonumber(value)
       if d and current then
+        if not delay or d > delay then delay = d end
         for _, g in pairs(current) do
           if not g.delay or d > g.delay then g.delay = d end
         end
@@ -192,7 +204,7 @@ return function(http)
     if path == "/robots.txt" then return true end
     if r._all ~= nil then return r._all end
     if not group then return true end
-    path = normalize(path)
+    path = literal(normalize(path))
     local rules = group.rules
     if not group.sorted then
       -- Longest first, Allow before Disallow of the same length: the first rule that
@@ -225,25 +237,52 @@ return function(http)
     return r
   end
 
+  -- opts: a table of request options and perhaps client, checked here so that an
+  -- error names the caller's line.
+  local function check_opts(opts)
+    if opts == nil then return end
+    if type(opts) ~= "table" then
+      error(format("http.robots: the options must be a table (got %s)", type(opts)), 3)
+    end
+    local c = opts.client
+    if c ~= nil then
+      local t = type(c)
+      local ok, get = false, nil
+      if t == "table" or t == "userdata" then ok, get = pcall(function() return c.get end) end
+      if not ok or type(get) ~= "function" then
+        error("http.robots: opts.client must be an http client (got " .. t .. ")", 3)
+      end
+    end
+  end
+
   -- RFC 9309 2.3.1: fetched in the calling task; up to 5 redirects; 2xx is parsed,
   -- 4xx means no rules, 5xx (and 429, as Google treats it) or no answer means
   -- nothing may be fetched.
   local function fetch(url, opts)
     local req = {max_redirects = 5, max_body_size = MAX_FETCH, timeout = 30}
     local client = http
-    if opts ~= nil then
-      if type(opts) ~= "table" then
-        error(format("http.robots: the options must be a table (got %s)", type(opts)), 3)
-      end
-      for k, v in pairs(opts) do
-        if k == "client" then client = v else req[k] = v end
-      end
+    for k, v in pairs(opts or {}) do
+      if k == "client" then client = v else req[k] = v end
     end
-    local res, err
-    if client == http then res, err = http.get(url, req) else res, err = client:get(url, req) end
+    local function get(r)
+      if client == http then return http.get(url, r) end
+      return client:get(url, r)
+    end
+    local res, err = get(req)
+    if not res and err.kind == "too_large" then
+      -- RFC 9309 2.5: a longer file is parsed up to (at least) 500 KiB. The response
+      -- that was too long had no status for us, so the first MAX_PARSE bytes are
+      -- asked for: a server that ignores Range answers in full again, and then the
+      -- file counts as unreachable.
+      local headers = {}
+      for k, v in pairs(req.headers or {}) do headers[k] = v end
+      headers.Range = format("bytes=0-%d", MAX_PARSE - 1)
+      req.headers = headers
+      res, err = get(req)
+    end
     if not res then
-      if err.kind == "invalid_url" then return nil, err end
-      -- More redirects than allowed: RFC 9309 says "unavailable", as a 4xx.
+      -- More redirects than allowed: RFC 9309 says "unavailable", as a 4xx. Anything
+      -- else, a redirect to a URL that does not parse included, is no answer.
       return blanket(err.kind == "redirect", {url = url, error = err})
     end
     local status = res.status
@@ -263,7 +302,13 @@ return function(http)
                    type(source)), 2)
     end
     if find(source, "^%s*[Hh][Tt][Tt][Pp][Ss]?://") and not find(source, "[\r\n]") then
-      return fetch(source, opts)
+      check_opts(opts)
+      -- Only the URL given can be invalid_url here: one a redirect leads to is a
+      -- failed fetch (fetch).
+      local u, err = parse_url(source)
+      if not u then return nil, err end
+      local r = fetch(source, opts)
+      return r
     end
     return new(source)
   end
