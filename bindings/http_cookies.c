@@ -10,6 +10,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "http_request.h"
 
 /* ---- from the jar ---- */
@@ -41,13 +42,17 @@ static int field_is(const field *f, const char *s) {
 
 /* A lua_CFunction (called protected, so that a memory error cannot leak the list):
  * pushes the cookie of the line given as a light userdata as a table, or nothing for
- * a line that is not a cookie. */
+ * a line that is not a cookie or a cookie that has expired. curl drops expired
+ * cookies from the jar only when it next sends one, so the list would show them until
+ * then (and an `add` of the list would put them back). */
 static int push_cookie(lua_State *L) {
   const char *line = lua_touserdata(L, 1);
   field f[7];
   int http_only = 0;
   long long expires;
   if (split_line(line, f) < 7) return 0;
+  expires = strtoll(f[4].s, NULL, 10); /* stops at the tab */
+  if (expires > 0 && expires < (long long)time(NULL)) return 0; /* curl's test */
   if (f[0].n >= 10 && memcmp(f[0].s, "#HttpOnly_", 10) == 0) {
     http_only = 1;
     f[0].s += 10;
@@ -66,7 +71,6 @@ static int push_cookie(lua_State *L) {
   lua_setfield(L, -2, "secure");
   lua_pushboolean(L, http_only);
   lua_setfield(L, -2, "http_only");
-  expires = strtoll(f[4].s, NULL, 10); /* stops at the tab */
   if (expires > 0) {
     lua_pushinteger(L, (lua_Integer)expires);
     lua_setfield(L, -2, "expires");
@@ -180,7 +184,9 @@ int lr_http_cookies_method(lua_State *L) {
   lr_http_client *c = lr_http_check_client(L, 1);
   int clear = 0, add = 0;
   if (!lua_isnoneornil(L, 2)) {
-    luaL_checktype(L, 2, LUA_TTABLE);
+    if (!lua_istable(L, 2))
+      return luaL_error(L, "%s: the options must be a table (got %s)", F,
+                        luaL_typename(L, 2));
     lua_pushnil(L);
     while (lua_next(L, 2)) {
       const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";

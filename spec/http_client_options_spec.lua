@@ -135,6 +135,43 @@ describe("luarun.http client options", function()
       end)
     end)
 
+    it("never lists an expired cookie, even before a request prunes the jar", function()
+      lr.run(function()
+        local past = os.time() - 3600
+        local c <close> = http.client({cookies = {
+          {name = "live", value = "1", domain = "127.0.0.1"},
+          {name = "old", value = "1", domain = "127.0.0.1", expires = past},
+          {name = "later", value = "1", domain = "127.0.0.1", expires = os.time() + 3600},
+        }})
+        local function names(list)
+          local t = {}
+          for _, k in ipairs(list) do t[#t + 1] = k.name end
+          table.sort(t)
+          return table.concat(t, ",")
+        end
+        assert.are.equal("later,live", names(c:cookies()))
+        -- an expired cookie added over a live one of the same name, domain and path
+        -- removes it, as a Set-Cookie with a past date does
+        assert.are.equal("later", names(c:cookies({add = {
+          {name = "live", value = "2", domain = "127.0.0.1", expires = past}}})))
+        -- a round trip does not bring the expired ones back
+        local copy <close> = http.client({cookies = c:cookies()})
+        assert.are.equal("later", names(copy:cookies()))
+        assert.are.same({later = "1"}, jar_of(assert(c:get(base .. "/cookies"))))
+        assert.are.equal("later", names(c:cookies()))
+      end)
+    end)
+
+    it("raises, naming the method, on options that are not a table", function()
+      local c <close> = http.client({cookies = true})
+      for _, v in ipairs({5, "clear", true}) do
+        local ok, err = pcall(c.cookies, c, v)
+        assert.is_false(ok)
+        assert.is_truthy(tostring(err):find("client:cookies: the options must be a table (got " ..
+                                            type(v) .. ")", 1, true), tostring(err))
+      end
+    end)
+
     it("keeps the jar on a handle that was reset (an option that taints it)", function()
       lr.run(function()
         local c <close> = http.client({cookies = true, max_connections = 1})
