@@ -32,7 +32,7 @@ static const char *const rfc[][2] = {
   {"g;x=1/./y", "http://a/b/c/g;x=1/y"}, {"g;x=1/../y", "http://a/b/c/y"},
   {"g?y/./x", "http://a/b/c/g?y/./x"}, {"g?y/../x", "http://a/b/c/g?y/../x"},
   {"g#s/./x", "http://a/b/c/g#s/./x"}, {"g#s/../x", "http://a/b/c/g#s/../x"},
-  {"http:g", "http:g"},
+  {"http:g", "http://a/b/c/g"}, /* 5.4.2's "backward compatibility" answer, WHATWG's */
   /* what browsers do to an href */
   {"  g\n ", "http://a/b/c/g"}, {"g\th", "http://a/b/c/gh"},
   {"a b", "http://a/b/c/a%20b"}, {"a%20b", "http://a/b/c/a%20b"},
@@ -41,6 +41,9 @@ static const char *const rfc[][2] = {
   {"g?\\h", "http://a/b/c/g?\\h"}, {"HTTPS://Other/x", "https://Other/x"},
   {"MAILTO:x@y", "mailto:x@y"}, {"javascript:void(0)", "javascript:void(0)"},
   {"//h:81/x/../y", "http://h:81/y"}, {"?", "http://a/b/c/d;p?"},
+  {"http:/h/x", "http://a/h/x"}, {"https:x", "https://x/"}, {"https:/x", "https://x/"},
+  {"%2e%2e/g", "http://a/b/g"}, {".%2E/g", "http://a/b/g"}, {"%2e/g", "http://a/b/c/g"},
+  {"%2e%2e%2e/g", "http://a/b/c/%2e%2e%2e/g"},
 };
 
 static const char *const bad[] = {"//a b/", "//h:99999/", "https://:80/", "//[::1/"};
@@ -109,6 +112,17 @@ int main(int argc, char **argv) {
     CHECK(s3 && strcmp(s3, "http://a/b/c/d;p?y") == 0);
     CHECK(s4 && strcmp(s4, "http://a/b/c/d;p?q") == 0);
     free(s1), free(s2), free(s3), free(s4);
+  }
+  lr_url_base_free(b);
+  /* A base with an empty query: curl writes it back without its '?'. */
+  base = "http://h/dir/page?";
+  b = lr_url_base_new(base, strlen(base), err, sizeof err);
+  CHECK(b);
+  {
+    char *s1 = join(b, "?q=1", 0), *s2 = join(b, "#f", 0);
+    CHECK(s1 && strcmp(s1, "http://h/dir/page?q=1") == 0);
+    CHECK(s2 && strcmp(s2, "http://h/dir/page#f") == 0);
+    free(s1), free(s2);
   }
   lr_url_base_free(b);
   CHECK(lr_url_base_new("g/h", 3, err, sizeof err) == NULL);
