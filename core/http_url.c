@@ -8,7 +8,8 @@
  * segment and query; fixed upstream in 2024-2026, curl/curl#13394, #21745) and
  * refuses `g:h` and `http:g` ("Unsupported number of slashes"), so references that
  * start with '#' or '?', the empty one and those with a scheme but no "//" are
- * joined here as strings. */
+ * joined here as strings (under http(s), "http:g" is first made relative as browsers
+ * do: special_no_slashes). */
 #include <ctype.h>
 #include <stdint.h>
 #include <stdio.h>
