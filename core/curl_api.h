@@ -73,7 +73,10 @@ lr_url_base *lr_url_base_new(const char *base, size_t len, char *err, size_t err
 void lr_url_base_free(lr_url_base *b);
 /* The base as curl normalised it, without its fragment (owned by b). */
 const char *lr_url_base_str(const lr_url_base *b, size_t *len);
-enum { LR_URL_NO_FRAGMENT = 1 };
+/* For test/test_url_fast.c, which checks that the two ways give the same bytes:
+ * LR_URL_SLOW joins through curl_url only, never through the faster path that most
+ * links take; LR_URL_FAST_ONLY fails (NULL) a join that would go to curl_url. */
+enum { LR_URL_NO_FRAGMENT = 1, LR_URL_SLOW = 2, LR_URL_FAST_ONLY = 4 };
 /* ref joined against b (RFC 3986 section 5.2), normalised as curl does; malloc'd,
  * NUL-terminated (free()), *outlen set; NULL with err if ref is invalid (or out of
  * memory). Before joining, ref is cleaned as browsers clean an href: leading and

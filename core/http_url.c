@@ -24,6 +24,10 @@ struct lr_url_base {
   size_t len;
   size_t prefix;  /* bytes of str before its query: what a "?y" reference keeps */
   int special;    /* a scheme under which browsers read '\' as '/' */
+  /* For fast_join, when the base is http(s) and plain (fast_base): str is
+   * "scheme://authority" up to auth_end, then the path up to prefix, "?query" after. */
+  size_t scheme;    /* length of the scheme, 0 when fast_join is not used */
+  size_t auth_end;
 };
 
 /* Length of the scheme that starts s, ALPHA *(ALPHA / DIGIT / "+" / "-" / "."),
@@ -110,6 +114,8 @@ static int host_ok(CURLU *u) {
   return ok;
 }
 
+static void fast_base(lr_url_base *b);
+
 /* lr_url_base_new, its errors starting with what ("invalid base URL"). */
 static lr_url_base *base_new(const char *base, size_t len, const char *what, char *err,
                              size_t errlen) {
@@ -149,6 +155,7 @@ static lr_url_base *base_new(const char *base, size_t len, const char *what, cha
       query[0] != '\0' && strlen(query) < b->len &&
       b->str[b->len - strlen(query) - 1] == '?')
     b->prefix = b->len - strlen(query) - 1;
+  fast_base(b);
   lr_curl.free(full);
   lr_curl.free(query);
   free(buf);
@@ -294,6 +301,182 @@ static size_t decode_dot_segments(char *s, size_t n) {
   return o + (n - end);
 }
 
+/* ---- The fast path: joins curl would do, done here (issue 16: ~20,000 instructions
+ * a link through curl_url, most of it curl's printf, a third of doc:links()). It takes
+ * only references whose result is certain: plain bytes, an http(s) base, simple
+ * shapes. Everything else goes to curl as before. test/test_url_fast.c checks it
+ * against curl byte for byte on random references. ---- */
+
+/* Longest reference and base taken (curl refuses URLs over 8 MB; stay far below). */
+#define FAST_MAX 8192
+
+/* Bytes that curl 7.88.1 keeps as they are in a path, query or fragment once clean()
+ * has run: printable ASCII. '\' is left to curl (clean() keeps it after the query). */
+static int fast_byte(unsigned char c) {
+  return c > 0x20 && c < 0x7f && c != '\\';
+}
+
+static int ascii_alpha(unsigned char c) {
+  return (c | 0x20) >= 'a' && (c | 0x20) <= 'z';
+}
+
+static int ascii_digit(unsigned char c) {
+  return c >= '0' && c <= '9';
+}
+
+/* Whether s[0..n) is host[:port] that curl writes back as it is: a host of letters,
+ * digits, '-' and '.' that starts with a letter (curl rewrites a host that starts with
+ * a digit when it reads as an IPv4 address: "127.1", "0x7f.1"), and a port of 1 to 5
+ * digits, no leading zero, at most 65535 (curl writes "080" as "80", drops "h:"'s ':'
+ * and refuses 99999). No userinfo, no IPv6 literal. Case is kept, as curl keeps it. */
+static int plain_authority(const char *s, size_t n) {
+  size_t i;
+  unsigned long port = 0;
+  if (n == 0 || !ascii_alpha((unsigned char)s[0])) return 0;
+  for (i = 0; i < n && s[i] != ':'; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (!ascii_alpha(c) && !ascii_digit(c) && c != '-' && c != '.') return 0;
+  }
+  if (i == n) return 1;
+  if (++i == n || s[i] == '0' || n - i > 5) return 0;
+  for (; i < n; i++) {
+    if (!ascii_digit((unsigned char)s[i])) return 0;
+    port = port * 10 + (unsigned long)(s[i] - '0');
+  }
+  return port <= 65535;
+}
+
+/* Sets b->scheme and b->auth_end when the base suits fast_join: http or https (curl
+ * writes the scheme lower-cased), a plain authority (curl reparses it at every join,
+ * so only what it writes back unchanged is copied), and plain bytes throughout. */
+static void fast_base(lr_url_base *b) {
+  size_t sl = scheme_len(b->str, b->len), i;
+  if (b->len > FAST_MAX || !(sl == 4 || sl == 5) || strncmp(b->str, "https", sl) != 0 ||
+      strncmp(b->str + sl, "://", 3) != 0)
+    return;
+  for (i = 0; i < b->len; i++)
+    if (!fast_byte((unsigned char)b->str[i])) return;
+  for (i = sl + 3; i < b->len && b->str[i] != '/'; i++) {}
+  if (i == b->len || i > b->prefix || !plain_authority(b->str + sl + 3, i - sl - 3)) return;
+  b->scheme = sl;
+  b->auth_end = i;
+}
+
+/* RFC 3986 5.2.4 remove_dot_segments, in place, on a path p[0..n) that starts with
+ * '/' (the only kind fast_join makes). Returns the new length. */
+static size_t remove_dots(char *p, size_t n) {
+  size_t i = 0, o = 0;
+  while (i < n) {
+    size_t j = i + 1;
+    while (j < n && p[j] != '/') j++;
+    if (j - i == 2 && p[i + 1] == '.') { /* "/./" is "/", "/." at the end too */
+      if (j == n) p[o++] = '/';
+    } else if (j - i == 3 && p[i + 1] == '.' && p[i + 2] == '.') {
+      while (o > 0 && p[o - 1] != '/') o--; /* the last segment and its '/' go */
+      if (o > 0) o--;
+      if (j == n) p[o++] = '/';
+    } else {
+      memmove(p + o, p + i, j - i);
+      o += j - i;
+    }
+    i = j;
+  }
+  return o;
+}
+
+/* Where a relative-path reference r goes after the base's path bp[0..bpn) (which
+ * starts with '/'): curl 7.88.1's concat_url, which fast_join must follow as it is,
+ * RFC 3986 or not. It keeps bp up to its last '/' (excluded), skips one "./" of r and
+ * for each "../" then cuts one more segment, never the first '/'; it puts a '/'
+ * between the two unless r's rest starts with '/' or '?' or what is kept ends with
+ * the first '/' ("http://a//" and "a" make "http://a/a"; "/b/c" and ".//x" make
+ * "/b/x"). Sets *keep (bytes of bp kept), *slash, and returns the rest of r. */
+static const char *concat_rule(const char *bp, size_t bpn, const char *r, size_t *keep,
+                               int *slash) {
+  size_t root = bpn, level = 0;
+  int sep; /* whether what is kept has a '/' after which segments may be cut */
+  while (bp[root - 1] != '/') root--;
+  root--;
+  sep = root > 0;
+  if (r[0] == '.' && r[1] == '/') r += 2;
+  while (r[0] == '.' && r[1] == '.' && r[2] == '/') level++, r += 3;
+  while (sep && level-- > 0) {
+    size_t k = root;
+    while (k > 1 && bp[k - 1] != '/') k--;
+    if (k > 1) {
+      root = k - 1;
+    } else {
+      root = 1;
+      break;
+    }
+  }
+  *keep = root;
+  *slash = !(r[0] == '/' || r[0] == '?' || (sep && root == 1));
+  return r;
+}
+
+/* ref r[0..n) (cleaned, dot escapes decoded, not "", "#..." or "?...", with a scheme
+ * of sl bytes only if "//" follows it) joined against b as curl would join it: 1 with
+ * *out set, 0 when the reference is not one this path takes (curl then does it), -1
+ * when memory is short. curl joins as strings (concat_rule), then parses the result:
+ * fast_join does the same, and parses only what curl writes back unchanged. */
+static int fast_join(const lr_url_base *b, const char *r, size_t n, size_t sl,
+                     unsigned flags, char **out, size_t *outlen) {
+  const char *scheme = b->str, *auth = b->str + b->scheme + 3, *rest = r;
+  size_t schemen = b->scheme, authn = b->auth_end - b->scheme - 3, keep = 0, i;
+  size_t start, end, q, f, o;
+  int slash = 0;
+  char *s;
+  if (b->scheme == 0 || n > FAST_MAX) return 0;
+  for (i = 0; i < n; i++)
+    if (!fast_byte((unsigned char)r[i])) return 0;
+  if (sl > 0 || (r[0] == '/' && r[1] == '/')) {
+    if (sl > 0 && !((sl == 4 && strncasecmp(r, "http", 4) == 0) ||
+                    (sl == 5 && strncasecmp(r, "https", 5) == 0)))
+      return 0;
+    if (sl > 0) scheme = r, schemen = sl;
+    i = sl > 0 ? sl + 3 : 2;
+    auth = r + i;
+    while (i < n && r[i] != '/' && r[i] != '?' && r[i] != '#') i++;
+    authn = (size_t)(r + i - auth);
+    if (!plain_authority(auth, authn)) return 0;
+    rest = r + i;
+  } else if (r[0] != '/') {
+    /* A ':' in the first segment is left to curl 7.88.1, which takes "1a:b" for a
+     * scheme and refuses it. */
+    for (i = 0; i < n && r[i] != '/' && r[i] != '?' && r[i] != '#'; i++)
+      if (r[i] == ':') return 0;
+    rest = concat_rule(b->str + b->auth_end, b->prefix - b->auth_end, r, &keep, &slash);
+  }
+  /* scheme "://" authority, then what curl parses after it: the base's path kept,
+   * maybe a '/', the rest of r; room for one more '/' (an empty path). */
+  s = malloc(schemen + 3 + authn + keep + (size_t)slash + (size_t)(r + n - rest) + 2);
+  if (s == NULL) return -1;
+  for (o = 0; o < schemen; o++) s[o] = (char)(scheme[o] | 0x20);
+  memcpy(s + o, "://", 3), o += 3;
+  memcpy(s + o, auth, authn), o += authn;
+  start = o;
+  memcpy(s + o, b->str + b->auth_end, keep), o += keep;
+  if (slash) s[o++] = '/';
+  memcpy(s + o, rest, (size_t)(r + n - rest)), o += (size_t)(r + n - rest);
+  end = o;
+  for (q = start; q < end && s[q] != '?' && s[q] != '#'; q++) {}
+  if (q == start) { /* curl writes an empty http path as "/" */
+    memmove(s + start + 1, s + start, end - start);
+    s[start] = '/';
+    q++, end++;
+  }
+  for (f = q; f < end && s[f] != '#'; f++) {}
+  o = start + remove_dots(s + start, q - start);
+  /* curl 7.88.1 drops an empty query's '?' and an empty fragment's '#'. */
+  if (f - q > 1) memmove(s + o, s + q, f - q), o += f - q;
+  if (end - f > 1 && !(flags & LR_URL_NO_FRAGMENT)) memmove(s + o, s + f, end - f), o += end - f;
+  s[o] = '\0';
+  *out = s;
+  *outlen = o;
+  return 1;
+}
+
 char *lr_url_join(const lr_url_base *b, const char *ref, size_t reflen, unsigned flags,
                   size_t *outlen, char *err, size_t errlen) {
   char *buf = clean_buf(reflen), *out;
@@ -319,8 +502,16 @@ char *lr_url_join(const lr_url_base *b, const char *ref, size_t reflen, unsigned
     for (size_t i = 0; i < sl; i++) buf[i] = (char)tolower((unsigned char)buf[i]);
     out = concat("", 0, buf, n, flags, outlen);
   } else {
+    int fast = 0;
+    out = NULL;
     n = decode_dot_segments(buf, n);
-    out = curl_join(b, buf, sl > 0, flags, outlen, err, errlen);
+    if (!(flags & LR_URL_SLOW)) fast = fast_join(b, buf, n, sl, flags, &out, outlen);
+    if (fast < 0)
+      set_err(err, errlen, "out of memory", CURLUE_OK);
+    else if (fast == 0 && (flags & LR_URL_FAST_ONLY))
+      set_err(err, errlen, "not taken by the fast path", CURLUE_OK);
+    else if (fast == 0)
+      out = curl_join(b, buf, sl > 0, flags, outlen, err, errlen);
     free(buf);
     return out;
   }
