@@ -3,7 +3,7 @@
  * pieces of URLs (schemes, hosts, ports, segments, dot segments, escapes, queries,
  * fragments, and bytes that must send the join to curl) against bases of every kind.
  * Also checks that the links a page typically has do take the fast path.
- *   test_url_fast [count [seed]]   (default 200000 references, seed 16) */
+ *   test_url_fast [count [seed]]   (default 300000 references, seed 16) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,7 +167,7 @@ static void typical(void) {
 }
 
 int main(int argc, char **argv) {
-  unsigned long count = argc > 1 ? strtoul(argv[1], NULL, 10) : 200000;
+  unsigned long count = argc > 1 ? strtoul(argv[1], NULL, 10) : 300000;
   unsigned long i, fails = 0, taken = 0;
   lr_url_base *b[COUNT(bases)];
   char err[256], ref[512];
