@@ -376,7 +376,7 @@ static size_t remove_dots(char *p, size_t n) {
       if (o > 0) o--;
       if (j == n) p[o++] = '/';
     } else {
-      memmove(p + o, p + i, j - i);
+      if (o != i) memmove(p + o, p + i, j - i); /* most paths have no dot segment */
       o += j - i;
     }
     i = j;
