@@ -324,21 +324,46 @@ static int ascii_digit(unsigned char c) {
   return c >= '0' && c <= '9';
 }
 
-/* Whether s[0..n) is host[:port] that curl writes back as it is: a host of letters,
- * digits, '-' and '.' that starts with a letter (curl rewrites a host that starts with
- * a digit when it reads as an IPv4 address: "127.1", "0x7f.1"), and a port of 1 to 5
- * digits, no leading zero, at most 65535 (curl writes "080" as "80", drops "h:"'s ':'
- * and refuses 99999). No userinfo, no IPv6 literal. Case is kept, as curl keeps it. */
-static int plain_authority(const char *s, size_t n) {
-  size_t i;
-  unsigned long port = 0;
-  if (n == 0 || !ascii_alpha((unsigned char)s[0])) return 0;
-  for (i = 0; i < n && s[i] != ':'; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (!ascii_alpha(c) && !ascii_digit(c) && c != '-' && c != '.') return 0;
+/* Whether s[0..n) is an IPv4 address as curl 7.88.1 writes one: four decimal numbers
+ * up to 255 without leading zeros ("127.0.0.1"; curl rewrites "127.1" or "0x7f.1"). */
+static int canonical_ipv4(const char *s, size_t n) {
+  size_t i = 0;
+  int parts;
+  for (parts = 1;; parts++) {
+    size_t start = i;
+    unsigned v = 0;
+    while (i < n && i - start < 3 && ascii_digit((unsigned char)s[i]))
+      v = v * 10 + (unsigned)(s[i++] - '0');
+    if (i == start || v > 255 || (s[start] == '0' && i - start > 1)) return 0;
+    if (i == n) return parts == 4;
+    if (s[i] != '.' || parts == 4) return 0;
+    i++;
   }
-  if (i == n) return 1;
-  if (++i == n || s[i] == '0' || n - i > 5) return 0;
+}
+
+/* Whether s[0..n) is host[:port] that curl writes back as it is: a host of letters,
+ * digits, '-' and '.' that starts with a letter, or else an IPv4 address as curl
+ * writes it (curl rewrites a host that starts with a digit when it reads as an IPv4
+ * address: "127.1", "0x7f.1"), and a port of 1 to 5 digits, no leading zero, at most
+ * 65535 (curl writes "080" as "80", drops "h:"'s ':' and refuses 99999). No userinfo,
+ * no IPv6 literal. Case is kept, as curl keeps it. */
+static int plain_authority(const char *s, size_t n) {
+  size_t i, host;
+  unsigned long port = 0;
+  for (host = 0; host < n && s[host] != ':'; host++) {}
+  if (host == 0) return 0;
+  if (ascii_digit((unsigned char)s[0])) {
+    if (!canonical_ipv4(s, host)) return 0;
+  } else {
+    if (!ascii_alpha((unsigned char)s[0])) return 0;
+    for (i = 0; i < host; i++) {
+      unsigned char c = (unsigned char)s[i];
+      if (!ascii_alpha(c) && !ascii_digit(c) && c != '-' && c != '.') return 0;
+    }
+  }
+  if (host == n) return 1;
+  i = host + 1;
+  if (i == n || s[i] == '0' || n - i > 5) return 0;
   for (; i < n; i++) {
     if (!ascii_digit((unsigned char)s[i])) return 0;
     port = port * 10 + (unsigned long)(s[i] - '0');
@@ -415,65 +440,88 @@ static const char *concat_rule(const char *bp, size_t bpn, const char *r, size_t
   return r;
 }
 
-/* ref r[0..n) (cleaned, dot escapes decoded, not "", "#..." or "?...", with a scheme
- * of sl bytes only if "//" follows it) joined against b as curl would join it: 1 with
- * *out set, 0 when the reference is not one this path takes (curl then does it), -1
- * when memory is short. curl joins as strings (concat_rule), then parses the result:
- * fast_join does the same, and parses only what curl writes back unchanged. */
-static int fast_join(const lr_url_base *b, const char *r, size_t n, size_t sl,
-                     unsigned flags, char **out, size_t *outlen) {
-  const char *scheme = b->str, *auth = b->str + b->scheme + 3, *rest = r;
-  size_t schemen = b->scheme, authn = b->auth_end - b->scheme - 3, keep = 0, i;
-  size_t start, end, q, f, o;
-  int slash = 0;
-  char *s;
-  if (b->scheme == 0 || n > FAST_MAX) return 0;
+/* What fast_join writes: scheme "://" authority, then what curl parses after them:
+ * keep bytes of the base's path, a '/' if slash, the rest of the reference. */
+struct fast_parts {
+  const char *scheme, *auth, *rest;
+  size_t schemen, authn, keep, restn;
+  int slash;
+};
+
+/* Splits r[0..n) (as fast_join takes it) into p; 0 if fast_join must leave it. */
+static int fast_split(const lr_url_base *b, const char *r, size_t n, size_t sl,
+                      struct fast_parts *p) {
+  size_t i;
   for (i = 0; i < n; i++)
     if (!fast_byte((unsigned char)r[i])) return 0;
+  p->scheme = b->str, p->schemen = b->scheme;
+  p->auth = b->str + b->scheme + 3, p->authn = b->auth_end - b->scheme - 3;
+  p->rest = r, p->keep = 0, p->slash = 0;
   if (sl > 0 || (r[0] == '/' && r[1] == '/')) {
     if (sl > 0 && !((sl == 4 && strncasecmp(r, "http", 4) == 0) ||
                     (sl == 5 && strncasecmp(r, "https", 5) == 0)))
       return 0;
-    if (sl > 0) scheme = r, schemen = sl;
+    if (sl > 0) p->scheme = r, p->schemen = sl;
     i = sl > 0 ? sl + 3 : 2;
-    auth = r + i;
+    p->auth = r + i;
     while (i < n && r[i] != '/' && r[i] != '?' && r[i] != '#') i++;
-    authn = (size_t)(r + i - auth);
-    if (!plain_authority(auth, authn)) return 0;
-    rest = r + i;
+    p->authn = (size_t)(r + i - p->auth);
+    if (!plain_authority(p->auth, p->authn)) return 0;
+    p->rest = r + i;
   } else if (r[0] != '/') {
     /* A ':' in the first segment is left to curl 7.88.1, which takes "1a:b" for a
      * scheme and refuses it. */
     for (i = 0; i < n && r[i] != '/' && r[i] != '?' && r[i] != '#'; i++)
       if (r[i] == ':') return 0;
-    rest = concat_rule(b->str + b->auth_end, b->prefix - b->auth_end, r, &keep, &slash);
+    p->rest = concat_rule(b->str + b->auth_end, b->prefix - b->auth_end, r, &p->keep,
+                          &p->slash);
   }
-  /* scheme "://" authority, then what curl parses after it: the base's path kept,
-   * maybe a '/', the rest of r; room for one more '/' (an empty path). */
-  s = malloc(schemen + 3 + authn + keep + (size_t)slash + (size_t)(r + n - rest) + 2);
-  if (s == NULL) return -1;
-  for (o = 0; o < schemen; o++) s[o] = (char)(scheme[o] | 0x20);
-  memcpy(s + o, "://", 3), o += 3;
-  memcpy(s + o, auth, authn), o += authn;
-  start = o;
-  memcpy(s + o, b->str + b->auth_end, keep), o += keep;
-  if (slash) s[o++] = '/';
-  memcpy(s + o, rest, (size_t)(r + n - rest)), o += (size_t)(r + n - rest);
-  end = o;
+  p->restn = (size_t)(r + n - p->rest);
+  return 1;
+}
+
+/* s[start..end) is what follows the authority, as curl would parse it; s has a byte
+ * to spare after end. Writes it back as curl does and returns the URL's new length:
+ * an empty path is "/", dot segments removed from the path, an empty query's '?' and
+ * an empty fragment's '#' dropped (curl 7.88.1 writes neither). */
+static size_t fast_tail(char *s, size_t start, size_t end, unsigned flags) {
+  size_t q, f, o;
   for (q = start; q < end && s[q] != '?' && s[q] != '#'; q++) {}
-  if (q == start) { /* curl writes an empty http path as "/" */
+  if (q == start) {
     memmove(s + start + 1, s + start, end - start);
     s[start] = '/';
     q++, end++;
   }
   for (f = q; f < end && s[f] != '#'; f++) {}
   o = start + remove_dots(s + start, q - start);
-  /* curl 7.88.1 drops an empty query's '?' and an empty fragment's '#'. */
   if (f - q > 1) memmove(s + o, s + q, f - q), o += f - q;
   if (end - f > 1 && !(flags & LR_URL_NO_FRAGMENT)) memmove(s + o, s + f, end - f), o += end - f;
   s[o] = '\0';
+  return o;
+}
+
+/* ref r[0..n) (cleaned, dot escapes decoded, not "", "#..." or "?...", with a scheme
+ * of sl bytes only if "//" follows it) joined against b as curl would join it: 1 with
+ * *out set (malloc'd), 0 when the reference is not one this path takes (curl then
+ * does it), -1 when memory is short. curl joins as strings (concat_rule), then parses
+ * the result: fast_join does the same, for what curl writes back unchanged. */
+static int fast_join(const lr_url_base *b, const char *r, size_t n, size_t sl,
+                     unsigned flags, char **out, size_t *outlen) {
+  struct fast_parts p;
+  size_t o, start;
+  char *s;
+  if (b->scheme == 0 || n > FAST_MAX || !fast_split(b, r, n, sl, &p)) return 0;
+  s = malloc(p.schemen + 3 + p.authn + p.keep + (size_t)p.slash + p.restn + 2);
+  if (s == NULL) return -1;
+  for (o = 0; o < p.schemen; o++) s[o] = (char)(p.scheme[o] | 0x20); /* "HTTP" too */
+  memcpy(s + o, "://", 3), o += 3;
+  memcpy(s + o, p.auth, p.authn), o += p.authn;
+  start = o;
+  memcpy(s + o, b->str + b->auth_end, p.keep), o += p.keep;
+  if (p.slash) s[o++] = '/';
+  memcpy(s + o, p.rest, p.restn), o += p.restn;
+  *outlen = fast_tail(s, start, o, flags);
   *out = s;
-  *outlen = o;
   return 1;
 }
 

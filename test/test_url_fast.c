@@ -25,6 +25,7 @@ static const char *const bases[] = {
   "http://a_b/x/", "http://a/~-._!$&'()*+,;=:@/x", "http://a/b?c?d", "http://a/?",
   "https://a.b.c.d.e/f/", "ftp://a/b/c", "ws://a/b/c", "file:///a/b/c", "g:h/i",
   "http://a/b\\c/d", "http://a/b c/d", "http://a/\xc3\xa9/x", "http://h:65535/x",
+  "http://127.0.0.1:8080/a/b?x", "http://10.0.0.1", "http://1.2.3.4/", "http://1.2.3/x/",
 };
 
 static const char *const schemes[] = {"http", "https", "HTTP", "hTTpS", "ftp", "ws",
@@ -32,7 +33,9 @@ static const char *const schemes[] = {"http", "https", "HTTP", "hTTpS", "ftp", "
 static const char *const hosts[] = {
   "h", "Ex.COM", "a.b.c", "a-b", "xn--d", "1a.b", "127.1", "0x7f.1", "1234", "a..b",
   ".a", "a.", "-a", "", "a_b", "u@h", "u:p@h", "@h", "[::1]", "[::1", "h%41", "H",
-  "h h", "h\\x", "\xc3\xa9", "a.example", "LOCALHOST", "h!", "h~"};
+  "h h", "h\\x", "\xc3\xa9", "a.example", "LOCALHOST", "h!", "h~", "127.0.0.1",
+  "1.2.3.4", "01.2.3.4", "1.2.3.256", "1.2.3", "255.255.255.255", "1.2.3.4.5", "0.0.0.0",
+  "1.2.3.4.", "1.2.3.04", "1234.1.1.1", "1.2.3.0x4", "1.2.3.4a"};
 static const char *const ports[] = {"", "", "", ":", ":80", ":080", ":0", ":443",
                                     ":65535", ":65536", ":99999", ":8a", ":1", ":00"};
 static const char *const segs[] = {
@@ -142,7 +145,7 @@ static void typical(void) {
     "/wiki/Main_Page", "../b/c.html", "x.html?y=1#z", "https://other.example/a",
     "//cdn.example/x.js", "/w/index.php?title=Lua&action=edit", "page2.html",
     "https://Example.COM:8443/a/./b/../c?q", "/wiki/Lua_(programming_language)#History",
-    "/wiki/%C3%89cole", "./", ".."};
+    "/wiki/%C3%89cole", "./", "..", "http://127.0.0.1:8080/x"};
   const char *base = "https://en.wikipedia.org/wiki/Lua_(programming_language)";
   char err[256];
   size_t i, n;
@@ -157,7 +160,8 @@ static void typical(void) {
   }
   /* What it must leave to curl. */
   {
-    static const char *const slow[] = {"http://127.1/", "//u@h/", "g?\\h", "1a:b", "//h:080/"};
+    static const char *const slow[] = {"http://127.1/", "//1.2.3.04/", "//u@h/", "g?\\h",
+                                       "1a:b", "//h:080/"};
     for (i = 0; i < COUNT(slow); i++) {
       char *s = lr_url_join(b, slow[i], strlen(slow[i]), LR_URL_FAST_ONLY, &n, err, sizeof err);
       CHECK(s == NULL && strstr(err, "fast path") != NULL);
