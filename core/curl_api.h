@@ -63,8 +63,9 @@ int lr_curl_load(char *err, size_t errlen);
  * references wrong (`#s` and the empty reference lose the base's last segment and
  * query, `g:h` and `http:g` are refused), so those shapes are joined here as strings;
  * the rest is normalised as curl, which will fetch them, does: through curl_url, or
- * for plain references under an http(s) base by a string join giving the same bytes. Loads libcurl itself when needed; callable from any thread
- * (each join works on its own copy of the parsed base). */
+ * for plain references under an http(s) base by a string join giving the same bytes.
+ * Loads libcurl itself when needed; callable from any thread (each join works on its
+ * own copy of the parsed base). */
 
 /* A base URL parsed once, for joining many references against it. */
 typedef struct lr_url_base lr_url_base;
