@@ -84,6 +84,32 @@ static void after_cb(uv_work_t *w, int status) {
   lr_task_wake(t, LR_WAKE_DONE);
 }
 
+typedef struct {
+  uv_work_t work;
+  xmlDoc *doc;
+} free_job;
+
+static void free_work_cb(uv_work_t *w) {
+  free_job *f = container_of(w, free_job, work);
+  lr_xml.xmlFreeDoc(f->doc);
+}
+
+static void free_after_cb(uv_work_t *w, int status) {
+  free_job *f = container_of(w, free_job, work);
+  if (status == UV_ECANCELED) lr_xml.xmlFreeDoc(f->doc);
+  free(f);
+}
+
+void lr_html_free_later(lr_runtime *rt, xmlDoc *doc) {
+  free_job *f = malloc(sizeof *f);
+  if (f) {
+    f->doc = doc;
+    if (uv_queue_work(&rt->loop, &f->work, free_work_cb, free_after_cb) == 0) return;
+    free(f);
+  }
+  lr_xml.xmlFreeDoc(doc);
+}
+
 static lr_html_job *job_of(lr_task *t) {
   return container_of(t->inq, lr_html_job, q);
 }

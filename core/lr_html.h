@@ -41,10 +41,13 @@
   X(xmlXPathObjectPtr, xmlXPathCompiledEval, (xmlXPathCompExprPtr comp, xmlXPathContextPtr ctx)) \
   X(void, xmlXPathFreeCompExpr, (xmlXPathCompExprPtr comp))                               \
   X(void, xmlXPathFreeObject, (xmlXPathObjectPtr obj))                                    \
-  X(void, xmlResetError, (xmlErrorPtr err))                                               \
-  X(xmlBufferPtr, xmlBufferCreate, (void))                                                \
-  X(void, xmlBufferFree, (xmlBufferPtr buf))                                              \
-  X(int, htmlNodeDump, (xmlBufferPtr buf, xmlDocPtr doc, xmlNodePtr cur))
+  X(void, xmlResetLastError, (void))                                                      \
+  X(xmlErrorPtr, xmlGetLastError, (void))                                                 \
+  X(xmlOutputBufferPtr, xmlAllocOutputBuffer, (xmlCharEncodingHandlerPtr encoder))       \
+  X(void, htmlNodeDumpFormatOutput, (xmlOutputBufferPtr out, xmlDocPtr doc, xmlNodePtr cur, const char *enc, int format)) \
+  X(const xmlChar *, xmlOutputBufferGetContent, (xmlOutputBufferPtr out))                 \
+  X(size_t, xmlOutputBufferGetSize, (xmlOutputBufferPtr out))                             \
+  X(int, xmlOutputBufferClose, (xmlOutputBufferPtr out))
 
 typedef struct lr_xml_api {
 #define LR_XML_MEMBER(ret, name, params) ret (*name) params;
@@ -119,6 +122,9 @@ typedef struct lr_html_job {
 lr_html_job *lr_html_job_new(const char *p, size_t len, const char *forced,
                              const char *content_type);
 void lr_html_job_free(lr_html_job *j);      /* frees doc too unless taken (set NULL) */
+/* Frees doc on libuv's pool (freeing a 1 MB page's tree takes ~10 ms): nobody
+ * waits for it. Frees it at once if the pool refuses. */
+void lr_html_free_later(lr_runtime *rt, xmlDoc *doc);
 /* Queues j on libuv's pool and parks t; k runs when it is done or cancelled. Raises
  * (freeing j) if the pool refuses the job. */
 int lr_html_park(lua_State *L, lr_task *t, lr_html_job *j, lua_KFunction k);
