@@ -37,8 +37,11 @@ void html_doc_release(lua_State *L, html_doc *d) {
   d->doc = NULL;
 }
 
-html_doc *html_doc_check(lua_State *L, int idx) {
-  html_doc *d = luaL_checkudata(L, idx, HTML_DOC_MT);
+html_doc *html_doc_check(lua_State *L, int idx, const char *fname) {
+  html_doc *d = luaL_testudata(L, idx, HTML_DOC_MT);
+  if (d == NULL)
+    luaL_error(L, "calling '%s' on bad self (%s expected, got %s)", fname, HTML_DOC_MT,
+               luaL_typename(L, idx));
   if (d->doc == NULL) luaL_error(L, "html: the document is closed");
   return d;
 }
@@ -49,7 +52,11 @@ static int doc_gc(lua_State *L) {
 }
 
 static int doc_close(lua_State *L) {
-  html_doc_release(L, luaL_checkudata(L, 1, HTML_DOC_MT));
+  html_doc *d = luaL_testudata(L, 1, HTML_DOC_MT);
+  if (d == NULL)
+    return luaL_error(L, "calling 'close' on bad self (%s expected, got %s)", HTML_DOC_MT,
+                      luaL_typename(L, 1));
+  html_doc_release(L, d);
   return 0;
 }
 
@@ -111,23 +118,23 @@ static int doc_index(lua_State *L) {
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
   if ((k = lua_tostring(L, 2)) == NULL) return 1;
   if (strcmp(k, "title") == 0) {
-    d = html_doc_check(L, 1);
+    d = html_doc_check(L, 1, "title");
     if ((n = first_named(d->doc, "title")) == NULL) return 1;
     html_push_text(L, n, 0);
     return 1;
   }
   if (strcmp(k, "url") == 0) {
-    html_doc_check(L, 1);
+    html_doc_check(L, 1, "url");
     lua_getiuservalue(L, 1, HTML_UV_URL);
     return 1;
   }
   if (strcmp(k, "encoding") == 0) {
-    html_doc_check(L, 1);
+    html_doc_check(L, 1, "encoding");
     lua_getiuservalue(L, 1, HTML_UV_ENCODING);
     return 1;
   }
   if (strcmp(k, "root") == 0) {
-    d = html_doc_check(L, 1);
+    d = html_doc_check(L, 1, "root");
     if ((n = root_element(d->doc)) != NULL) html_push_el(L, 1, n);
     return 1;
   }
@@ -142,17 +149,17 @@ static int doc_tostring(lua_State *L) {
 }
 
 static int doc_select(lua_State *L) {
-  html_doc *d = html_doc_check(L, 1);
+  html_doc *d = html_doc_check(L, 1, "select");
   return html_select(L, 1, (xmlNode *)d->doc, 0);
 }
 
 static int doc_select_one(lua_State *L) {
-  html_doc *d = html_doc_check(L, 1);
+  html_doc *d = html_doc_check(L, 1, "select_one");
   return html_select(L, 1, (xmlNode *)d->doc, 1);
 }
 
 static int doc_xpath(lua_State *L) {
-  html_doc *d = html_doc_check(L, 1);
+  html_doc *d = html_doc_check(L, 1, "xpath");
   return html_xpath(L, 1, (xmlNode *)d->doc);
 }
 
@@ -204,7 +211,7 @@ static int ref_is_http(const char *s, size_t n) {
 }
 
 static int doc_links(lua_State *L) {
-  html_doc *d = html_doc_check(L, 1);
+  html_doc *d = html_doc_check(L, 1, "links");
   xmlNode *root = (xmlNode *)d->doc, *n = root;
   char err[256];
   lua_Integer count = 0;

@@ -34,11 +34,12 @@ typedef struct html_el {
 /* Document user values: 1 the URL given (string or nil), 2 the encoding name. */
 enum { HTML_UV_URL = 1, HTML_UV_ENCODING = 2 };
 
-/* The open document at idx, or raises ("html: the document is closed"). */
-html_doc *html_doc_check(lua_State *L, int idx);
+/* The open document at idx, or raises ("html: the document is closed"; a wrong
+ * self names method fname). */
+html_doc *html_doc_check(lua_State *L, int idx, const char *fname);
 /* The node of the element at idx, or raises if it is not one or its document is
  * closed. html_el_doc pushes the element's document and returns its index. */
-xmlNode *html_el_check(lua_State *L, int idx);
+xmlNode *html_el_check(lua_State *L, int idx, const char *fname);
 int html_el_doc(lua_State *L, int idx);
 /* Pushes an element for n, a node of the document whose userdata is at doc_idx. */
 void html_push_el(lua_State *L, int doc_idx, xmlNode *n);

@@ -7,9 +7,12 @@
 #include <string.h>
 #include "html.h"
 
-xmlNode *html_el_check(lua_State *L, int idx) {
-  html_el *e = luaL_checkudata(L, idx, HTML_EL_MT);
+xmlNode *html_el_check(lua_State *L, int idx, const char *fname) {
+  html_el *e = luaL_testudata(L, idx, HTML_EL_MT);
   html_doc *d;
+  if (e == NULL)
+    luaL_error(L, "calling '%s' on bad self (%s expected, got %s)", fname, HTML_EL_MT,
+               luaL_typename(L, idx));
   lua_getiuservalue(L, idx, 1);
   d = lua_touserdata(L, -1);
   lua_pop(L, 1); /* the element's user value keeps it */
@@ -57,8 +60,10 @@ void html_push_attr_value(lua_State *L, xmlAttr *a) {
 }
 
 static int el_attr(lua_State *L) {
-  xmlNode *n = html_el_check(L, 1);
-  const char *name = luaL_checkstring(L, 2);
+  xmlNode *n = html_el_check(L, 1, "attr");
+  const char *name = lua_tostring(L, 2);
+  if (lua_type(L, 2) != LUA_TSTRING)
+    return luaL_error(L, "bad argument #1 to 'attr' (string expected, got %s)", luaL_typename(L, 2));
   xmlAttr *a = n->type == XML_ELEMENT_NODE ? html_find_attr(n, name) : NULL;
   if (a == NULL) return 0;
   html_push_attr_value(L, a);
@@ -66,7 +71,7 @@ static int el_attr(lua_State *L) {
 }
 
 static int el_attrs(lua_State *L) {
-  xmlNode *n = html_el_check(L, 1);
+  xmlNode *n = html_el_check(L, 1, "attrs");
   xmlAttr *a;
   lua_newtable(L);
   for (a = n->properties; a; a = a->next) {
@@ -175,7 +180,7 @@ void html_push_text(lua_State *L, xmlNode *root, int raw) {
 
 /* el:text() or el:text{raw = true} */
 static int el_text(lua_State *L) {
-  xmlNode *n = html_el_check(L, 1);
+  xmlNode *n = html_el_check(L, 1, "text");
   int raw = 0;
   if (!lua_isnoneornil(L, 2)) {
     if (!lua_istable(L, 2))
@@ -193,7 +198,7 @@ static int el_text(lua_State *L) {
 /* Outer HTML as libxml2 serialises it, unformatted (format 1 would add newlines
  * after block elements, which the page did not have). */
 static int el_html(lua_State *L) {
-  xmlNode *n = html_el_check(L, 1);
+  xmlNode *n = html_el_check(L, 1, "html");
   html_doc *d = lua_touserdata(L, html_el_doc(L, 1));
   xmlOutputBuffer *out = lr_xml.xmlAllocOutputBuffer(NULL);
   size_t len;
@@ -211,7 +216,7 @@ static int el_html(lua_State *L) {
 }
 
 static int el_parent(lua_State *L) {
-  xmlNode *n = html_el_check(L, 1);
+  xmlNode *n = html_el_check(L, 1, "parent");
   int doc = html_el_doc(L, 1);
   if (n->parent == NULL || n->parent->type != XML_ELEMENT_NODE) return 0;
   html_push_el(L, doc, n->parent);
@@ -219,7 +224,7 @@ static int el_parent(lua_State *L) {
 }
 
 static int el_children(lua_State *L) {
-  xmlNode *n = html_el_check(L, 1), *c;
+  xmlNode *n = html_el_check(L, 1, "children"), *c;
   int doc = html_el_doc(L, 1);
   lua_Integer i = 0;
   lua_newtable(L);
@@ -232,17 +237,17 @@ static int el_children(lua_State *L) {
 }
 
 static int el_select(lua_State *L) {
-  xmlNode *n = html_el_check(L, 1);
+  xmlNode *n = html_el_check(L, 1, "select");
   return html_select(L, html_el_doc(L, 1), n, 0);
 }
 
 static int el_select_one(lua_State *L) {
-  xmlNode *n = html_el_check(L, 1);
+  xmlNode *n = html_el_check(L, 1, "select_one");
   return html_select(L, html_el_doc(L, 1), n, 1);
 }
 
 static int el_xpath(lua_State *L) {
-  xmlNode *n = html_el_check(L, 1);
+  xmlNode *n = html_el_check(L, 1, "xpath");
   return html_xpath(L, html_el_doc(L, 1), n);
 }
 
@@ -257,7 +262,7 @@ static int el_index(lua_State *L) {
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
   k = lua_tostring(L, 2);
   if (k && strcmp(k, "tag") == 0) {
-    n = html_el_check(L, 1);
+    n = html_el_check(L, 1, "tag");
     lua_pushstring(L, n->name ? (const char *)n->name : "");
     return 1;
   }
