@@ -37,6 +37,7 @@
   X(void, xmlFreeDoc, (xmlDocPtr doc))                                                    \
   X(xmlXPathContextPtr, xmlXPathNewContext, (xmlDocPtr doc))                              \
   X(void, xmlXPathFreeContext, (xmlXPathContextPtr ctx))                                  \
+  X(long, xmlXPathOrderDocElems, (xmlDocPtr doc))                                         \
   X(xmlXPathCompExprPtr, xmlXPathCtxtCompile, (xmlXPathContextPtr ctx, const xmlChar *s)) \
   X(xmlXPathObjectPtr, xmlXPathCompiledEval, (xmlXPathCompExprPtr comp, xmlXPathContextPtr ctx)) \
   X(void, xmlXPathFreeCompExpr, (xmlXPathCompExprPtr comp))                               \
