@@ -10,6 +10,11 @@ local ASAN = os.getenv("LUARUN_CHILD_ASAN_OPTIONS") ~= nil
 local COUNT = ASAN and 150 or 600
 local SECONDS = ASAN and 60 or 30
 
+-- The generators and the exercise, as source: run here and in a child process
+-- (whose leaks ASan checks at exit).
+local GEN = [==[
+local html = require "luarun.html"
+local rnd = math.random
 local TAGS = {"html", "head", "body", "title", "base", "meta", "div", "p", "span", "a", "area",
               "table", "tr", "td", "th", "ul", "li", "h2", "script", "style", "br", "img",
               "form", "input", "select", "option", "nav", "section", "template", "svg", "math",
@@ -31,7 +36,6 @@ local CONTENT_TYPES = {nil, "text/html; charset=utf-8", "text/html; charset=lati
                        "text/html; charset=shift_jis", "text/html; charset=utf-16",
                        "text/html; charset=\"koi8-r\"", "text/html; charset=bogus", "text/html; charset="}
 
-local rnd = math.random
 
 local function pick(t)
   return t[rnd(#t)]
@@ -126,6 +130,15 @@ local function exercise(doc)
   end
 end
 
+return {soup = soup, mutate = mutate, exercise = exercise, BASE = BASE, pick = pick,
+        CONTENT_TYPES = CONTENT_TYPES}
+]==]
+local G = assert(load(GEN, "=html_fuzz_gen"))()
+local soup, mutate, exercise, BASE, pick = G.soup, G.mutate, G.exercise, G.BASE, G.pick
+local CONTENT_TYPES = G.CONTENT_TYPES
+local rnd = math.random
+local util = require "support.util"
+
 describe("luarun.html fuzz", function()
   it(("parses random and mutated pages (seed %d)"):format(SEED), function()
     math.randomseed(SEED)
@@ -143,6 +156,26 @@ describe("luarun.html fuzz", function()
       assert(ok, ("case %d (seed %d): %s\npage: %q"):format(n, SEED, tostring(err), page))
     end
     assert.truthy(n >= 50, "too few cases ran: " .. n)
+  end)
+
+  it("leaks nothing over random pages, some never closed (a child process)", function()
+    local rc, out, err = util.luarun("local G = (function()\n" .. GEN .. "\nend)()\n" .. ([[
+      local html, rnd = require "luarun.html", math.random
+      local soup, mutate, exercise, BASE, pick = G.soup, G.mutate, G.exercise, G.BASE, G.pick
+      local CONTENT_TYPES = G.CONTENT_TYPES
+      math.randomseed(%d)
+      local n = 0
+      for i = 1, %d do
+        local page = rnd(2) == 1 and soup(rnd(1, 200)) or mutate(BASE)
+        local doc = html.parse(page, {url = "http://fuzz.example/", content_type = pick(CONTENT_TYPES)})
+        exercise(doc)
+        if rnd(2) == 1 then doc:close() end
+        n = n + 1
+      end
+      print(n)
+    ]]):format(SEED + 2, ASAN and 60 or 200))
+    assert.are.equal(0, rc, err)
+    assert.are.equal(tostring(ASAN and 60 or 200), out:match("%d+"))
   end)
 
   it("survives 100,000 levels of nesting", function()
