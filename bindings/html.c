@@ -362,7 +362,9 @@ static int l_parse(lua_State *L) {
     return lr_error_fail(L, "too_large", lua_tostring(L, -1));
   }
   if (len >= OFF_LOOP_BYTES && (t = lr_task_can_park(L)) != NULL) {
-    lr_html_job *j = lr_html_job_new(body, len, forced, ctype);
+    lr_html_job *j;
+    lr_task_checkpoint(L, t); /* as every wait: a cancelled task stops here */
+    j = lr_html_job_new(body, len, forced, ctype);
     if (j == NULL) return luaL_error(L, "html.parse: out of memory");
     return lr_html_park(L, t, j, parse_k);
   }
