@@ -7,10 +7,11 @@
 
 #define DEFAULT_MAX_SIZE ((size_t)64 << 20)
 /* Pages from this size up are parsed on libuv's pool when called from a task.
- * libxml2 takes 40-90 us per KB of a tag-dense page on the shared 2-core test
- * machine (1 MB: 45-90 ms, bench/html/loop.lua), all of it holding the loop if done
- * there; 64 KB keeps a parse on the loop under ~5 ms, and pages that small would
- * not gain from the hand-over (a copy of the bytes and two thread switches, ~0.1 ms). */
+ * libxml2 takes 65-200 us per KB of a tag-dense page on the shared, loaded 2-core
+ * test machine (1 MB: 80-210 ms; bench/html/loop.lua under stock lua5.4, where the
+ * parse is inline), all of it holding the loop if done there; 64 KB keeps a parse on
+ * the loop near 5 ms, and smaller pages would not gain from the hand-over (a copy
+ * of the bytes and two thread switches, ~0.1 ms). */
 #define OFF_LOOP_BYTES ((size_t)64 << 10)
 /* libxml2's tree is 22 times a tag-dense page (a node is 120 bytes before malloc's
  * overhead; bench/html/page.lua's pages, mallinfo2 around htmlReadMemory), less for
