@@ -71,19 +71,6 @@ static void work_cb(uv_work_t *w) {
   j->bytes = NULL;
 }
 
-/* Loop thread: the parse is done (or was dropped from the queue by cancel). */
-static void after_cb(uv_work_t *w, int status) {
-  lr_html_job *j = container_of(w, lr_html_job, work);
-  lr_task *t = j->task;
-  (void)status;
-  if (t == NULL) { /* its task was cancelled: nobody wants the document */
-    lr_html_job_free(j);
-    return;
-  }
-  j->task = NULL;
-  lr_task_wake(t, LR_WAKE_DONE);
-}
-
 typedef struct {
   uv_work_t work;
   xmlDoc *doc;
@@ -100,14 +87,36 @@ static void free_after_cb(uv_work_t *w, int status) {
   free(f);
 }
 
-void lr_html_free_later(lr_runtime *rt, xmlDoc *doc) {
+static void free_on(uv_loop_t *loop, xmlDoc *doc) {
   free_job *f = malloc(sizeof *f);
   if (f) {
     f->doc = doc;
-    if (uv_queue_work(&rt->loop, &f->work, free_work_cb, free_after_cb) == 0) return;
+    if (uv_queue_work(loop, &f->work, free_work_cb, free_after_cb) == 0) return;
     free(f);
   }
   lr_xml.xmlFreeDoc(doc);
+}
+
+void lr_html_free_later(lr_runtime *rt, xmlDoc *doc) {
+  free_on(&rt->loop, doc);
+}
+
+
+
+/* Loop thread: the parse is done (or was dropped from the queue by cancel). */
+static void after_cb(uv_work_t *w, int status) {
+  lr_html_job *j = container_of(w, lr_html_job, work);
+  lr_task *t = j->task;
+  (void)status;
+  if (t == NULL) { /* its task was cancelled: nobody wants the document */
+    if (j->doc && status == 0) free_on(w->loop, j->doc); /* large: a while to free */
+    else if (j->doc) lr_xml.xmlFreeDoc(j->doc);
+    j->doc = NULL;
+    lr_html_job_free(j);
+    return;
+  }
+  j->task = NULL;
+  lr_task_wake(t, LR_WAKE_DONE);
 }
 
 static lr_html_job *job_of(lr_task *t) {
