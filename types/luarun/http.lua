@@ -13,6 +13,7 @@ local http = {}
 ---@field url? string the URL as given (after `query` was appended)
 ---@field path? string the `output` file, when it could not be opened
 ---@field code? string|integer libcurl's name for its error, such as "CURLE_COULDNT_CONNECT"
+---@field attempts? integer with the `retry` option: the tries made before giving up
 
 ---Options of one request; given to `http.client`, they are its defaults.
 ---@class luarun.http.Options
@@ -33,11 +34,31 @@ local http = {}
 ---@field max_body_size? integer largest body accepted, in bytes
 ---@field auth? {user: string, password: string}|string[] HTTP Basic credentials, `{user, password}`
 ---@field user_agent? string default "luarun/<version>"
+---@field retry? boolean|luarun.http.Retry try again on 429/5xx (and, if asked, failed connections); `true`: the defaults
+
+---The `retry` option: how often, how long to wait, on what.
+---@class luarun.http.Retry
+---@field attempts? integer tries in all, the first included (default 3)
+---@field backoff? number seconds before the second try without Retry-After, doubling after (default 1)
+---@field max_wait? number seconds: no wait is longer, Retry-After included (default 60)
+---@field on? (integer|"network")[] statuses to retry (default {429, 500, 502, 503, 504}); "network": failed connections too
+
+---A cookie of a client's jar (`client:cookies()`, the `cookies` option).
+---@class luarun.http.Cookie
+---@field name string
+---@field value string
+---@field domain string the host; a leading dot: its subdomains too
+---@field path? string default "/"
+---@field secure? boolean sent over https only
+---@field http_only? boolean it came with HttpOnly
+---@field expires? integer seconds since the epoch; nil for a session cookie
 
 ---Options of `http.client`: request defaults plus connection limits.
 ---@class luarun.http.ClientOptions: luarun.http.Options
 ---@field max_connections? integer open connections at most, all hosts together
 ---@field max_per_host? integer open connections at most to one host
+---@field cookies? boolean|luarun.http.Cookie[] keep a cookie jar (`true`), or start one with these cookies
+---@field delay_per_host? number seconds between the starts of two requests to one host (scheme, host, port)
 
 ---Counters of a client, for leak checks.
 ---@class luarun.http.Stats
@@ -112,6 +133,11 @@ function Client:close() end
 ---@return luarun.http.Stats
 function Client:stats() end
 
+---The cookie jar of a client made with `cookies`; `clear` empties it first, then `add` adds.
+---@param opts? {clear?: boolean, add?: luarun.http.Cookie[]}
+---@return luarun.http.Cookie[]
+function Client:cookies(opts) end
+
 ---A response: any status, 404 and 500 included.
 ---@class luarun.http.Response
 ---@field status integer
@@ -124,6 +150,7 @@ function Client:stats() end
 ---@field elapsed number seconds from start to end
 ---@field reused boolean the request went over a connection opened before
 ---@field output? string the `output` option's path
+---@field attempts? integer with the `retry` option: the tries it took
 local Response = {}
 
 ---The body decoded as JSON; raises if it is not valid JSON.
@@ -357,5 +384,86 @@ function WebSocket:ping(data) end
 ---@param reason? string up to 123 bytes
 ---@return true
 function WebSocket:close(code, reason) end
+
+---The parts of a URL from `http.url.parse`, as written (not percent-decoded).
+---@class luarun.http.UrlParts
+---@field scheme string lower-cased
+---@field user? string
+---@field password? string
+---@field host? string
+---@field port? integer only when the URL writes one
+---@field path string dot segments removed; "/" for an empty http path
+---@field query? string the raw query string, without "?"
+---@field fragment? string without "#"
+
+---Functions on URL strings, through libcurl's URL parser.
+http.url = {}
+
+---The parts of an absolute URL; nil, err (kind "invalid_url") if it is not one.
+---@param url string
+---@return luarun.http.UrlParts? parts
+---@return luarun.http.Error? err
+function http.url.parse(url) end
+
+---`ref` resolved against `base` (RFC 3986 5.2), cleaned first as browsers clean an
+---href; references with a scheme of their own come back as they are.
+---@param base string an absolute URL
+---@param ref string
+---@return string? url
+---@return luarun.http.Error? err
+function http.url.join(base, ref) end
+
+---A form of `url` that compares equal for equal URLs: scheme and host lower-cased,
+---default port, dot segments and fragment dropped, escapes normalised.
+---@param url string
+---@return string? url
+---@return luarun.http.Error? err
+function http.url.normalize(url) end
+
+---`fields` as application/x-www-form-urlencoded: keys sorted, arrays repeat their key.
+---@param fields table<string, string|number|boolean|(string|number|boolean)[]>
+---@return string
+function http.url.encode(fields) end
+
+---A query string or form body decoded: '+' is a space; a repeated key gives a list.
+---@param query string with or without its leading "?"
+---@return table<string, string|string[]>
+function http.url.decode(query) end
+
+---Options of `http.robots` when it fetches: request options, and a client to use.
+---@class luarun.http.RobotsOptions: luarun.http.Options
+---@field client? luarun.http.Client fetch with this client instead of the default one
+
+---The rules of a robots.txt file (RFC 9309). Given an http(s) URL, fetches it in the
+---calling task (2xx: parsed; 4xx: allow all; 5xx, 429 or no answer: disallow all);
+---given anything else, parses it as robots.txt text. nil, err only for a URL that
+---does not parse.
+---@async
+---@param url_or_text string
+---@param opts? luarun.http.RobotsOptions
+---@return luarun.Robots? robots
+---@return luarun.http.Error? err
+function http.robots(url_or_text, opts) end
+
+---Rules from `http.robots`.
+---@class luarun.Robots
+---@field sitemaps string[] the Sitemap lines, in order
+---@field url? string the URL fetched
+---@field status? integer its HTTP status, or nil when no response came
+---@field error? luarun.http.Error the fetch's error, when there was one
+local Robots = {}
+
+---Whether `agent` ("*" when nil) may fetch `url` (a URL, or a path starting with "/"):
+---the longest matching pattern of the agent's group decides, Allow wins ties.
+---@param url string
+---@param agent? string a user-agent string; its product token picks the group
+---@return boolean allowed
+---@return luarun.http.Error? err for a URL that does not parse
+function Robots:allowed(url, agent) end
+
+---The Crawl-delay of the agent's group, in seconds, or nil.
+---@param agent? string
+---@return number? seconds
+function Robots:crawl_delay(agent) end
 
 return http
