@@ -119,7 +119,7 @@ if robots:allowed(start_url, AGENT) then level[1] = start_url else out.disallowe
 local t0 = lr.now()
 for depth = 0, opt.depth do
   if #level == 0 then break end
-  local results = lr.map(level, fetch, {limit = opt.concurrency, progress = true})
+  local results = lr.map(level, fetch, {limit = opt.concurrency, progress = "depth " .. depth})
   local next_level = {}
   for k = 1, results.n do
     local r = results[k]
