@@ -161,7 +161,7 @@ describe("examples", function()
   -- site's Crawl-delay (nginx's access log has each request's time).
   describe("crawler.lua", function()
     local dir, srv, exp
-    local DEPTH, CRAWL_DELAY = 4, 0.01
+    local DEPTH, CRAWL_DELAY = 3, 0.01
     setup(function()
       dir = util.new_dir()
       local code, _, err = util.sh("/usr/bin/python3 spec/support/site_gen.py " .. q(dir) ..
@@ -193,7 +193,7 @@ describe("examples", function()
       return out
     end
 
-    it("finds exactly the site's pages to depth 4, its broken links and redirects", function()
+    it("finds exactly the site's pages to depth 3, its broken links and redirects", function()
       local out, sqlite = dir .. "/crawl.json", dir .. "/crawl.db"
       local code, stdout, err = util.sh("timeout 120 " .. q(util.bin) .. " examples/crawler.lua " ..
         q(srv.url .. "/") .. " --depth " .. DEPTH .. " --concurrency 8 --delay 0 --out " .. q(out) ..
@@ -226,7 +226,7 @@ describe("examples", function()
         for _, p in ipairs(e.linked_from) do linkers[srv.url .. p] = true end
         assert.is_truthy(linkers[b.found_on], b.url .. " found on " .. tostring(b.found_on))
       end
-      assert.matches(("crawled %d pages and 1 other files to depth 4"):format(#got.pages), stdout)
+      assert.matches(("crawled %d pages and 1 other files to depth 3"):format(#got.pages), stdout)
       assert.matches("broken: " .. (srv.url .. "/status/flaky.html"):gsub("%p", "%%%0") .. " %(503%)", stdout)
 
       -- The fields the CSS selectors pulled out, against what the generator put in.

@@ -49,6 +49,10 @@ CATEGORIES = ["garden", "kitchen", "lighting", "living", "bedroom", "bath", "off
 PER_CAT, PER_LISTING = 25, 10
 POSTS, GUIDES, ARCHIVE = 36, 15, 14
 
+STYLE = "<style>\n%s</style>" % "".join(
+    ".%s-%d { margin: %dpx; padding: %dpx %dpx; color: #%03x }\n" % (w, i, i % 7, i % 5, i % 9, i * 37 % 4096)
+    for i, w in enumerate(WORDS))
+
 ROBOTS_GROUPS = [
     (["badbot"], [("disallow", "/")]),
     (["*"], [("disallow", "/private/"), ("allow", "/private/open/"),
@@ -125,7 +129,7 @@ class Site:
     def add(self, path, title, body, base=None, base_href=None):
         """body: a list of ("h1"|"h2"|"p"|"raw", text) and ("a", target, text[, style])."""
         assert path not in self.pages
-        self.pages[path] = dict(title=title, body=body, base=base or path, base_href=base_href)
+        self.pages[path] = dict(title=title, body=body + [self.footer], base=base or path, base_href=base_href)
         self.order.append(path)
 
     # ---- the site ----
@@ -151,8 +155,20 @@ class Site:
                  ["/blog/2020/missing-%d.html" % i for i in range(4)] + ["/guides/old-guide.html"]
         hidden = all_products[-1]   # linked only from the end of the archive chain
 
+        # Every page carries what real shop pages carry: a mega menu (each department,
+        # its listing pages and three popular items), a footer of links and small print,
+        # inline style and script. It makes pages of 15-20 KB with ~80 links each.
+        menu = []
+        for c in CATEGORIES:
+            menu.append((c.capitalize(), ["/shop/%s/" % c, "/shop/%s/page-2.html" % c] +
+                         rng.sample([p for p in cats[c] if p != hidden], 3)))
         nav = [("a", "/", "Home", "root"), ("a", "/shop/", "Shop"), ("a", "/blog/", "Blog"),
-               ("a", "/guides/", "Guides"), ("a", "/about.html", "About")]
+               ("a", "/guides/", "Guides"), ("a", "/about.html", "About"), ("menu", menu)]
+        self.footer = ("footer", guides[:6] + posts[:6] + ["/about.html", "/shop/"],
+                       [self.words(45) for _ in range(4)])
+        self.script = "window.shopConfig = %s;" % json.dumps(
+            {"region": "eu", "experiments": [{"id": i, "variant": self.words(2)} for i in range(25)],
+             "strings": {w: self.words(6) for w in WORDS}})
         foot = [("raw", '<a href="#top">Top</a> <a href="mailto:shop@example.com">Mail</a> '
                         '<a href="javascript:void(0)">Menu</a> '
                         '<a href="https://example.com/partner">Partner</a> '
@@ -275,14 +291,14 @@ class Site:
     def render(self, path):
         pg = self.pages[path]
         out = ['<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
-               "<title>%s</title>" % pg["title"], '<link rel="stylesheet" href="/style.css">']
+               "<title>%s</title>" % pg["title"], '<link rel="stylesheet" href="/style.css">', STYLE]
         if pg["base_href"]:
             out.append('<base href="%s">' % pg["base_href"])
         out.append('</head><body><a name="top"></a><nav class="menu">')
         in_nav = True
         for item in pg["body"]:
             kind = item[0]
-            if in_nav and kind != "a":
+            if in_nav and kind not in ("a", "menu"):
                 out.append('</nav><main>')
                 in_nav = False
             if kind == "a":
@@ -298,9 +314,23 @@ class Site:
                 out.append('<div class="stock %s">%s</div></div>' % (("in", "In stock") if p["in_stock"] else ("out", "Sold out")))
             elif kind == "raw":
                 out.append(item[1])
+            elif kind == "menu":
+                out.append('<ul class="mega">')
+                for name, targets in item[1]:
+                    out.append('<li class="dept"><a href="%s">%s</a><ul>' % (self.ref(path, pg["base"], targets[0]), name))
+                    out += ['<li><a href="%s">%s</a></li>' % (self.ref(path, pg["base"], t), t.rsplit("/", 1)[-1] or name)
+                            for t in targets[1:]]
+                    out.append("</ul></li>")
+                out.append("</ul>")
+            elif kind == "footer":
+                out.append('</main><footer><div class="links">')
+                out += ['<a href="%s">%s</a>' % (self.ref(path, pg["base"], t, "root"), t.rsplit("/", 1)[-1] or "home")
+                        for t in item[1]]
+                out.append("</div>" + "".join("<p class=\"small\">%s</p>" % t for t in item[2]) + "</footer>")
+                out.append("<script>%s</script>" % self.script)
             else:
                 out.append("<%s>%s</%s>" % (kind, item[1], kind))
-        out.append("</main></body></html>\n")
+        out.append("</body></html>\n")
         return "\n".join(out)
 
     def links(self, path):
@@ -310,6 +340,10 @@ class Site:
         for item in pg["body"]:
             if item[0] == "a":
                 out.append(item[1])
+            elif item[0] == "menu":
+                out += [t for _, targets in item[1] for t in targets]
+            elif item[0] == "footer":
+                out += item[1]
             elif item[0] == "raw":
                 for href in re.findall(r'href="([^"]*)"', item[1]):
                     u = urljoin(ORIGIN + pg["base"], href.replace("@OTHER@", OTHER))
