@@ -246,15 +246,21 @@ describe("examples", function()
       assert.is_nil(by_url[srv.url .. "/"].product)
       assert.are.same({"Featured", "From the blog"}, by_url[srv.url .. "/"].headings)
 
-      -- What nginx saw: robots.txt first, then only what robots.txt allows, each page
-      -- once, the page that answers 503 three times (the client's retries).
-      local counts, times = {}, {}
+      -- What nginx saw: robots.txt, then only what robots.txt allows, each page once,
+      -- the page that answers 503 three times (the client's retries).
+      -- The home page sets a session cookie: every request after it sends it back.
+      local counts, times, cookies = {}, {}, 0
       for _, l in ipairs(srv:log()) do
         if l.agent:find("^luarun%-crawler/") then
           counts[l.uri] = (counts[l.uri] or 0) + 1
           if l.uri ~= "/robots.txt" then times[#times + 1] = l.time end
+          if l.uri ~= "/robots.txt" and l.uri ~= "/" then
+            assert.are.equal("shop_session=s16", l.cookie, l.uri)
+            cookies = cookies + 1
+          end
         end
       end
+      assert.is_true(cookies > 250, cookies)
       assert.are.equal(1, counts["/robots.txt"])
       counts["/robots.txt"] = nil
       for u in pairs(disallowed) do assert.is_nil(counts[u:sub(#srv.url + 1)], u) end

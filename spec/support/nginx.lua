@@ -7,7 +7,8 @@
 --   local srv = nginx.start(root, {include = "locations.conf"})
 --   srv.url          -- "http://127.0.0.1:PORT" (no trailing slash)
 --   srv.pid, srv.dir -- the process and its directory (config, logs)
---   srv:log()        -- the access log: {{time =, status =, method =, uri =, agent =}, ...}
+--   srv:log()        -- the access log: {{time =, status =, method =, uri =, agent =,
+--                    --                    cookie = the Cookie header or nil}, ...}
 --   srv:stop()
 --
 -- `include` is a file of nginx directives for the server block (a site's redirects).
@@ -53,7 +54,7 @@ events { worker_connections 1024; }
 http {
   types { text/html html; text/plain txt; text/css css; application/pdf pdf; }
   default_type application/octet-stream;
-  log_format timed '$msec $status $request_method "$request_uri" "$http_user_agent"';
+  log_format timed '$msec $status $request_method "$request_uri" "$http_user_agent" "$http_cookie"';
   access_log %s/access.log timed;
   client_body_temp_path %s/body;
   proxy_temp_path %s/proxy;
@@ -79,14 +80,16 @@ end
 local Server = {}
 Server.__index = Server
 
---- The access log as a list of {time = seconds (float), status =, method =, uri =, agent =}.
+--- The access log as a list of {time = seconds (float), status =, method =, uri =, agent =,
+-- cookie =}.
 function Server:log()
   local out = {}
   for line in (read_file(self.dir .. "/access.log") or ""):gmatch("[^\n]+") do
-    local t, status, method, uri, agent = line:match('^(%S+) (%d+) (%S+) "([^"]*)" "([^"]*)"$')
+    local t, status, method, uri, agent, cookie =
+      line:match('^(%S+) (%d+) (%S+) "([^"]*)" "([^"]*)" "([^"]*)"$')
     if t then
       out[#out + 1] = {time = tonumber(t), status = tonumber(status), method = method,
-                       uri = uri, agent = agent}
+                       uri = uri, agent = agent, cookie = cookie ~= "-" and cookie or nil}
     end
   end
   return out

@@ -6,8 +6,8 @@
 writes, the same for the same seed:
   OUT_DIR/root/...          the site's files (about 300 HTML pages, robots.txt, a text
                             file and a PDF), to be served by nginx
-  OUT_DIR/locations.conf    nginx location blocks: the redirects (301) and a page that
-                            always answers 503
+  OUT_DIR/locations.conf    nginx location blocks: the redirects (301), a page that
+                            always answers 503, a session cookie set by the home page
   OUT_DIR/expected.json     what a crawler starting at / must find, per URL path
 
 Pages link with every kind of reference a crawler meets: root-relative, relative
@@ -52,6 +52,8 @@ POSTS, GUIDES, ARCHIVE = 36, 15, 14
 STYLE = "<style>\n%s</style>" % "".join(
     ".%s-%d { margin: %dpx; padding: %dpx %dpx; color: #%03x }\n" % (w, i, i % 7, i % 5, i % 9, i * 37 % 4096)
     for i, w in enumerate(WORDS))
+
+SESSION_COOKIE = "shop_session=s16"
 
 ROBOTS_GROUPS = [
     (["badbot"], [("disallow", "/")]),
@@ -408,6 +410,9 @@ class Site:
                 fh.write("location = %s { return 301 %s; }\n" % (src, dst))
             for src, status in sorted(self.failing.items()):
                 fh.write("location = %s { return %d; }\n" % (src, status))
+            # the home page starts a session, as shops do: a crawler that keeps cookies
+            # sends it with every later request
+            fh.write('location = /index.html { add_header Set-Cookie "%s; Path=/"; }\n' % SESSION_COOKIE)
         with open(os.path.join(out, "expected.json"), "w") as fh:
             json.dump(self.expected(), fh, indent=1, sort_keys=True)
 
