@@ -53,6 +53,7 @@ local start_url, site = normalise(start)
 if not start_url then io.stderr:write("not an http(s) URL: ", start, "\n") os.exit(2) end
 
 -- ---- robots.txt, fetched once: 4xx means no rules, 5xx or no answer means keep out ----
+local t0 = lr.now()
 local UA = AGENT .. "/1.0 (luarun examples/crawler.lua)"
 local robots = assert(http.robots(http.url.join(start_url, "/robots.txt"), {user_agent = UA}))
 if robots.error or (robots.status or 200) >= 500 then
@@ -116,7 +117,6 @@ local out = {start = start_url, depth = opt.depth, pages = json.array(), files =
 local seen, found_on = {[start_url] = true}, {}
 local level = {}
 if robots:allowed(start_url, AGENT) then level[1] = start_url else out.disallowed[1] = start_url end
-local t0 = lr.now()
 for depth = 0, opt.depth do
   if #level == 0 then break end
   local results = lr.map(level, fetch, {limit = opt.concurrency, progress = "depth " .. depth})
