@@ -23,9 +23,9 @@ local i = 1
 while arg[i] do
   local a, v = arg[i], arg[i + 1]
   local name = a:match("^%-%-(%w+)$")
-  if name and (opt[name] ~= nil or name == "sqlite") and v ~= nil then
+  if name and (opt[name] ~= nil or name == "sqlite") then
     if type(opt[name]) == "number" then v = tonumber(v) end
-    if v == nil then io.stderr:write(a, " wants a number\n", usage, "\n") os.exit(2) end
+    if v == nil then io.stderr:write(a, " wants a value\n", usage, "\n") os.exit(2) end
     opt[name], i = v, i + 2
   elseif not start and not name then
     start, i = a, i + 1
@@ -84,7 +84,8 @@ local function extract(doc)
       local el = doc:select_one(css)
       p[field] = el and el:text()
     end
-    p.currency = doc:select_one(".product .price"):attr("data-currency")
+    local price = doc:select_one(FIELDS.price)
+    p.currency = price and price:attr("data-currency")
     for _, li in ipairs(doc:select(".product ul.tags > li")) do p.tags[#p.tags + 1] = li:text() end
     p.in_stock = doc:select_one(".product .stock:not(.out)") ~= nil
     page.product = p
@@ -174,7 +175,7 @@ if opt.sqlite then -- luarun.db, loaded only when asked for
         pr.in_stock == nil and db.null or (pr.in_stock and 1 or 0)))
     end
     for _, b in ipairs(out.broken) do
-      assert(c:exec("insert or replace into broken values (?, ?, ?)", b.url, b.status, b.found_on))
+      assert(c:exec("insert or replace into broken values (?, ?, ?)", b.url, b.status, b.found_on or db.null))
     end
   end)
 end
