@@ -113,7 +113,8 @@ print("|:---|---:|---:|---:|---:|---:|---:|")
 for label, rs in rows.items():
     print("| %s | %d | %s | %s | %s | %s | %d |" % (label, rs[0][0], cell(rs, 1, "%.3f"), cell(rs, 2, "%.0f"),
           cell(rs, 3, "%.2f"), cell(rs, 4, "%.2f"), statistics.median(r[5] for r in rs)))
-lr = statistics.median(r[2] for r in rows["luarun"])
+rate = {label: statistics.median(r[2] for r in rs) for label, rs in rows.items()}
+cpu = {label: statistics.median(r[4] for r in rs) for label, rs in rows.items()}
 for peer in ("httpx", "scrapy"):
-    print("luarun / %s, pages/s: %.2fx" % (peer, lr / statistics.median(r[2] for r in rows[peer])))
+    print("luarun against %s: %.2fx the pages/s, %.2fx less CPU" % (peer, rate["luarun"] / rate[peer], cpu[peer] / cpu["luarun"]))
 EOF
