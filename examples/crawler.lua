@@ -103,7 +103,7 @@ local function fetch(url)
     r.redirect = http.url.join(url, res.headers.location)
     r.links = {r.redirect}
   elseif res.status == 200 and ctype:find("text/html", 1, true) then
-    local doc = html.parse(res.body, {url = url})
+    local doc = html.parse(res)  -- its URL is the base; its Content-Type says the charset
     r.page, r.links = extract(doc), doc:links()
   elseif res.status == 200 then
     r.type = ctype
