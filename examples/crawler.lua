@@ -115,7 +115,7 @@ end
 local out = {start = start_url, depth = opt.depth, pages = json.array(), files = json.array(),
              broken = json.array(), redirects = json.array(), disallowed = json.array(),
              errors = json.array()}
-local seen, found_on = {[start_url] = true}, {}
+local seen, spelled, found_on = {[start_url] = true}, {}, {}
 local level = {}
 if robots:allowed(start_url, AGENT) then level[1] = start_url else out.disallowed[1] = start_url end
 for depth = 0, opt.depth do
@@ -137,14 +137,18 @@ for depth = 0, opt.depth do
       out.files[#out.files + 1] = {url = r.url, type = r.type, depth = depth}
     end
     -- New links of this site go to the next level, once each; robots.txt decides here.
+    -- Most links repeat word for word (menus, footers), so each spelling is looked at once.
     for _, link in ipairs(depth < opt.depth and r.links or {}) do
-      local u, host = normalise(link)
-      if u and host == site and not seen[u] then
-        seen[u], found_on[u] = true, r.url
-        if robots:allowed(u, AGENT) then
-          next_level[#next_level + 1] = u
-        else
-          out.disallowed[#out.disallowed + 1] = u
+      if not spelled[link] then
+        spelled[link] = true
+        local u, host = normalise(link)
+        if u and host == site and not seen[u] then
+          seen[u], found_on[u] = true, r.url
+          if robots:allowed(u, AGENT) then
+            next_level[#next_level + 1] = u
+          else
+            out.disallowed[#out.disallowed + 1] = u
+          end
         end
       end
     end
