@@ -104,7 +104,7 @@ async def crawl(start, depth_limit, concurrency):
             return r
 
         out = dict(start=start, pages=[], files=[], broken=[], redirects=[], disallowed=[], errors=[])
-        seen, found_on = {start}, {}
+        seen, spelled, found_on = {start}, set(), {}
         level = [start] if robots.can_fetch(start, AGENT) else []
         for depth in range(depth_limit + 1):
             if not level:
@@ -124,6 +124,9 @@ async def crawl(start, depth_limit, concurrency):
                 elif "type" in r:
                     out["files"].append(dict(url=r["url"], type=r["type"], depth=depth))
                 for link in (r.get("links", []) if depth < depth_limit else []):
+                    if link in spelled:  # each spelling looked at once, as crawler.lua does
+                        continue
+                    spelled.add(link)
                     u, host = normalise(link)
                     if u and host == site and u not in seen:
                         seen.add(u)
