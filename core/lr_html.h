@@ -5,8 +5,8 @@
  *   html_parse.c  bytes to a document: the encoding sniffed in the WHATWG order,
  *                 NULs replaced, parsed on the loop or, for a large page, on libuv's
  *                 pool so the loop keeps its pace
- *   html_css.c    CSS selectors: compiled once to a small program, matched right to
- *                 left over libxml2's tree (no XPath translation)
+ *   html_css_parse.c  CSS selectors compiled once to a small program
+ *   html_css_match.c  ... matched right to left over libxml2's tree (no XPath)
  *
  * A document is touched only on the loop thread once parsed; libxml2 may parse
  * different documents on several threads at once (lr_xml_load initialises it on the
@@ -26,34 +26,114 @@
 
 /* ---- html_parse.c: bytes to a document (owned by html_parse.c's author) ---- */
 
-/* ---- html_css.c: CSS selectors ----
+/* ---- html_css_parse.c, html_css_match.c: CSS selectors ----
  * Supported (API.md "Scraping" and the common rest): type and `*`, #id, .class,
  * [attr], [attr=v], [attr~=v], [attr|=v], [attr^=v], [attr$=v], [attr*=v] (values
- * quoted or not), compound selectors, the combinators descendant, `>`, `+`, `~`,
+ * quoted, or unquoted runs of name characters such as [width=100]; an ` i` or ` s`
+ * flag before `]`), compound selectors, the combinators descendant, `>`, `+`, `~`,
  * groups `a, b`, :first-child, :last-child, :only-child, :nth-child(an+b | odd |
- * even), :nth-last-child(), :first-of-type, :last-of-type, :nth-of-type(),
- * :empty, :root, :not(compound). Type and attribute names are matched without
- * regard to case (libxml2 lowercases them when parsing HTML); values, ids and
- * classes exactly. Anything else (pseudo-elements, :hover...) fails to compile with
- * a message naming the selector and the offending part.
+ * even), :nth-last-child(), :first-of-type, :last-of-type, :only-of-type,
+ * :nth-of-type(), :nth-last-of-type(), :empty (no element or text child; comments
+ * allowed, whitespace is text, as in browsers), :root, :scope (the root of the
+ * select, else :root), :not(), :is() and :where() (each taking a list of complex
+ * selectors).
+ * CSS escapes work in names and strings. Type and attribute names are matched
+ * without regard to case (libxml2 lowercases them when parsing HTML); values, ids
+ * and classes exactly (a class is one of the class attribute's tokens split on
+ * space, tab, CR, LF and FF). #id accepts any run of name characters (#123, as
+ * cssselect does). Anything else (pseudo-elements, :hover, :has(), namespaces,
+ * comments, `of S` in :nth-child) fails to compile with a message naming the
+ * selector and the offending part.
  *
- * html_css.c may keep per-node data in xmlNode._private (e.g. the index of an
- * element among its element siblings, for :nth-child in O(1)); nothing else in
- * luarun uses _private. */
+ * Matching runs right to left over the element tree (no XPath translation); text,
+ * comments and other nodes are neither siblings nor parents for it. lr_css_select
+ * memoises the descendant and `~` searches per select, so deep or wide documents
+ * stay linear (up to a 32 MB memo: 100,000 levels with 20 such combinators).
+ *
+ * html_css_match.c keeps in xmlNode._private of elements their index among their
+ * element siblings (and among those of their type, and that type's count), filled
+ * for all children of a parent the first time one needs it: :nth-child is O(1).
+ * Nothing else in luarun uses _private. The numbers assume a tree that does not
+ * change once selected on (documents are read-only in luarun). */
 typedef struct lr_css lr_css;
 
 /* Compiles a selector group. NULL with a message in err (e.g. "unsupported
- * pseudo-class ':hover' in 'a:hover'") or "out of memory". */
+ * pseudo-class ':hover' in 'a:hover'") or "out of memory". Any bytes (NULs
+ * included) are safe; err may be NULL. */
 lr_css *lr_css_compile(const char *sel, size_t len, char *err, size_t errlen);
 void lr_css_free(lr_css *s);
-/* Bytes held by the compiled selector (for the binding's bounded cache). */
+/* Bytes held by the compiled selector (for the binding's bounded cache), not
+ * counting the select memo it keeps (at most 64 KB). */
 size_t lr_css_size(const lr_css *s);
 /* Whether element n matches any selector of the group. Ancestors and siblings
- * anywhere in n's document count (as querySelectorAll does). */
+ * anywhere in n's document count (as querySelectorAll does). 0 for a non-element. */
 int lr_css_matches(const lr_css *s, xmlNode *n);
 /* Visits, in document order, each element strictly under root (root's descendants)
- * that matches; stops early when fn returns non-zero. Returns the number visited. */
+ * that matches; stops early when fn returns non-zero (fn may be NULL: counting).
+ * Returns the number visited.
+ * root may be a document or an element; walks iteratively (any depth). fn may
+ * raise (longjmp out): the one allocation that lives across calls of fn, the memo
+ * for selectors with ` ` or `~`, belongs to s (without memory, matching goes on
+ * unmemoised, as exactly). fn must not select with the same s while the select runs
+ * (the memo is s's). */
 typedef int (*lr_css_visit)(void *ud, xmlNode *n);
 size_t lr_css_select(const lr_css *s, xmlNode *root, lr_css_visit fn, void *ud);
+
+/* The compiled program: internal to html_css_parse.c (which builds it) and
+ * html_css_match.c (which runs it). A group is a list of complex selectors; a
+ * complex selector is compounds from left to right, each saying how it relates to
+ * the one on its left; a compound is simple tests, all of which must hold. Strings
+ * are unescaped and NUL-terminated, names lowercased. All of it lives in one arena
+ * owned by the lr_css. */
+enum {
+  LR_CSS_ATTR,    /* name; op, s/n, icase (#id and .class compile to this) */
+  LR_CSS_TYPE,    /* s: the lowercase element name */
+  LR_CSS_NTH,     /* a, b; of_type; last (counted from the end) */
+  LR_CSS_EMPTY, LR_CSS_ROOT, LR_CSS_SCOPE,
+  LR_CSS_NOT, LR_CSS_IS  /* sub */
+};
+enum { LR_CSS_EXISTS, LR_CSS_EQ, LR_CSS_TOKEN, LR_CSS_DASH, LR_CSS_PREFIX,
+       LR_CSS_SUFFIX, LR_CSS_SUBSTR };
+enum { LR_CSS_FIRST, LR_CSS_DESC, LR_CSS_CHILD, LR_CSS_NEXT, LR_CSS_LATER };
+#define LR_CSS_NO_MEMO 0xffffffffu
+#define LR_CSS_MAX_COMPOUNDS 256 /* per complex selector: the matcher recurses on them */
+#define LR_CSS_MAX_NESTING 16    /* :not(:is(...)) depth */
+
+typedef struct lr_css_list lr_css_list;
+typedef struct lr_css_test {
+  unsigned char kind, op, icase, of_type, last;
+  long long a, b;                /* :nth-*: a*k + b, clamped to +-1e12 */
+  const char *name;              /* attribute name */
+  const char *s;                 /* value or element name */
+  size_t n;                      /* strlen(s) */
+  const lr_css_list *sub;        /* :not(), :is() */
+} lr_css_test;
+typedef struct lr_css_compound {
+  const lr_css_test *t;
+  unsigned nt;
+  unsigned char comb;            /* LR_CSS_FIRST for the leftmost */
+  unsigned memo;                 /* memo slot of a ` ` or `~` search, or LR_CSS_NO_MEMO */
+} lr_css_compound;
+typedef struct lr_css_complex {
+  const lr_css_compound *c;
+  unsigned nc;
+} lr_css_complex;
+struct lr_css_list {
+  const lr_css_complex *sel;
+  unsigned n;
+};
+/* lr_css_select's memo, kept by the selector between selects (up to 64 KB) so that a
+ * visitor that raises (longjmp) leaks nothing: lr_css_free frees it. */
+typedef struct lr_css_memo {
+  void *p;
+  size_t cap;                    /* depths it holds */
+} lr_css_memo;
+struct lr_css {
+  lr_css_list list;
+  unsigned nmemo;                /* memo slots: one per ` ` and `~` */
+  lr_css_memo *memo;             /* in the arena; NULL when nmemo is 0 */
+  size_t size;                   /* bytes malloc'd, this struct included */
+  void *blocks;                  /* the arena's blocks, linked */
+};
 
 #endif
