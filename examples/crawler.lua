@@ -52,11 +52,11 @@ end
 local start_url, site = normalise(start)
 if not start_url then io.stderr:write("not an http(s) URL: ", start, "\n") os.exit(2) end
 
--- ---- robots.txt, fetched once: 4xx means no rules, 5xx or no answer means keep out ----
+-- ---- robots.txt, fetched once: 4xx means no rules; 5xx, 429 or no answer, keep out ----
 local t0 = lr.now()
 local UA = AGENT .. "/1.0 (luarun examples/crawler.lua)"
 local robots = assert(http.robots(http.url.join(start_url, "/robots.txt"), {user_agent = UA}))
-if robots.error or (robots.status or 200) >= 500 then
+if robots.error or (robots.status or 200) >= 500 or robots.status == 429 then
   io.stderr:write("robots.txt unavailable (", tostring(robots.error or robots.status),
                   "): nothing may be crawled\n")
   os.exit(1)
