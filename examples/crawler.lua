@@ -56,7 +56,8 @@ if not start_url then io.stderr:write("not an http(s) URL: ", start, "\n") os.ex
 local t0 = lr.now()
 local UA = AGENT .. "/1.0 (luarun examples/crawler.lua)"
 local robots = assert(http.robots(http.url.join(start_url, "/robots.txt"), {user_agent = UA}))
-if robots.error or (robots.status or 200) >= 500 or robots.status == 429 then
+local st, e = robots.status or 200, robots.error -- (too many redirects counts as a 4xx)
+if (e and e.kind ~= "redirect") or st >= 500 or st == 429 then
   io.stderr:write("robots.txt unavailable (", tostring(robots.error or robots.status),
                   "): nothing may be crawled\n")
   os.exit(1)
