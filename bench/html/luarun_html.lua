@@ -131,7 +131,8 @@ for line in io.lines(MANIFEST) do
     for _, x in ipairs(heads) do all[#all + 1] = x .. "\n" end
     local text = table.concat(all)
     if DUMP then
-      local o = assert(io.open(("%s/luarun-%s.%s.txt"):format(DUMP, VARIANT, name), "wb"))
+      local peer = VARIANT == "links" and "luarun" or "luarun-" .. VARIANT -- html.sh's peer name
+      local o = assert(io.open(("%s/%s.%s.txt"):format(DUMP, peer, name), "wb"))
       o:write(text)
       o:close()
     end
