@@ -37,7 +37,10 @@
   X(void, url_cleanup, (CURLU *u))                                                  \
   X(CURLUcode, url_set, (CURLU *u, CURLUPart what, const char *part, unsigned int f)) \
   X(CURLUcode, url_get, (const CURLU *u, CURLUPart what, char **part, unsigned int f)) \
-  X(void, free, (void *p))
+  X(void, free, (void *p))                                                          \
+  /* http_url.c: joining references against a base parsed once */                  \
+  X(CURLU *, url_dup, (CURLU *u))                                                   \
+  X(const char *, url_strerror, (CURLUcode code))
 
 typedef struct lr_curl_api {
 #define LR_CURL_MEMBER(ret, name, params) ret (*name) params;
@@ -50,6 +53,34 @@ extern lr_curl_api lr_curl;
 /* Opens libcurl once per process and initialises it. Returns 0, or -1 with a reason
  * in err (the dlopen/dlsym message). Safe to call again: a success is remembered. */
 int lr_curl_load(char *err, size_t errlen);
+
+/* ======== http_url.c: URL references joined against a base ========
+ *
+ * For doc:links() and http.url.join. libcurl 7.88.1's curl_url gets some RFC 3986
+ * references wrong (`#s` and the empty reference lose the base's last segment and
+ * query, `g:h` and `http:g` are refused), so those shapes are joined here as strings;
+ * the rest goes through curl_url so that joined URLs are normalised as curl, which
+ * will fetch them, does. Loads libcurl itself when needed; callable from any thread
+ * (each join works on its own copy of the parsed base). */
+
+/* A base URL parsed once, for joining many references against it. */
+typedef struct lr_url_base lr_url_base;
+/* NULL: invalid (err says why), libcurl missing, or out of memory. */
+lr_url_base *lr_url_base_new(const char *base, size_t len, char *err, size_t errlen);
+void lr_url_base_free(lr_url_base *b);
+/* The base as curl normalised it, without its fragment (owned by b). */
+const char *lr_url_base_str(const lr_url_base *b, size_t *len);
+enum { LR_URL_NO_FRAGMENT = 1 };
+/* ref joined against b (RFC 3986 section 5.2), normalised as curl does; malloc'd,
+ * NUL-terminated (free()), *outlen set; NULL with err if ref is invalid (or out of
+ * memory). Before joining, ref is cleaned as browsers clean an href: leading and
+ * trailing bytes <= 0x20 trimmed, tabs and newlines inside removed, spaces, control
+ * bytes, non-ASCII bytes and a few unsafe characters percent-encoded (an existing
+ * "%20" is left alone), and under http(s) a backslash before the query is '/'. A
+ * ref with a scheme of its own and no "//" after it ("mailto:x", "javascript:...",
+ * "g:h") is returned as cleaned, unjoined: the caller filters schemes. */
+char *lr_url_join(const lr_url_base *b, const char *ref, size_t reflen, unsigned flags,
+                  size_t *outlen, char *err, size_t errlen);
 
 /* ======== http.c: the engine, one CURLM per client driven by libuv ======== */
 
