@@ -44,6 +44,18 @@ int lr_pool_install(lua_State *L);
  * luarun.http module table, from luaopen_luarun_http). */
 void lr_websocket_install(lua_State *L);
 
+/* ---- http_url.c: http.url and http.robots ---- */
+/* Sets url (parse, join, encode, decode, normalize) and robots on the table at the top
+ * of the stack (luarun.http's). */
+void lr_http_url_install(lua_State *L);
+/* Replaces the table at -1 with its application/x-www-form-urlencoded encoding, keys
+ * sorted, array values repeating their key (http_request.c, for the query and form
+ * options); raises naming fname and the option name on a value it cannot encode. */
+void lr_http_encode_form(lua_State *L, const char *fname, const char *name);
+/* Pushes the table decoded from a=1&b=2&a=3 ('+' is a space, malformed escapes kept,
+ * repeated keys give a list in order) (server_request.c, for req.query). */
+void lr_http_push_form(lua_State *L, const char *s, size_t n);
+
 /* ---- server.c: http.serve, http.router ---- */
 /* Sets serve and router on the table at the top of the stack (luarun.http's). */
 void lr_server_install(lua_State *L);

@@ -596,5 +596,6 @@ int luaopen_luarun_http(lua_State *L) {
   luaL_newlib(L, funcs);
   lr_server_install(L);
   lr_websocket_install(L);
+  lr_http_url_install(L);
   return 1;
 }

@@ -599,3 +599,8 @@ oom:
 int lr_http_client_opt(const char *name) {
   return in_list(client_opts, name);
 }
+
+/* http.url.encode (bindings/http_url.c) encodes as the query option does. */
+void lr_http_encode_form(lua_State *L, const char *fname, const char *name) {
+  encode_form(L, fname, name);
+}

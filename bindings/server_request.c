@@ -59,8 +59,9 @@ static void push_decoded(lua_State *L, const char *s, size_t n, int plus) {
   luaL_pushresult(&b);
 }
 
-/* Pushes a table of a=1&b=2&a=3 (repeated keys give a list, in order). */
-static void push_urlencoded(lua_State *L, const char *s, size_t n) {
+/* Pushes a table of a=1&b=2&a=3 (repeated keys give a list, in order). Also
+ * http.url.decode's (bindings/http_url.c). */
+void lr_http_push_form(lua_State *L, const char *s, size_t n) {
   const char *end = s + n;
   lua_newtable(L);
   while (s < end) {
@@ -103,7 +104,7 @@ static void push_target_part(lua_State *L, lr_srv_req *r, int want_query) {
   const char *q = memchr(t, '?', r->target_len);
   size_t plen = q ? (size_t)(q - t) : r->target_len;
   if (want_query) {
-    if (q) push_urlencoded(L, q + 1, r->target_len - plen - 1);
+    if (q) lr_http_push_form(L, q + 1, r->target_len - plen - 1);
     else lua_newtable(L);
   } else {
     lua_pushlstring(L, t, plen);

@@ -81,6 +81,17 @@ enum { LR_URL_NO_FRAGMENT = 1 };
  * "g:h") is returned as cleaned, unjoined: the caller filters schemes. */
 char *lr_url_join(const lr_url_base *b, const char *ref, size_t reflen, unsigned flags,
                   size_t *outlen, char *err, size_t errlen);
+/* url cleaned as lr_url_join cleans a reference, then put in a form that compares
+ * equal for URLs that are the same (RFC 3986 6.2.2, for de-duplicating a crawl
+ * frontier): scheme and host lower-cased, the scheme's default port dropped, dot
+ * segments removed, percent-encoding normalised (unreserved bytes decoded, hex
+ * upper-cased), fragment dropped. malloc'd as lr_url_join's result; NULL with err if
+ * url is not an absolute URL. */
+char *lr_url_normalize(const char *url, size_t len, size_t *outlen, char *err,
+                       size_t errlen);
+/* Normalises the percent-encoding of s[0..n) in place (%7e -> ~, %2f -> %2F); returns
+ * the new length. */
+size_t lr_url_pct_normalize(char *s, size_t n);
 
 /* ======== http.c: the engine, one CURLM per client driven by libuv ======== */
 

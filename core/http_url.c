@@ -95,6 +95,19 @@ static void set_err(char *err, size_t errlen, const char *what, CURLUcode rc) {
     snprintf(err, errlen, "%s%s%s", what, rc ? ": " : "", rc ? lr_curl.url_strerror(rc) : "");
 }
 
+/* Whether u's host is free of '%'. libcurl 7.88.1 stores a host percent-decoded and
+ * writes a '%' in it back as "%25", once more at every join or reparse ("a%25" becomes
+ * "a%2525"), so such a host (never a valid DNS name; an IPv6 zone id is the one
+ * legitimate use, and no page links to one) is refused. */
+static int host_ok(CURLU *u) {
+  char *host = NULL;
+  int ok;
+  if (lr_curl.url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || host == NULL) return 1;
+  ok = strchr(host, '%') == NULL;
+  lr_curl.free(host);
+  return ok;
+}
+
 lr_url_base *lr_url_base_new(const char *base, size_t len, char *err, size_t errlen) {
   lr_url_base *b;
   char *buf, *full = NULL, *query = NULL;
@@ -112,6 +125,10 @@ lr_url_base *lr_url_base_new(const char *base, size_t len, char *err, size_t err
   rc = lr_curl.url_set(b->u, CURLUPART_URL, buf, CURLU_NON_SUPPORT_SCHEME);
   if (rc != CURLUE_OK) {
     set_err(err, errlen, "invalid base URL", rc);
+    goto fail;
+  }
+  if (!host_ok(b->u)) {
+    set_err(err, errlen, "invalid base URL: a '%' in the host", CURLUE_OK);
     goto fail;
   }
   lr_curl.url_set(b->u, CURLUPART_FRAGMENT, NULL, 0);
@@ -179,6 +196,11 @@ static char *curl_join(const lr_url_base *b, const char *ref, int absolute,
     return NULL;
   }
   rc = lr_curl.url_set(u, CURLUPART_URL, ref, CURLU_NON_SUPPORT_SCHEME);
+  if (rc == CURLUE_OK && (absolute || (ref[0] == '/' && ref[1] == '/')) && !host_ok(u)) {
+    set_err(err, errlen, "invalid URL reference: a '%' in the host", CURLUE_OK);
+    lr_curl.url_cleanup(u);
+    return NULL;
+  }
   if (rc == CURLUE_OK && (flags & LR_URL_NO_FRAGMENT))
     lr_curl.url_set(u, CURLUPART_FRAGMENT, NULL, 0);
   if (rc == CURLUE_OK) rc = lr_curl.url_get(u, CURLUPART_URL, &got, 0);
@@ -222,5 +244,72 @@ char *lr_url_join(const lr_url_base *b, const char *ref, size_t reflen, unsigned
   }
   if (out == NULL) set_err(err, errlen, "out of memory", CURLUE_OK);
   free(buf);
+  return out;
+}
+
+static int unreserved(int c) {
+  return isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~';
+}
+
+size_t lr_url_pct_normalize(char *s, size_t n) {
+  static const char hex[] = "0123456789ABCDEF";
+  size_t i, o = 0;
+  for (i = 0; i < n; i++) {
+    int h, l;
+    if (s[i] == '%' && i + 2 < n && isxdigit((unsigned char)s[i + 1]) &&
+        isxdigit((unsigned char)s[i + 2])) {
+      h = isdigit((unsigned char)s[i + 1]) ? s[i + 1] - '0' : (tolower(s[i + 1]) - 'a' + 10);
+      l = isdigit((unsigned char)s[i + 2]) ? s[i + 2] - '0' : (tolower(s[i + 2]) - 'a' + 10);
+      if (unreserved(h * 16 + l)) {
+        s[o++] = (char)(h * 16 + l);
+      } else {
+        s[o++] = '%';
+        s[o++] = hex[h];
+        s[o++] = hex[l];
+      }
+      i += 2;
+    } else {
+      s[o++] = s[i];
+    }
+  }
+  s[o] = '\0';
+  return o;
+}
+
+char *lr_url_normalize(const char *url, size_t len, size_t *outlen, char *err,
+                       size_t errlen) {
+  lr_url_base *b;
+  CURLU *u = NULL;
+  char *buf = clean_buf(len), *host = NULL, *got = NULL, *out = NULL;
+  size_t n;
+  if (buf == NULL) {
+    set_err(err, errlen, "out of memory", CURLUE_OK);
+    return NULL;
+  }
+  /* Escapes are normalised before curl parses, so that "%2E%2E" segments are dot
+   * segments by the time curl removes them, and normalising twice changes nothing. */
+  n = clean(url, len, 1, buf);
+  if (!special_scheme(buf, scheme_len(buf, n))) n = clean(url, len, 0, buf);
+  n = lr_url_pct_normalize(buf, n);
+  b = lr_url_base_new(buf, n, err, errlen);
+  free(buf);
+  if (b == NULL) return NULL;
+  u = lr_curl.url_dup(b->u);
+  if (u == NULL) goto oom;
+  if (lr_curl.url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host) {
+    for (char *p = host; *p; p++) *p = (char)tolower((unsigned char)*p);
+    lr_curl.url_set(u, CURLUPART_HOST, host, 0);
+  }
+  if (lr_curl.url_get(u, CURLUPART_URL, &got, CURLU_NO_DEFAULT_PORT) != CURLUE_OK) goto oom;
+  out = concat("", 0, got, strlen(got), 0, outlen);
+  if (out == NULL) goto oom;
+  goto done;
+oom:
+  set_err(err, errlen, "out of memory", CURLUE_OK);
+done:
+  lr_curl.free(host);
+  lr_curl.free(got);
+  if (u) lr_curl.url_cleanup(u);
+  lr_url_base_free(b);
   return out;
 }

@@ -358,4 +358,85 @@ function WebSocket:ping(data) end
 ---@return true
 function WebSocket:close(code, reason) end
 
+---The parts of a URL from `http.url.parse`, as written (not percent-decoded).
+---@class luarun.http.UrlParts
+---@field scheme string lower-cased
+---@field user? string
+---@field password? string
+---@field host? string
+---@field port? integer only when the URL writes one
+---@field path string dot segments removed; "/" for an empty http path
+---@field query? string the raw query string, without "?"
+---@field fragment? string without "#"
+
+---Functions on URL strings, through libcurl's URL parser.
+http.url = {}
+
+---The parts of an absolute URL; nil, err (kind "invalid_url") if it is not one.
+---@param url string
+---@return luarun.http.UrlParts? parts
+---@return luarun.http.Error? err
+function http.url.parse(url) end
+
+---`ref` resolved against `base` (RFC 3986 5.2), cleaned first as browsers clean an
+---href; references with a scheme of their own come back as they are.
+---@param base string an absolute URL
+---@param ref string
+---@return string? url
+---@return luarun.http.Error? err
+function http.url.join(base, ref) end
+
+---A form of `url` that compares equal for equal URLs: scheme and host lower-cased,
+---default port, dot segments and fragment dropped, escapes normalised.
+---@param url string
+---@return string? url
+---@return luarun.http.Error? err
+function http.url.normalize(url) end
+
+---`fields` as application/x-www-form-urlencoded: keys sorted, arrays repeat their key.
+---@param fields table<string, string|number|boolean|(string|number|boolean)[]>
+---@return string
+function http.url.encode(fields) end
+
+---A query string or form body decoded: '+' is a space; a repeated key gives a list.
+---@param query string with or without its leading "?"
+---@return table<string, string|string[]>
+function http.url.decode(query) end
+
+---Options of `http.robots` when it fetches: request options, and a client to use.
+---@class luarun.http.RobotsOptions: luarun.http.Options
+---@field client? luarun.http.Client fetch with this client instead of the default one
+
+---The rules of a robots.txt file (RFC 9309). Given an http(s) URL, fetches it in the
+---calling task (2xx: parsed; 4xx: allow all; 5xx, 429 or no answer: disallow all);
+---given anything else, parses it as robots.txt text. nil, err only for a URL that
+---does not parse.
+---@async
+---@param url_or_text string
+---@param opts? luarun.http.RobotsOptions
+---@return luarun.Robots? robots
+---@return luarun.http.Error? err
+function http.robots(url_or_text, opts) end
+
+---Rules from `http.robots`.
+---@class luarun.Robots
+---@field sitemaps string[] the Sitemap lines, in order
+---@field url? string the URL fetched
+---@field status? integer its HTTP status, or nil when no response came
+---@field error? luarun.http.Error the fetch's error, when there was one
+local Robots = {}
+
+---Whether `agent` ("*" when nil) may fetch `url` (a URL, or a path starting with "/"):
+---the longest matching pattern of the agent's group decides, Allow wins ties.
+---@param url string
+---@param agent? string a user-agent string; its product token picks the group
+---@return boolean allowed
+---@return luarun.http.Error? err for a URL that does not parse
+function Robots:allowed(url, agent) end
+
+---The Crawl-delay of the agent's group, in seconds, or nil.
+---@param agent? string
+---@return number? seconds
+function Robots:crawl_delay(agent) end
+
 return http
