@@ -2,7 +2,8 @@
 //   node node_cheerio.js MANIFEST REPS [DUMPDIR]
 // The task, the warm-up, the clock and the output are py_peers.py's (see there): the
 // bytes are decoded as UTF-8 on the clock; new URL() strips the href's surrounding
-// whitespace itself; the clock is process.hrtime.bigint() around the task alone.
+// whitespace itself; the clock is process.hrtime.bigint() around the task alone, the
+// CPU time process.cpuUsage() (every thread: V8's collector helpers count).
 "use strict";
 const fs = require("fs");
 const cheerio = require("cheerio");
@@ -44,15 +45,19 @@ for (const line of fs.readFileSync(manifest, "utf8").split("\n")) {
   const mult = parseInt(multArg, 10);
   const data = fs.readFileSync(path);
   for (let i = 0; i < Math.max(2, mult); i++) task(data, url);
-  const times = [];
+  const times = [], cpu = [];
   let links, heads;
   for (let i = 0; i < reps * mult; i++) {
+    const c0 = process.cpuUsage();
     const t0 = process.hrtime.bigint();
     [links, heads] = task(data, url);
     times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    const c = process.cpuUsage(c0);
+    cpu.push((c.user + c.system) / 1e3);
   }
   times.sort((x, y) => x - y);
+  cpu.sort((x, y) => x - y);
   const text = links.concat(heads).map((x) => x + "\n").join("");
   if (dump) fs.writeFileSync(`${dump}/cheerio.${name}.txt`, text);
-  console.log(`page ${name} links ${links.length} h2 ${heads.length} fnv ${fnv(text)} ms ${times[times.length >> 1].toFixed(3)}`);
+  console.log(`page ${name} links ${links.length} h2 ${heads.length} fnv ${fnv(text)} ms ${times[times.length >> 1].toFixed(3)} cpu ${cpu[cpu.length >> 1].toFixed(3)}`);
 }
