@@ -15,12 +15,21 @@ local f = assert(io.open(FILE, "rb"))
 local data = f:read("a")
 f:close()
 
+local function loop_cpu() -- ns this (the loop) thread has run, or nil
+  local f = io.open("/proc/thread-self/schedstat")
+  if not f then return nil end
+  local ns = tonumber(f:read("n"))
+  f:close()
+  return ns
+end
+
 local function median(t)
   table.sort(t)
   return t[(#t + 1) // 2]
 end
 
--- Runs work() COUNT times beside the ticker: the worst gap (ms), the median work (ms).
+-- Runs work() COUNT times beside the ticker: the worst gap (ms), the median work (ms),
+-- the median CPU of the loop thread per work (ms).
 local function beside_ticker(work)
   local done, worst = false, 0
   local ticker = lr.spawn(function()
@@ -33,16 +42,18 @@ local function beside_ticker(work)
     end
   end)
   lr.sleep(0.02) -- the ticker is running
-  local times = {}
+  local times, cpu = {}, {}
   for i = 1, COUNT do
+    local c0 = loop_cpu()
     local t0 = lr.now()
     if work then work() else lr.sleep(0.01) end
     times[i] = (lr.now() - t0) * 1000
+    cpu[i] = c0 and (loop_cpu() - c0) / 1e6 or 0 / 0
     lr.sleep(0.002) -- the loop turns: the next gap is the next call's, not a sum
   end
   done = true
   ticker:wait()
-  return worst * 1000, median(times)
+  return worst * 1000, median(times), median(cpu)
 end
 
 local function parse_only()
@@ -58,8 +69,9 @@ local function whole()
 end
 
 parse_only() -- warm-up (loads libxml2)
-local idle = beside_ticker(nil)
-local pgap, pms = beside_ticker(parse_only)
-local tgap, tms = beside_ticker(whole)
-print(("tick idle_gap_ms %.2f parse_gap_ms %.2f parse_ms %.2f task_gap_ms %.2f task_ms %.2f")
-  :format(idle, pgap, pms, tgap, tms))
+local igap, _, icpu = beside_ticker(nil)
+local pgap, pms, pcpu = beside_ticker(parse_only)
+local tgap, tms, tcpu = beside_ticker(whole)
+print(("tick idle_gap_ms %.2f parse_gap_ms %.2f parse_ms %.2f parse_loop_cpu_ms %.2f task_gap_ms %.2f"
+  .. " task_ms %.2f task_loop_cpu_ms %.2f idle_loop_cpu_ms %.2f")
+  :format(igap, pgap, pms, pcpu, tgap, tms, tcpu, icpu))
