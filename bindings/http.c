@@ -2,9 +2,11 @@
  *
  * A call checks every option first (misuse raises, naming the function and the
  * option: http_request.c), builds a request on the client's engine (core/http.c),
- * parks the task and resumes in request_k, which turns the finished transfer into a
- * response table or nil, err. Strings curl does not copy (the request body) stay on the task's stack
- * until the continuation runs.
+ * parks the task and resumes in lr_http_request_k, which turns the finished transfer
+ * into a response table or nil, err. A request with the retry option, or on a client
+ * with delay_per_host, goes through http_job.c instead, which may wait before a try.
+ * Strings curl does not copy (the request body) stay on the task's stack until the
+ * continuation runs.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -257,16 +259,24 @@ static void push_response(lua_State *L, lr_http_req *r, int url_idx, const char 
   luaL_setmetatable(L, RESPONSE_MT);
 }
 
+int lr_http_fail_closed(lua_State *L, int url_idx) {
+  int n = lr_error_fail(L, "cancelled", "the http client was closed");
+  lua_pushvalue(L, url_idx);
+  lua_setfield(L, -2, "url");
+  return n;
+}
+
 /* The continuation finds the request in ctx, and the final URL and the output path
- * on the task's stack, at the slots the request recorded. */
-static int request_k(lua_State *L, int status, lua_KContext ctx) {
+ * on the task's stack, at the slots the request recorded. A request with a job
+ * (retry, delay_per_host: http_job.c) may go round again from here. */
+int lr_http_request_k(lua_State *L, int status, lua_KContext ctx) {
   lr_http_req *r = (lr_http_req *)ctx;
   lr_task *t = r->task;
-  int url_idx = r->url_idx;
+  int url_idx = r->url_idx, job_idx = r->job_idx;
   const char *url = lua_tostring(L, url_idx);
   const char *output = r->output_idx ? lua_tostring(L, r->output_idx) : NULL;
   lr_http_head_fault head;
-  int n;
+  int n, failed;
   (void)status;
   if (t->wake == LR_WAKE_CANCELLED) {
     lr_http_req_release(r);
@@ -274,20 +284,35 @@ static int request_k(lua_State *L, int status, lua_KContext ctx) {
   }
   if (r->aborted) {
     lr_http_req_release(r);
-    n = lr_error_fail(L, "cancelled", "the http client was closed");
-    lua_pushstring(L, url);
-    lua_setfield(L, -2, "url");
+    n = lr_http_fail_closed(L, url_idx);
+    if (job_idx) lr_http_job_note(L, job_idx);
     return n;
   }
   head = r->too_large || r->write_failed ? LR_HTTP_HEAD_OK : lr_http_req_head_fault(r);
-  if (r->result != CURLE_OK || r->too_large || r->write_failed || head != LR_HTTP_HEAD_OK) {
+  failed = r->result != CURLE_OK || r->too_large || r->write_failed || head != LR_HTTP_HEAD_OK;
+  if (job_idx && lr_http_job_should_retry(L, r, failed)) return lr_http_job_retry(L, r);
+  if (failed) {
     n = push_failure(L, r, url, head);
-    lr_http_req_release(r);
-    return n;
+  } else {
+    push_response(L, r, url_idx, output);
+    n = 1;
   }
-  push_response(L, r, url_idx, output);
   lr_http_req_release(r);
-  return 1;
+  if (job_idx) lr_http_job_note(L, job_idx);
+  return n;
+}
+
+int lr_http_open_output(lua_State *L, const char *path, int url_idx) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  if (fd < 0) {
+    int err = errno;
+    lr_error_fail(L, fs_kind(err), strerror(err));
+    lua_pushstring(L, path);
+    lua_setfield(L, -2, "path");
+    lua_pushvalue(L, url_idx); /* as every other HTTP error has */
+    lua_setfield(L, -2, "url");
+  }
+  return fd;
 }
 
 /* The shared body of every request function. Stack: client_ud at cidx, then the
@@ -329,24 +354,21 @@ static int do_request(lua_State *L, int cidx, const char *method, int urlarg, in
   }
   url_idx = lua_gettop(L);
   if (q.output) {
-    int fd = open(q.output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-    if (fd < 0) {
-      int err = errno;
-      lr_error_fail(L, fs_kind(err), strerror(err));
-      lua_pushstring(L, q.output);
-      lua_setfield(L, -2, "path");
-      lua_pushvalue(L, url_idx); /* as every other HTTP error has */
-      lua_setfield(L, -2, "url");
-      return 2;
-    }
+    int fd;
     lua_pushstring(L, q.output);
     output_idx = lua_gettop(L);
+    q.output = lua_tostring(L, output_idx);
+    if (lr_http_job_wanted(cu->c, &q))
+      return lr_http_job_start(L, &q, t, cidx, url_idx, output_idx);
+    if ((fd = lr_http_open_output(L, q.output, url_idx)) < 0) return 2;
     r = lr_http_req_new(cu->c);
     if (r == NULL) {
       close(fd);
       return luaL_error(L, "%s: out of memory", fname);
     }
     r->out_fd = fd;
+  } else if (lr_http_job_wanted(cu->c, &q)) {
+    return lr_http_job_start(L, &q, t, cidx, url_idx, 0);
   } else if ((r = lr_http_req_new(cu->c)) == NULL) {
     return luaL_error(L, "%s: out of memory", fname);
   }
@@ -358,10 +380,20 @@ static int do_request(lua_State *L, int cidx, const char *method, int urlarg, in
   }
   /* A request whose task never resumes (the state closes meanwhile) is released
    * when the runtime closes (close_all in core/http.c). */
-  return lr_task_park(L, t, lr_http_req_cancel, (lua_KContext)r, request_k);
+  return lr_task_park(L, t, lr_http_req_cancel, (lua_KContext)r, lr_http_request_k);
 }
 
 /* ================= clients ================= */
+
+lr_http_client *lr_http_client_at(lua_State *L, int idx) {
+  client_ud *cu = lua_touserdata(L, idx);
+  return cu->c;
+}
+
+lr_http_client *lr_http_check_client(lua_State *L, int idx) {
+  client_ud *cu = luaL_checkudata(L, idx, CLIENT_MT);
+  return cu->c;
+}
 
 static lr_curl_api *need_curl(lua_State *L) {
   char err[512];
@@ -391,7 +423,7 @@ static void push_default_client(lua_State *L) {
   }
   lua_pop(L, 1);
   {
-    lr_http_limits lim = {0, 0};
+    lr_http_limits lim = {0, 0, 0, 0};
     new_client(L, 0, &lim);
   }
   lua_pushvalue(L, -1);
@@ -454,20 +486,44 @@ static int client_tostring(lua_State *L) {
   return 1;
 }
 
-/* http.client(opts): request defaults plus max_connections / max_per_host. */
+/* http.client's own options at 1 into lim; the cookies option's list (to load
+ * once the client exists) is left at *jar_idx, or 0. */
+static void client_limits(lua_State *L, lr_http_limits *lim, int *jar_idx) {
+  const char *f = "http.client";
+  if (lua_getfield(L, 1, "max_connections") != LUA_TNIL)
+    lim->max_connections = lr_http_opt_count(L, f, "max_connections", 1);
+  lua_pop(L, 1);
+  if (lua_getfield(L, 1, "max_per_host") != LUA_TNIL)
+    lim->max_per_host = lr_http_opt_count(L, f, "max_per_host", 1);
+  lua_pop(L, 1);
+  if (lua_getfield(L, 1, "delay_per_host") != LUA_TNIL) {
+    double d = lua_tonumber(L, -1);
+    if (lua_type(L, -1) != LUA_TNUMBER || !(d >= 0) || d > 86400)
+      luaL_error(L, "%s: option 'delay_per_host' must be a number of seconds from 0 to "
+                 "86400", f);
+    lim->delay_per_host = d;
+  }
+  lua_pop(L, 1);
+  switch (lua_getfield(L, 1, "cookies")) {
+    case LUA_TNIL: lua_pop(L, 1); break;
+    case LUA_TBOOLEAN: lim->cookies = lua_toboolean(L, -1); lua_pop(L, 1); break;
+    case LUA_TTABLE: lim->cookies = 1; *jar_idx = lua_gettop(L); break;
+    default:
+      luaL_error(L, "%s: option 'cookies' must be a boolean or a list of cookies (got %s)",
+                 f, luaL_typename(L, -1));
+  }
+}
+
+/* http.client(opts): request defaults plus the client's own options. */
 static int l_client(lua_State *L) {
-  lr_http_limits lim = {0, 0};
-  int defs = 0;
+  lr_http_limits lim = {0, 0, 0, 0};
+  int defs = 0, jar_idx = 0;
+  client_ud *cu;
   need_curl(L);
   if (!lua_isnoneornil(L, 1)) {
     luaL_checktype(L, 1, LUA_TTABLE);
     lr_http_check_options(L, 1, "http.client", 1);
-    if (lua_getfield(L, 1, "max_connections") != LUA_TNIL)
-      lim.max_connections = lr_http_opt_count(L, "http.client", "max_connections", 1);
-    lua_pop(L, 1);
-    if (lua_getfield(L, 1, "max_per_host") != LUA_TNIL)
-      lim.max_per_host = lr_http_opt_count(L, "http.client", "max_per_host", 1);
-    lua_pop(L, 1);
+    client_limits(L, &lim, &jar_idx);
     /* Check the request defaults now, so a mistake shows here, not at first use:
      * a shallow copy without the client-only keys. */
     lua_newtable(L);
@@ -491,7 +547,8 @@ static int l_client(lua_State *L) {
       lua_settop(L, top);
     }
   }
-  new_client(L, defs, &lim);
+  cu = new_client(L, defs, &lim);
+  if (jar_idx) lr_http_cookies_load(L, cu->c, jar_idx, "http.client");
   return 1;
 }
 
@@ -552,6 +609,7 @@ static const luaL_Reg client_methods[] = {
   {"request", client_request},
   {"close", client_close},
   {"stats", client_stats},
+  {"cookies", lr_http_cookies_method},
   {NULL, NULL}
 };
 

@@ -17,10 +17,11 @@ static const char DEFAULT_UA[] = "luarun/" LUARUN_VERSION; /* compared by addres
 static const char *const request_opts[] = {
   "headers", "query", "body", "json", "form", "timeout", "connect_timeout",
   "follow_redirects", "max_redirects", "verify", "ca_file", "proxy", "http_version",
-  "output", "max_body_size", "auth", "user_agent", NULL
+  "output", "max_body_size", "auth", "user_agent", "retry", NULL
 };
 /* Options only http.client takes. */
-static const char *const client_opts[] = { "max_connections", "max_per_host", NULL };
+static const char *const client_opts[] = { "max_connections", "max_per_host", "cookies",
+                                           "delay_per_host", NULL };
 
 static int in_list(const char *const *list, const char *s) {
   for (; *list; list++)
@@ -316,6 +317,100 @@ static int has_header(lua_State *L, int merged, const char *lname) {
   return yes;
 }
 
+/* ================= retry ================= */
+
+static const short default_on[] = {429, 500, 502, 503, 504};
+
+/* The number at -1 of retry.name: finite, >= 0. */
+static double retry_seconds(lua_State *L, const char *fname, const char *name) {
+  double s = lua_tonumber(L, -1);
+  if (lua_type(L, -1) != LUA_TNUMBER || !(s >= 0) || isinf(s))
+    luaL_error(L, "%s: option 'retry': '%s' must be a number of seconds >= 0", fname, name);
+  return s;
+}
+
+/* retry.on, at -1: statuses and "network". */
+static void retry_on(lua_State *L, lr_http_retry *rt, const char *fname) {
+  int tbl = lua_gettop(L);
+  lua_Integer i, n;
+  if (!lua_istable(L, tbl))
+    luaL_error(L, "%s: option 'retry': 'on' must be a list of statuses (got %s)", fname,
+               luaL_typename(L, tbl));
+  n = (lua_Integer)lua_rawlen(L, tbl);
+  rt->non = 0;
+  rt->network = 0;
+  for (i = 1; i <= n; i++) {
+    int isint;
+    lua_Integer v;
+    lua_rawgeti(L, tbl, i);
+    v = lua_tointegerx(L, -1, &isint);
+    if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "network") == 0) {
+      rt->network = 1;
+    } else if (lua_type(L, -1) == LUA_TNUMBER && isint && v >= 100 && v <= 599) {
+      if (rt->non == LR_HTTP_RETRY_MAX_ON)
+        luaL_error(L, "%s: option 'retry': 'on' holds more than %d statuses", fname,
+                   LR_HTTP_RETRY_MAX_ON);
+      rt->on[rt->non++] = (short)v;
+    } else {
+      luaL_error(L, "%s: option 'retry': 'on' must hold statuses (integers 100 to 599) "
+                 "and \"network\"", fname);
+    }
+    lua_pop(L, 1);
+  }
+}
+
+/* The retry option at -1: true (the defaults), false (none) or a table. */
+static void read_retry(lua_State *L, lr_http_retry *rt, const char *fname) {
+  int tbl = lua_gettop(L);
+  memset(rt, 0, sizeof *rt);
+  if (lua_type(L, tbl) == LUA_TBOOLEAN) {
+    if (!lua_toboolean(L, tbl)) return;
+  } else if (!lua_istable(L, tbl)) {
+    opt_type_error(L, fname, "retry", "true, false or a table");
+  }
+  rt->attempts = 3;
+  rt->backoff = 1;
+  rt->max_wait = 60;
+  rt->non = (int)(sizeof default_on / sizeof default_on[0]);
+  memcpy(rt->on, default_on, sizeof default_on);
+  if (!lua_istable(L, tbl)) return;
+  lua_pushnil(L);
+  while (lua_next(L, tbl)) {
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+    if (strcmp(k, "attempts") == 0) {
+      rt->attempts = (int)lr_http_opt_count(L, fname, "retry.attempts", 1);
+    } else if (strcmp(k, "backoff") == 0) {
+      rt->backoff = retry_seconds(L, fname, k);
+    } else if (strcmp(k, "max_wait") == 0) {
+      rt->max_wait = retry_seconds(L, fname, k);
+    } else if (strcmp(k, "on") == 0) {
+      retry_on(L, rt, fname);
+    } else {
+      lua_pop(L, 1);
+      luaL_error(L, "%s: option 'retry': unknown field %s", fname,
+                 lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+                                                : luaL_typename(L, -1));
+    }
+    lua_pop(L, 1);
+  }
+}
+
+void lr_http_anchor_options(lua_State *L, reqspec *q) {
+  luaL_checkstack(L, 4, NULL);
+  if (q->ca_file) {
+    lua_pushstring(L, q->ca_file);
+    q->ca_file = lua_tostring(L, -1);
+  }
+  if (q->proxy) {
+    lua_pushstring(L, q->proxy);
+    q->proxy = lua_tostring(L, -1);
+  }
+  if (q->user_agent != DEFAULT_UA) {
+    lua_pushstring(L, q->user_agent);
+    q->user_agent = lua_tostring(L, -1);
+  }
+}
+
 /* Reads and checks every option; leaves on the stack whatever must outlive the
  * call (merged headers, body string). Raises on misuse. */
 void lr_http_read_options(lua_State *L, reqspec *q, int opts, int defs) {
@@ -391,6 +486,8 @@ void lr_http_read_options(lua_State *L, reqspec *q, int opts, int defs) {
   lua_pop(L, 1);
   if (get_opt(L, opts, defs, "user_agent") != LUA_TNIL)
     q->user_agent = opt_string(L, f, "user_agent");
+  lua_pop(L, 1);
+  if (get_opt(L, opts, defs, "retry") != LUA_TNIL) read_retry(L, &q->retry, f);
   lua_pop(L, 1);
   if (get_opt(L, opts, defs, "max_body_size") != LUA_TNIL)
     q->max_body = (curl_off_t)lr_http_opt_count(L, f, "max_body_size", 0);

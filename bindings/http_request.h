@@ -6,6 +6,16 @@
 #include "bindings.h"
 #include "curl_api.h"
 
+/* The retry option, read: attempts == 0 when it is not given (or false). */
+#define LR_HTTP_RETRY_MAX_ON 16
+typedef struct lr_http_retry {
+  int attempts;               /* tries in all */
+  double backoff, max_wait;   /* seconds */
+  int network;                /* retry connection failures too ("network" in on) */
+  int non;
+  short on[LR_HTTP_RETRY_MAX_ON]; /* statuses that are retried */
+} lr_http_retry;
+
 /* A request's options, read and checked (lr_http_read_options); the strings point
  * into Lua values that stay on the task's stack until the continuation runs. */
 typedef struct reqspec {
@@ -23,6 +33,7 @@ typedef struct reqspec {
   curl_off_t max_body;
   int headers_idx;            /* a table name_lower -> "Name: value", or 0 */
   int nheaders;               /* headers merged into it (0: the table is empty) */
+  lr_http_retry retry;
 } reqspec;
 
 /* Raises, naming fname, if the table at idx has a key that is not an option
@@ -41,5 +52,43 @@ int lr_http_valid_token(const char *s, size_t n);
 long lr_http_opt_count(lua_State *L, const char *fname, const char *name, long min);
 /* Whether name is an option only http.client takes. */
 int lr_http_client_opt(const char *name);
+/* Pushes copies of the option strings that only the opts tables anchor, and points
+ * q at them: for a request whose options are set again after a wait (a retry),
+ * when the script may have changed the tables. */
+void lr_http_anchor_options(lua_State *L, reqspec *q);
+
+/* ---- bindings/http.c, for http_job.c and http_cookies.c ---- */
+/* The engine of the client object at idx, or NULL once closed. */
+lr_http_client *lr_http_client_at(lua_State *L, int idx);
+/* The client object at idx (raises unless it is one), or NULL once closed. */
+lr_http_client *lr_http_check_client(lua_State *L, int idx);
+/* The continuation of a request parked on its transfer (ctx: the lr_http_req). */
+int lr_http_request_k(lua_State *L, int status, lua_KContext ctx);
+/* Opens the output file (truncated). Returns its descriptor, or -1 with nil, err
+ * pushed (a file kind, err.path, err.url from url_idx). */
+int lr_http_open_output(lua_State *L, const char *path, int url_idx);
+/* Pushes nil, err (kind "cancelled": the client was closed), err.url from url_idx. */
+int lr_http_fail_closed(lua_State *L, int url_idx);
+
+/* ---- bindings/http_job.c: requests that wait before they start (retry,
+ * delay_per_host) ---- */
+/* Whether a request of client c with options q goes through a job. */
+int lr_http_job_wanted(lr_http_client *c, const reqspec *q);
+/* Starts the request as a job (gate, transfer, retries), parking the task. The
+ * client object is at cidx; the URL and output path (or 0) at their slots. */
+int lr_http_job_start(lua_State *L, reqspec *q, lr_task *t, int cidx, int url_idx,
+                      int output_idx);
+/* After a try of a job's request: 1 if it is to be tried again (counts the try). */
+int lr_http_job_should_retry(lua_State *L, lr_http_req *r, int failed);
+/* Releases r and parks the task until its next try. */
+int lr_http_job_retry(lua_State *L, lr_http_req *r);
+/* Sets `attempts` on the response or error at the top of the stack. */
+void lr_http_job_note(lua_State *L, int job_idx);
+
+/* ---- bindings/http_cookies.c ---- */
+/* Loads the list of cookie tables at idx into c's jar; raises naming fname. */
+void lr_http_cookies_load(lua_State *L, lr_http_client *c, int idx, const char *fname);
+/* client:cookies([opts]) */
+int lr_http_cookies_method(lua_State *L);
 
 #endif

@@ -38,6 +38,9 @@
   X(CURLUcode, url_set, (CURLU *u, CURLUPart what, const char *part, unsigned int f)) \
   X(CURLUcode, url_get, (const CURLU *u, CURLUPart what, char **part, unsigned int f)) \
   X(void, free, (void *p))                                                          \
+  X(CURLSH *, share_init, (void))                                                   \
+  X(CURLSHcode, share_setopt, (CURLSH *s, CURLSHoption opt, ...))                   \
+  X(CURLSHcode, share_cleanup, (CURLSH *s))                                         \
   /* http_url.c: joining references against a base parsed once */                  \
   X(CURLU *, url_dup, (CURLU *u))                                                   \
   X(const char *, url_strerror, (CURLUcode code))
@@ -143,12 +146,16 @@ struct lr_http_req {
   uint32_t closes_at_submit; /* the client's count of closed sockets at submit */
   int write_errno;
   int url_idx, output_idx;  /* the binding's stack slots for its continuation */
+  int job_idx;              /* the binding's retry/delay state on the stack, or 0 */
   char errbuf[CURL_ERROR_SIZE];
 };
 
+/* The options of a client itself (not its requests'). */
 typedef struct lr_http_limits {
   long max_connections;     /* CURLMOPT_MAX_TOTAL_CONNECTIONS, 0 = none */
   long max_per_host;        /* CURLMOPT_MAX_HOST_CONNECTIONS, 0 = none */
+  double delay_per_host;    /* seconds between request starts to one host, 0 = none */
+  int cookies;              /* keep a cookie jar (libcurl's cookie engine) */
 } lr_http_limits;
 
 /* Creates a client (its own multi handle, timer and sockets). NULL on failure. The
@@ -191,5 +198,57 @@ lr_http_head_fault lr_http_req_head_fault(const lr_http_req *r);
 
 /* Counters for specs: live requests, sockets curl has open, poll handles. */
 void lr_http_client_counts(const lr_http_client *c, int *reqs, int *sockets, int *polls);
+
+/* ---- cookies (a client made with lim->cookies) ----
+ * One CURLSH per client holds the jar; every easy handle of the client is attached to
+ * it and has the cookie engine on. The cookie functions return -1 for a client with
+ * no jar (or closed). */
+int lr_http_client_has_jar(const lr_http_client *c);
+/* The jar in Netscape cookie-file lines (curl_slist: free with lr_curl.slist_free_all);
+ * *list is NULL for an empty jar. Returns 0 or -1. */
+int lr_http_cookies_get(lr_http_client *c, struct curl_slist **list);
+/* Adds one cookie given as a Netscape cookie-file line; line NULL empties the jar. */
+int lr_http_cookies_set(lr_http_client *c, const char *line);
+
+/* ======== http_wait.c: waits before a request starts ======== */
+
+/* Tasks that wait before a request starts: in a per-host gate (delay_per_host) or
+ * between the tries of a retried request. Embedded in the client; the client's close
+ * wakes every waiter with LR_WAKE_CLOSED (a continuation must then not touch the
+ * gate it waited at) and frees the gates. */
+typedef struct lr_http_gate lr_http_gate;
+typedef struct lr_http_waits {
+  uint64_t delay;           /* delay_per_host in ns, 0 = none */
+  lr_http_gate **gates;     /* hash table by host key, chained */
+  uint32_t ngates, cap;     /* entries, buckets (a power of two, or 0) */
+  uint32_t sweep_at;        /* ngates at which idle gates are swept next */
+  lr_waitq retry_q;         /* tasks waiting before their next try */
+} lr_http_waits;
+
+lr_http_waits *lr_http_client_waits(lr_http_client *c);
+/* Wakes every waiter with LR_WAKE_CLOSED and frees the gates. */
+void lr_http_waits_close(lr_http_waits *w);
+/* Writes the gate key of url, "scheme://host:port" lower-cased, into out. Returns 0,
+ * or -1 if the URL does not parse (the request then fails on its own). */
+int lr_http_host_key(const char *url, char *out, size_t outlen);
+/* Asks to start a request to the host `key`. Returns 0: go now (the start is
+ * recorded); 1: t is queued, in arrival order: park it with lr_http_gate_cancel and
+ * call lr_http_gate_pass when it wakes; -1: out of memory. *gp: the gate. */
+int lr_http_gate_enter(lr_http_waits *w, const char *key, lr_task *t, lr_http_gate **gp);
+/* The cancel hook of a task parked at a gate: wakes it and hands the turn on. */
+void lr_http_gate_cancel(lr_task *t);
+/* Describes a task parked at a gate (lr.tasks(), reports). */
+void lr_http_gate_describe(lua_State *L, lr_task *t);
+/* In the continuation of a woken gate waiter: records its start and hands the turn
+ * on. Returns 0, or -1 if it woke early (no memory for its timer): it is then
+ * out of the gate. */
+int lr_http_gate_pass(lr_http_gate *g, lr_task *t);
+/* A woken waiter that will not start after all (cancelled before it ran): hands the
+ * turn on. */
+void lr_http_gate_leave(lr_http_gate *g, lr_task *t);
+/* Parks-to-be t until `seconds` from now, or until the client closes; the caller
+ * then parks with no cancel hook (the default wake removes it from both). Returns 0
+ * or -1 (out of memory). */
+int lr_http_retry_wait(lr_http_waits *w, lr_task *t, double seconds);
 
 #endif

@@ -31,8 +31,16 @@ typedef struct gather {
   uint32_t n, next, running, limit;
   uint32_t where;        /* spawn location reported for the children */
   int ref;               /* registry anchor while children run */
+  lr_progress *progress; /* the progress line this group draws, or NULL */
   uint8_t settle, failed, cancelled, map;
 } gather;
+
+/* What the options table of the list forms says. */
+typedef struct group_opts {
+  uint32_t limit;
+  int settle, progress;
+  char label[LR_PROGRESS_LABEL_MAX + 1];
+} group_opts;
 
 
 static void push_gather(lua_State *L, gather *g) {
@@ -48,6 +56,16 @@ static void cancel_if_mine(lr_task *t, void *g) {
  * cancel. */
 void lr_owner_cancel_children(lr_runtime *rt, lr_owner *o) {
   lr_runtime_each_task(rt, cancel_if_mine, o);
+}
+
+/* Counts child c's end on the progress line, before record() has seen it: a failure
+ * is an item that raised, or was cancelled by someone else; the siblings that a first
+ * failure or a cancel of the group stops are not counted at all. */
+static void count_end(gather *g, lr_task *c) {
+  if (g->progress == NULL) return;
+  if (c->result == LR_RES_OK) lr_progress_step(g->progress, 0);
+  else if (c->result == LR_RES_FAILED || !(g->failed || g->cancelled))
+    lr_progress_step(g->progress, 1);
 }
 
 /* Records the outcome of child i (task c, done) in the results table at results_idx. */
@@ -98,6 +116,7 @@ static void start_child(lua_State *L, gather *g, int gidx, uint32_t i) {
     lua_pop(L, 1);
     if (c->state == LR_DONE) { /* it has finished already */
       g->running--;
+      count_end(g, c);
       record(L, g, gidx, i, c);
     } else {
       c->owner = &g->base;
@@ -127,6 +146,7 @@ static void gather_child_done(lr_owner *o, lr_task *c) {
   int failed_before = g->failed;
   c->owner = NULL;
   g->running--;
+  count_end(g, c);
   /* A child that ended well with nothing to return leaves its result nil, and once
    * every child has started there is nothing to refill: the gather's userdata and
    * results table need not be touched (100,000 children of lr.gather: 5 % fewer
@@ -155,6 +175,12 @@ static int gather_results(lua_State *L, gather *g, int gidx, int varargs) {
   luaL_unref(L, LUA_REGISTRYINDEX, g->ref);
   g->ref = LUA_NOREF;
   g->parent = NULL;
+  if (g->progress) { /* every path out goes here, raising or not */
+    lr_progress_end(g->progress, g->cancelled ? LR_PROGRESS_CANCELLED
+                                 : g->failed  ? LR_PROGRESS_FAILED
+                                              : LR_PROGRESS_DONE);
+    g->progress = NULL;
+  }
   if (g->cancelled) lr_error_raise_cancelled(L);
   if (g->failed) {
     lua_getiuservalue(L, gidx, UV_ERROR);
@@ -180,10 +206,16 @@ static int gather_k(lua_State *L, int status, lua_KContext ctx) {
   return gather_results(L, lua_touserdata(L, gidx), gidx, (int)(ctx & 1));
 }
 
-static uint32_t opt_limit(lua_State *L, int idx, const char *fname, int *settle) {
+static void default_opts(group_opts *o) {
+  o->limit = UINT32_MAX;
+  o->settle = o->progress = 0;
+  o->label[0] = '\0';
+}
+
+static void read_opts(lua_State *L, int idx, const char *fname, group_opts *o) {
   lua_Integer limit = 0;
-  *settle = 0;
-  if (lua_isnoneornil(L, idx)) return UINT32_MAX;
+  default_opts(o);
+  if (lua_isnoneornil(L, idx)) return;
   luaL_checktype(L, idx, LUA_TTABLE);
   if (lua_getfield(L, idx, "limit") != LUA_TNIL) {
     int isint;
@@ -193,9 +225,10 @@ static uint32_t opt_limit(lua_State *L, int idx, const char *fname, int *settle)
   }
   lua_pop(L, 1);
   lua_getfield(L, idx, "settle");
-  *settle = lua_toboolean(L, -1);
+  o->settle = lua_toboolean(L, -1);
   lua_pop(L, 1);
-  return limit > 0 && limit < UINT32_MAX ? (uint32_t)limit : UINT32_MAX;
+  o->progress = lr_progress_opt(L, idx, fname, o->label);
+  if (limit > 0 && limit < UINT32_MAX) o->limit = (uint32_t)limit;
 }
 
 void lr_check_child(lua_State *L, lr_runtime *rt, int idx, const char *fname, lua_Integer i,
@@ -215,8 +248,8 @@ void lr_check_child(lua_State *L, lr_runtime *rt, int idx, const char *fname, lu
 }
 
 /* The shared body of gather and map. Stack on entry: inputs table, [fn]. */
-static int run_group(lua_State *L, lr_task *t, uint32_t n, uint32_t limit, int settle,
-                     int map, int varargs) {
+static int run_group(lua_State *L, lr_task *t, uint32_t n, const group_opts *o, int map,
+                     int varargs) {
   lr_runtime *rt = t->rt;
   gather *g;
   int gidx;
@@ -239,13 +272,15 @@ static int run_group(lua_State *L, lr_task *t, uint32_t n, uint32_t limit, int s
   g->rt = rt;
   g->n = n;
   g->next = 1;
-  g->limit = limit;
-  g->settle = (uint8_t)settle;
+  g->limit = o->limit;
+  g->settle = (uint8_t)o->settle;
   g->map = (uint8_t)map;
   g->parent = t;
   g->where = lr_task_where(L, rt, 1);
   lua_pushvalue(L, gidx);
   g->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  /* Last, after everything that may raise: once drawn, only gather_results ends it. */
+  if (o->progress) g->progress = lr_progress_start(rt, o->label, n);
   refill(L, g, gidx);
   if (all_ended(g)) return gather_results(L, g, gidx, varargs);
   lr_waitq_push(&g->parentq, t);
@@ -253,8 +288,8 @@ static int run_group(lua_State *L, lr_task *t, uint32_t n, uint32_t limit, int s
 }
 
 int lr_gather(lua_State *L) {
-  int nargs = lua_gettop(L), settle = 0, varargs;
-  uint32_t limit = UINT32_MAX;
+  int nargs = lua_gettop(L), varargs;
+  group_opts o;
   lua_Integer i, n;
   lr_task *t;
   lr_runtime *rt = lr_runtime_get(L);
@@ -262,8 +297,9 @@ int lr_gather(lua_State *L) {
   if (varargs) {
     for (i = 1; i <= nargs; i++) lr_check_child(L, rt, (int)i, "gather", i, 1);
     n = nargs;
+    default_opts(&o); /* this form takes no options */
   } else {
-    limit = opt_limit(L, 2, "gather", &settle);
+    read_opts(L, 2, "gather", &o);
     n = (lua_Integer)lua_rawlen(L, 1);
     for (i = 1; i <= n; i++) {
       lua_rawgeti(L, 1, i);
@@ -284,19 +320,18 @@ int lr_gather(lua_State *L) {
   } else {
     lua_settop(L, 1);
   }
-  return run_group(L, t, (uint32_t)n, limit, settle, 0, varargs);
+  return run_group(L, t, (uint32_t)n, &o, 0, varargs);
 }
 
 int lr_map(lua_State *L) {
-  int settle = 0;
-  uint32_t limit;
+  group_opts o;
   lr_task *t;
   luaL_checktype(L, 1, LUA_TTABLE);
   if (!lr_is_callable(L, 2)) luaL_typeerror(L, 2, "function");
-  limit = opt_limit(L, 3, "map", &settle);
+  read_opts(L, 3, "map", &o);
   t = lr_task_enter(L, "map");
   lua_settop(L, 2);
-  return run_group(L, t, (uint32_t)lua_rawlen(L, 1), limit, settle, 1, 0);
+  return run_group(L, t, (uint32_t)lua_rawlen(L, 1), &o, 1, 0);
 }
 
 /* ================= timeout ================= */

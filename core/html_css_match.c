@@ -6,9 +6,9 @@
  * SelectorChecker, Servo's selectors crate): a failed search reports how far back
  * to restart, so a failure that no other ancestor or sibling could mend stops the
  * whole match, and `a b a b a b ...` stays polynomial. On top of that, lr_css_select
- * memoises each ` ` and `~` search per (depth, combinator): a search from an
- * element gives the same answer for every candidate below it, so `body div` over
- * 100,000 nested divs is linear instead of quadratic.
+ * memoises each ` ` and `~` search per (depth, combinator), those inside :not() and
+ * :is() included: a search from an element gives the same answer for every candidate
+ * below it, so `body div` over 100,000 nested divs is linear instead of quadratic.
  *
  * The hot path (a type or attribute test per element) allocates nothing: attribute
  * values are read in place from their single text child.
@@ -33,6 +33,8 @@ typedef struct mstate {
   memo_entry *memo;      /* [depth * nmemo + slot], or NULL (lr_css_matches, no memory) */
   size_t cap;            /* depths the memo holds */
   unsigned nmemo;
+  int full;              /* the memo may not grow further */
+  lr_css_memo *keep;     /* where the memo lives between selects (the selector's) */
 } mstate;
 
 /* ---- elements and their names ---- */
@@ -403,23 +405,25 @@ int lr_css_matches(const lr_css *s, xmlNode *n) {
   return list_ok(&s->list, n, 0, &m);
 }
 
-/* Room in the memo for depth d; without memory the memo goes (matching goes on
- * without it). */
+/* Room in the memo for depth d. Past MEMO_MAX bytes, or without memory, the memo
+ * stops growing: deeper elements are matched without it (slower, as correct). */
+#define MEMO_MAX ((size_t)32 << 20)
+#define MEMO_KEEP ((size_t)64 << 10) /* kept by the selector for the next select */
 static void memo_fit(mstate *m, long d) {
   size_t ncap;
   memo_entry *p;
-  if (!m->nmemo || (size_t)d < m->cap) return;
+  if (!m->nmemo || (size_t)d < m->cap || m->full) return;
   ncap = m->cap ? m->cap * 2 : 64;
   if (ncap <= (size_t)d) ncap = (size_t)d + 64;
-  p = ncap > SIZE_MAX / sizeof *p / m->nmemo ? NULL
+  p = ncap > MEMO_MAX / sizeof *p / m->nmemo ? NULL
                                              : realloc(m->memo, ncap * m->nmemo * sizeof *p);
   if (!p) {
-    free(m->memo);
-    m->memo = NULL, m->nmemo = 0, m->cap = 0;
+    m->full = 1;
     return;
   }
   memset(p + m->cap * m->nmemo, 0, (ncap - m->cap) * m->nmemo * sizeof *p);
   m->memo = p, m->cap = ncap;
+  m->keep->p = p, m->keep->cap = ncap; /* at once: fn may raise */
 }
 
 size_t lr_css_select(const lr_css *s, xmlNode *root, lr_css_visit fn, void *ud) {
@@ -429,7 +433,11 @@ size_t lr_css_select(const lr_css *s, xmlNode *root, lr_css_visit fn, void *ud) 
   xmlNode *n, *x;
   if (!s || !root) return 0;
   memset(&m, 0, sizeof m);
-  m.nmemo = s->nmemo;
+  if (s->memo) { /* the last select's memo, emptied */
+    m.keep = s->memo, m.nmemo = s->nmemo;
+    m.memo = m.keep->p, m.cap = m.keep->cap;
+    if (m.memo) memset(m.memo, 0, m.cap * m.nmemo * sizeof *m.memo);
+  }
   if (root->type == XML_ELEMENT_NODE) {
     m.scope = root;
     for (x = root; x; x = parent_el(x)) d++; /* the depth of root's children */
@@ -455,6 +463,9 @@ size_t lr_css_select(const lr_css *s, xmlNode *root, lr_css_visit fn, void *ud) 
     n = n->next;
   }
 done:
-  free(m.memo);
+  if (m.memo && m.cap * m.nmemo * sizeof *m.memo > MEMO_KEEP) {
+    free(m.memo);
+    m.keep->p = NULL, m.keep->cap = 0;
+  }
   return found;
 }

@@ -37,6 +37,7 @@ static void *arena_alloc(lr_css *css, size_t n) {
 
 void lr_css_free(lr_css *s) {
   if (!s) return;
+  if (s->memo) free(s->memo->p);
   block *b = s->blocks;
   while (b) {
     block *next = b->next;
@@ -58,7 +59,6 @@ typedef struct parser {
   char *err;
   size_t errlen;
   int failed, depth;
-  int top;               /* parsing the top-level list: its searches get memo slots */
 } parser;
 
 /* Copies up to max bytes of s into out, control bytes as '?' (the message may be
@@ -405,12 +405,9 @@ static int pseudo_func(parser *P, tests *ts, const char *nm, size_t at) {
       !strcmp(nm, "matches")) {
     lr_css_test *t;
     const lr_css_list *sub;
-    int top = P->top;
     if (++P->depth > LR_CSS_MAX_NESTING)
       return fail(P, "selectors nested more than %d deep", LR_CSS_MAX_NESTING);
-    P->top = 0;
     sub = list(P, 1);
-    P->top = top;
     P->depth--;
     if (!sub) return 0;
     P->pos++; /* the ')' list() stopped at */
@@ -524,8 +521,7 @@ static int complex_sel(parser *P, lr_css_complex *out, int nested) {
       return fail(P, "more than %d compound selectors in one selector", LR_CSS_MAX_COMPOUNDS);
     if (!grow(P, (void **)&cs, &cap, n, sizeof *cs)) return 0;
     cs[n].t = ts.t, cs[n].nt = ts.n, cs[n].comb = (unsigned char)comb;
-    cs[n].memo = LR_CSS_NO_MEMO;
-    if (P->top && (comb == LR_CSS_DESC || comb == LR_CSS_LATER)) cs[n].memo = P->css->nmemo++;
+    cs[n].memo = comb == LR_CSS_DESC || comb == LR_CSS_LATER ? P->css->nmemo++ : LR_CSS_NO_MEMO;
     n++;
     int ws = skip_ws(P);
     c = peek(P);
@@ -577,7 +573,7 @@ lr_css *lr_css_compile(const char *sel, size_t len, char *err, size_t errlen) {
   if (err && errlen) err[0] = '\0';
   if (!sel) sel = "", len = 0;
   memset(&P, 0, sizeof P);
-  P.src = (const unsigned char *)sel, P.len = len, P.err = err, P.errlen = errlen, P.top = 1;
+  P.src = (const unsigned char *)sel, P.len = len, P.err = err, P.errlen = errlen;
   if (len > ((size_t)-1 - 8) / 2 || !(css = calloc(1, sizeof *css)) ||
       !(P.scratch = malloc(2 * len + 8))) {
     free(css);
@@ -593,5 +589,11 @@ lr_css *lr_css_compile(const char *sel, size_t len, char *err, size_t errlen) {
     return NULL;
   }
   css->list = *l;
+  if (css->nmemo && !(css->memo = arena_alloc(css, sizeof *css->memo))) {
+    lr_css_free(css);
+    oom(&P);
+    return NULL;
+  }
+  if (css->memo) css->memo->p = NULL, css->memo->cap = 0;
   return css;
 }

@@ -53,6 +53,12 @@ struct lr_http_client {
   lr_http_req *free_reqs;    /* released requests, linked through next */
   int nfree;
   lr_http_client *next_client;
+  /* The cookie jar (lim->cookies): shared by every easy handle of the client, plus
+   * one handle that never transfers, through which the jar is read and written.
+   * No lock callbacks: only the loop's thread runs this client's transfers. */
+  CURLSH *share;
+  CURL *jar;
+  lr_http_waits waits;       /* delay_per_host gates and retry waits (http_wait.c) */
   uint8_t closed, in_curl, lua_owned;
   uint8_t env_proxy;         /* a proxy variable was set when the client was made */
 };
@@ -101,6 +107,10 @@ static void maybe_free(lr_http_client *c) {
       break;
     }
   pthread_mutex_unlock(&clients_lock);
+  /* Every easy handle attached to the share is gone by now (curl refuses to free a
+   * share in use): the requests' went at close or at their release. */
+  if (c->jar) lr_curl.easy_cleanup(c->jar);
+  if (c->share) lr_curl.share_cleanup(c->share);
   free(c->socks);
   free(c);
 }
@@ -491,12 +501,30 @@ static int env_has_proxy(void) {
   return 0;
 }
 
+/* The jar: a share holding cookies, and the handle that reads and writes it. */
+static int jar_new(lr_http_client *c) {
+  if ((c->share = lr_curl.share_init()) == NULL) return -1;
+  if (lr_curl.share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_COOKIE) != CURLSHE_OK ||
+      (c->jar = lr_curl.easy_init()) == NULL) {
+    lr_curl.share_cleanup(c->share);
+    c->share = NULL;
+    return -1;
+  }
+  lr_curl.easy_setopt(c->jar, CURLOPT_SHARE, c->share);
+  return 0;
+}
+
 lr_http_client *lr_http_client_new(lr_runtime *rt, const lr_http_limits *lim) {
   lr_http_client *c = calloc(1, sizeof *c);
   if (c == NULL) return NULL;
   c->rt = rt;
   c->env_proxy = (uint8_t)env_has_proxy();
   c->lua_owned = 1;
+  c->waits.delay = lim->delay_per_host > 0 ? (uint64_t)(lim->delay_per_host * 1e9) : 0;
+  if (lim->cookies && jar_new(c) != 0) {
+    free(c);
+    return NULL;
+  }
   c->multi = lr_curl.multi_init();
   if (c->multi == NULL) goto fail;
   uv_timer_init(&rt->loop, &c->timer);
@@ -523,6 +551,8 @@ lr_http_client *lr_http_client_new(lr_runtime *rt, const lr_http_limits *lim) {
   register_closer(rt);
   return c;
 fail:
+  if (c->jar) lr_curl.easy_cleanup(c->jar);
+  if (c->share) lr_curl.share_cleanup(c->share);
   free(c);
   return NULL;
 }
@@ -536,6 +566,7 @@ void lr_http_client_close(lr_http_client *c) {
   int fd;
   if (c->closed) return;
   c->closed = 1;
+  lr_http_waits_close(&c->waits);
   /* Order (NOTES.md): requests out of the multi, multi cleanup (curl closes its
    * cached connections through closesocket_cb), then every remaining poll handle
    * and the timer; memory goes in the last close callback. */
@@ -564,6 +595,26 @@ void lr_http_client_unown(lr_http_client *c) {
   lr_http_client_close(c);
   c->lua_owned = 0;
   maybe_free(c);
+}
+
+lr_http_waits *lr_http_client_waits(lr_http_client *c) {
+  return &c->waits;
+}
+
+int lr_http_client_has_jar(const lr_http_client *c) {
+  return c->jar != NULL;
+}
+
+int lr_http_cookies_get(lr_http_client *c, struct curl_slist **list) {
+  *list = NULL;
+  if (c->jar == NULL) return -1;
+  return lr_curl.easy_getinfo(c->jar, CURLINFO_COOKIELIST, list) == CURLE_OK ? 0 : -1;
+}
+
+int lr_http_cookies_set(lr_http_client *c, const char *line) {
+  if (c->jar == NULL) return -1;
+  return lr_curl.easy_setopt(c->jar, CURLOPT_COOKIELIST, line ? line : "ALL") == CURLE_OK
+             ? 0 : -1;
 }
 
 void lr_http_client_counts(const lr_http_client *c, int *reqs, int *sockets, int *polls) {
@@ -603,6 +654,13 @@ static void easy_base(lr_http_req *r) {
   lr_curl.easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   lr_curl.easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   lr_curl.easy_setopt(e, CURLOPT_ACCEPT_ENCODING, ""); /* every decoder curl has */
+  if (c->share) {
+    /* The jar. Since libcurl 7.67 a share only supplies it: the handle's cookie
+     * engine is off until COOKIEFILE is set ("" reads no file). curl_easy_reset
+     * drops both, and every reset handle comes back here. */
+    lr_curl.easy_setopt(e, CURLOPT_SHARE, c->share);
+    lr_curl.easy_setopt(e, CURLOPT_COOKIEFILE, "");
+  }
   if (!c->env_proxy) {
     /* No proxy variables: say so, or libcurl looks up five of them in the
      * environment for every request. */
@@ -704,6 +762,11 @@ void lr_http_req_release(lr_http_req *r) {
     if (nconn > 0 || c->closes != r->closes_at_submit) r->tainted = 1;
   }
   if (r->tainted) {
+    /* libcurl 7.88 keeps the COOKIEFILE list in the handle's options, and
+     * curl_easy_reset clears them without freeing it (later versions moved it):
+     * free it first. NULL also detaches the handle from the jar, which a shared
+     * jar survives; easy_base attaches it again. */
+    if (c->share) lr_curl.easy_setopt(r->easy, CURLOPT_COOKIEFILE, (char *)NULL);
     lr_curl.easy_reset(r->easy);
     easy_base(r);
   } else if (r->headers) {

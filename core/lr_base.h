@@ -92,6 +92,17 @@ static inline int lr_reserve(char **buf, size_t *cap, size_t need, size_t first)
   return 0;
 }
 
+/* ---- stderr_hook.c: writing to stderr beside a line kept drawn there ----
+ * Whoever writes to stderr on the loop's thread (reports, warnings) calls
+ * lr_stderr_begin() before and lr_stderr_end() after; a part that keeps a line drawn
+ * on stderr (the progress line of gather and map) sets the hook, called with after = 0
+ * to clear its line and after = 1 to have it redrawn. NULL (the default): nothing is
+ * drawn, nothing happens. Not for other threads: the hook touches the drawer's state. */
+typedef void (*lr_stderr_hook)(int after);
+void lr_stderr_set_hook(lr_stderr_hook fn);
+void lr_stderr_begin(void);
+void lr_stderr_end(void);
+
 /* ---- dynlib.c: libraries opened at run time (libpq, libsqlite3) ----
  * Opens soname and fills slots[i] with its function prefix+names[i] (names ends with
  * NULL; slots is a struct of function pointers in the same order, generated with the

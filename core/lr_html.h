@@ -136,8 +136,10 @@ int lr_html_park(lua_State *L, lr_task *t, lr_html_job *j, lua_KFunction k);
  * flag before `]`), compound selectors, the combinators descendant, `>`, `+`, `~`,
  * groups `a, b`, :first-child, :last-child, :only-child, :nth-child(an+b | odd |
  * even), :nth-last-child(), :first-of-type, :last-of-type, :only-of-type,
- * :nth-of-type(), :nth-last-of-type(), :empty, :root, :scope (root of the select,
- * else :root), :not(), :is() and :where() (each taking a list of complex selectors).
+ * :nth-of-type(), :nth-last-of-type(), :empty (no element or text child; comments
+ * allowed, whitespace is text, as in browsers), :root, :scope (the root of the
+ * select, else :root), :not(), :is() and :where() (each taking a list of complex
+ * selectors).
  * CSS escapes work in names and strings. Type and attribute names are matched
  * without regard to case (libxml2 lowercases them when parsing HTML); values, ids
  * and classes exactly (a class is one of the class attribute's tokens split on
@@ -149,7 +151,7 @@ int lr_html_park(lua_State *L, lr_task *t, lr_html_job *j, lua_KFunction k);
  * Matching runs right to left over the element tree (no XPath translation); text,
  * comments and other nodes are neither siblings nor parents for it. lr_css_select
  * memoises the descendant and `~` searches per select, so deep or wide documents
- * stay linear for the top-level selectors.
+ * stay linear (up to a 32 MB memo: 100,000 levels with 20 such combinators).
  *
  * html_css_match.c keeps in xmlNode._private of elements their index among their
  * element siblings (and among those of their type, and that type's count), filled
@@ -163,7 +165,8 @@ typedef struct lr_css lr_css;
  * included) are safe; err may be NULL. */
 lr_css *lr_css_compile(const char *sel, size_t len, char *err, size_t errlen);
 void lr_css_free(lr_css *s);
-/* Bytes held by the compiled selector (for the binding's bounded cache). */
+/* Bytes held by the compiled selector (for the binding's bounded cache), not
+ * counting the select memo it keeps (at most 64 KB). */
 size_t lr_css_size(const lr_css *s);
 /* Whether element n matches any selector of the group. Ancestors and siblings
  * anywhere in n's document count (as querySelectorAll does). 0 for a non-element. */
@@ -171,9 +174,11 @@ int lr_css_matches(const lr_css *s, xmlNode *n);
 /* Visits, in document order, each element strictly under root (root's descendants)
  * that matches; stops early when fn returns non-zero (fn may be NULL: counting).
  * Returns the number visited.
- * root may be a document or an element; walks iteratively (any depth). Allocates
- * only a memo for selectors with ` ` or `~` (freed before returning; without memory
- * it matches unmemoised). */
+ * root may be a document or an element; walks iteratively (any depth). fn may
+ * raise (longjmp out): the one allocation that lives across calls of fn, the memo
+ * for selectors with ` ` or `~`, belongs to s (without memory, matching goes on
+ * unmemoised, as exactly). fn must not select with the same s while the select runs
+ * (the memo is s's). */
 typedef int (*lr_css_visit)(void *ud, xmlNode *n);
 size_t lr_css_select(const lr_css *s, xmlNode *root, lr_css_visit fn, void *ud);
 
@@ -220,9 +225,16 @@ struct lr_css_list {
   const lr_css_complex *sel;
   unsigned n;
 };
+/* lr_css_select's memo, kept by the selector between selects (up to 64 KB) so that a
+ * visitor that raises (longjmp) leaks nothing: lr_css_free frees it. */
+typedef struct lr_css_memo {
+  void *p;
+  size_t cap;                    /* depths it holds */
+} lr_css_memo;
 struct lr_css {
   lr_css_list list;
-  unsigned nmemo;                /* memo slots used by the top-level selectors */
+  unsigned nmemo;                /* memo slots: one per ` ` and `~` */
+  lr_css_memo *memo;             /* in the arena; NULL when nmemo is 0 */
   size_t size;                   /* bytes malloc'd, this struct included */
   void *blocks;                  /* the arena's blocks, linked */
 };

@@ -3,11 +3,13 @@
  * core/ is in layers; each points one way (down), and each file includes the header
  * of its own layer:
  *   lr_base.h     error.c alloc.c copy.c dynlib.c         knows no tasks
+ *                 stderr_hook.c
  *   lr_sched.h    loop.c sched.c timer.c report.c          the scheduler
  *                 sched_hooks.c
  *   lr_prims.h    group.c scope.c sync.c queue.c           primitives on the scheduler
+ *                 progress.c
  *   lr_subsys.h   fs.c fs_job.c fs_runners.c pool.c        subsystems on the scheduler
- *                 signal.c; http.c http_url.c with curl_api.h
+ *                 signal.c; http.c http_wait.c http_url.c with curl_api.h
  *   lr_net.h      stream.c tls.c server.c server_h1.c       the network subsystems
  *                 server_h2.c ws.c ws_client.c
  *   lr_sqlite.h   sqlite_api.c db_sqlite.c db_sqlite_run.c              SQLite connections, each on a thread

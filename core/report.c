@@ -173,7 +173,9 @@ void lr_report_task_error(lr_runtime *rt, lr_task *t) {
   const char *report;
   lr_task_push_report(rt->L, t);
   report = lua_tostring(rt->L, -1);
+  lr_stderr_begin(); /* clears a progress line drawn there (lr_base.h) */
   fprintf(stderr, "luarun: %s\n", report ? report : "(an error with no report)");
   fflush(stderr);
+  lr_stderr_end();
   lua_pop(rt->L, 1);
 }

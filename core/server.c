@@ -238,8 +238,10 @@ static void req_task_done(lr_owner *o, lr_task *t) {
     if (status >= 500) {
       lr_task_push_report(L, t);
       if (lua_isstring(L, -1)) {
+        lr_stderr_begin(); /* clears a progress line drawn there (lr_base.h) */
         fprintf(stderr, "luarun: http.serve handler failed: %s\n", lua_tostring(L, -1));
         fflush(stderr);
+        lr_stderr_end();
       }
       lua_pop(L, 1);
     }

@@ -114,11 +114,13 @@ void lr_tasks_dump(lr_runtime *rt) {
   listing l;
   size_t i;
   if (!lua_checkstack(L, 20)) return;
+  lr_stderr_begin(); /* clears a progress line drawn there (lr_base.h) */
   fprintf(stderr, "luarun: %zu live task%s\n", rt->live, rt->live == 1 ? "" : "s");
   list_tasks(rt, &l);
   for (i = 0; i < l.n; i++) dump_one(L, l.v[i]);
   free(l.v);
   fflush(stderr);
+  lr_stderr_end();
 }
 
 /* SIGQUIT (Ctrl-\): print every live task and carry on. libuv's signal handle runs

@@ -62,6 +62,8 @@ local modules = {lr = lr, http = http, fs = fs, json = json, db = db}
 -- until it is used). `conn` is PostgreSQL's connection, whose methods include SQLite's.
 db.pool("postgresql://localhost/none")
 local db_pool_class = getmetatable(db.pool("sqlite::memory:"))
+-- http.robots's class is registered by its Lua module on first use.
+http.robots("User-agent: *")
 
 -- Classes by the object name the docs use for their methods: a registry name, or
 -- the metatable itself for a class written in Lua that is not registered (the
@@ -73,6 +75,7 @@ local classes = {
   res = "luarun.http.Response", server = "luarun.Server", req = "luarun.Request",
   ws = "luarun.WebSocket", app = getmetatable(http.router()),
   pool = db_pool_class, conn = "luarun.db.PgConnection", stmt = "luarun.db.SqliteStmt",
+  robots = "luarun.Robots",
 }
 
 -- The sorted method names of a class (it must exist).

@@ -79,6 +79,13 @@ describe("http.url.join", function()
     assert.are.equal("http://h:81/y", url.join(BASE, "//h:81/x/../y"))
   end)
 
+  it("keeps host names as written: UTF-8 stays UTF-8, punycode stays punycode", function()
+    -- libcurl 7.88.1 has CURLU_PUNYCODE only, and it fails outside a UTF-8 locale.
+    assert.are.equal("http://b\xc3\xbccher.example/x", url.join(BASE, "//b\xc3\xbccher.example/x"))
+    assert.are.equal("http://b\xc3\xbccher.example/x", url.join(BASE, "//b%C3%BCcher.example/x"))
+    assert.are.equal("http://xn--bcher-kva.example/x", url.join(BASE, "//xn--bcher-kva.example/x"))
+  end)
+
   it("keeps working when the base changes between calls", function()
     assert.are.equal("http://a/b/c/g", url.join(BASE, "g"))
     assert.are.equal("https://x/y/g", url.join("https://x/y/z", "g"))

@@ -7,8 +7,9 @@ local lr = {}
 ---An error value: `kind` to test on, `message` for people; `tostring(err)` reads well.
 ---@alias luarun.Error {kind: string, message: string, seconds?: number, url?: string, path?: string, code?: string}
 
----`limit`: at most that many run at once; `settle`: collect `{ok =, value =|error =}` records instead of raising.
----@alias luarun.GroupOpts {limit?: integer, settle?: boolean}
+---`limit`: at most that many run at once; `settle`: collect `{ok =, value =|error =}` records instead of raising;
+---`progress`: true, or a label, draws a progress line on stderr (done/total, failures, rate, ETA) when it is a terminal.
+---@alias luarun.GroupOpts {limit?: integer, settle?: boolean, progress?: boolean|string}
 
 ---@alias luarun.Settled {ok: boolean, value?: any, error?: any}
 
@@ -66,6 +67,7 @@ function lr.tasks() end
 function lr.gather(...) end
 
 ---Calls `fn(item, i)` for every item concurrently; a table of first results with `n`.
+---`opts.progress` draws a progress line on stderr when it is a terminal.
 ---@async
 ---@param list any[]
 ---@param fn async fun(item: any, i: integer): any

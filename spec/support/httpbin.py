@@ -30,6 +30,14 @@ daemon thread per connection), HTTP/1.1 with keep-alive. Endpoints:
   /basic-auth/U/P        200 with the right credentials, else 401
   /stats                 {"connections": accepted so far, "requests": served so far}
   /links/N/I             an HTML page linking to /links/N/0 .. N-1 (but I)
+  /cookies               {"cookies": {name: value}} from the Cookie header
+  /cookies/set?k=v       Set-Cookie k=v (Path=/) for each pair, then 302 to /cookies
+  /flaky?id=X&fail=N&status=S&retry_after=R
+                         the first N requests with id X get status S (default 503),
+                         with Retry-After: R if given; later ones 200 {"attempt": k}
+  /stamp?id=X            records when it arrived under id X; 200 {"n": count so far}
+  /stamps?id=X           {"times": [...]}: the arrival times (server's monotonic clock,
+                         seconds) of /flaky and /stamp requests with id X
 """
 import gzip
 import json
@@ -44,6 +52,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 STATS = {"connections": 0, "requests": 0}
 LOCK = threading.Lock()
+STAMPS = {}  # id -> arrival times of /flaky and /stamp requests
+
+
+def stamp(key):
+    """Records an arrival under key; returns how many there have been."""
+    now = time.monotonic()
+    with LOCK:
+        times = STAMPS.setdefault(key, [])
+        times.append(now)
+        return len(times)
 
 
 class Server(ThreadingHTTPServer):
@@ -245,6 +263,32 @@ class Handler(BaseHTTPRequestHandler):
             if self.headers.get("Authorization") == want:
                 return self.send_json({"authenticated": True, "user": parts[1]})
             return self.send(401, b"", "text/plain", [("WWW-Authenticate", 'Basic realm="x"')])
+        if name == "cookies":
+            self.body_bytes()
+            if arg == "set":
+                hdrs = [("Set-Cookie", "%s=%s; Path=/" % (k, v)) for k, vs in q.items() for v in vs]
+                return self.send(302, b"", "text/plain", hdrs + [("Location", "/cookies")])
+            jar = {}
+            for part in (self.headers.get("Cookie") or "").split(";"):
+                if "=" in part:
+                    k, v = part.strip().split("=", 1)
+                    jar[k] = v
+            return self.send_json({"cookies": jar})
+        if name == "flaky":
+            body = self.body_bytes().decode("latin-1")
+            n = stamp(q.get("id", [""])[0])
+            if n <= int(q.get("fail", ["1"])[0]):
+                hdrs = [("Retry-After", q["retry_after"][0])] if "retry_after" in q else []
+                return self.send_json({"attempt": n, "body": body},
+                                      int(q.get("status", ["503"])[0]), hdrs)
+            return self.send_json({"attempt": n, "body": body})
+        if name == "stamp":
+            self.body_bytes()
+            return self.send_json({"n": stamp(q.get("id", [""])[0])})
+        if name == "stamps":
+            with LOCK:
+                times = list(STAMPS.get(q.get("id", [""])[0], []))
+            return self.send_json({"times": times})
         if name == "stats":
             with LOCK:
                 return self.send_json(dict(STATS))

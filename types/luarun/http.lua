@@ -13,6 +13,7 @@ local http = {}
 ---@field url? string the URL as given (after `query` was appended)
 ---@field path? string the `output` file, when it could not be opened
 ---@field code? string|integer libcurl's name for its error, such as "CURLE_COULDNT_CONNECT"
+---@field attempts? integer with the `retry` option: the tries made before giving up
 
 ---Options of one request; given to `http.client`, they are its defaults.
 ---@class luarun.http.Options
@@ -33,11 +34,31 @@ local http = {}
 ---@field max_body_size? integer largest body accepted, in bytes
 ---@field auth? {user: string, password: string}|string[] HTTP Basic credentials, `{user, password}`
 ---@field user_agent? string default "luarun/<version>"
+---@field retry? boolean|luarun.http.Retry try again on 429/5xx (and, if asked, failed connections); `true`: the defaults
+
+---The `retry` option: how often, how long to wait, on what.
+---@class luarun.http.Retry
+---@field attempts? integer tries in all, the first included (default 3)
+---@field backoff? number seconds before the second try without Retry-After, doubling after (default 1)
+---@field max_wait? number seconds: no wait is longer, Retry-After included (default 60)
+---@field on? (integer|"network")[] statuses to retry (default {429, 500, 502, 503, 504}); "network": failed connections too
+
+---A cookie of a client's jar (`client:cookies()`, the `cookies` option).
+---@class luarun.http.Cookie
+---@field name string
+---@field value string
+---@field domain string the host; a leading dot: its subdomains too
+---@field path? string default "/"
+---@field secure? boolean sent over https only
+---@field http_only? boolean it came with HttpOnly
+---@field expires? integer seconds since the epoch; nil for a session cookie
 
 ---Options of `http.client`: request defaults plus connection limits.
 ---@class luarun.http.ClientOptions: luarun.http.Options
 ---@field max_connections? integer open connections at most, all hosts together
 ---@field max_per_host? integer open connections at most to one host
+---@field cookies? boolean|luarun.http.Cookie[] keep a cookie jar (`true`), or start one with these cookies
+---@field delay_per_host? number seconds between the starts of two requests to one host (scheme, host, port)
 
 ---Counters of a client, for leak checks.
 ---@class luarun.http.Stats
@@ -112,6 +133,11 @@ function Client:close() end
 ---@return luarun.http.Stats
 function Client:stats() end
 
+---The cookie jar of a client made with `cookies`; `clear` empties it first, then `add` adds.
+---@param opts? {clear?: boolean, add?: luarun.http.Cookie[]}
+---@return luarun.http.Cookie[]
+function Client:cookies(opts) end
+
 ---A response: any status, 404 and 500 included.
 ---@class luarun.http.Response
 ---@field status integer
@@ -124,6 +150,7 @@ function Client:stats() end
 ---@field elapsed number seconds from start to end
 ---@field reused boolean the request went over a connection opened before
 ---@field output? string the `output` option's path
+---@field attempts? integer with the `retry` option: the tries it took
 local Response = {}
 
 ---The body decoded as JSON; raises if it is not valid JSON.
