@@ -100,9 +100,10 @@ for peer in $peers; do
 done
 $pin "$tmp/floor" "$tmp/pages.txt" "$reps" >"$tmp/floor.txt" || failures+="libxml2 floor failed"$'\n'
 declare -A floor
-declare -A floor_all # parse and free: what any binding of libxml2 pays at least
-while read -r _ name _ p _ fr; do
-  floor[$name]=$p floor_all[$name]=$(awk -v a="$p" -v b="$fr" 'BEGIN { printf "%.3f", a + b }')
+declare -A floor_cpu floor_all # parse (+ free: what any binding of libxml2 pays at least)
+while read -r _ name _ p _ fr _ pc _ fc; do
+  floor[$name]=$p floor_cpu[$name]=$pc
+  floor_all[$name]=$(awk -v a="$pc" -v b="$fc" 'BEGIN { printf "%.3f", a + b }')
 done <"$tmp/floor.txt"
 
 # Agreement with lxml: count of links, of h2, and the hash; a diff when they differ.
@@ -124,14 +125,14 @@ ratio() { # peer luarun -> "N.N" (peer's time / luarun's: above 1, luarun is ahe
   [ -n "${1:-}" ] && [ -n "${2:-}" ] && awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a / b }' || printf 'n/a'
 }
 size() { awk '{ printf "%.0f KB", $1 / 1024 }' <<<"$(stat -c %s "$tmp/$1.html")"; }
-table() { # the associative array's name
-  local -n v=$1
+table() { # the associative arrays' names: the peers', the floor's
+  local -n v=$1 fl=$2
   echo "| page | luarun | luarun, select + url.join | lxml | bs4 + lxml | bs4 + html.parser | cheerio | libxml2 parse alone (C) |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|"
   for page in $pages; do
     printf '| %s (%s, %s links) |' "$page" "$(size "$page")" "$(fmt "${n_links[$page,lxml]:-}")"
     for peer in $peers; do printf ' %s |' "$(fmt "${v[$page,$peer]:-}")"; done
-    printf ' %s |\n' "$(fmt "${floor[$page]:-}")"
+    printf ' %s |\n' "$(fmt "${fl[$page]:-}")"
   done
 }
 echo
@@ -139,13 +140,13 @@ echo "bench/html.sh $* (pinned to core 1; median of $reps x MULT runs after a wa
 echo
 echo "Wall ms per page (peak RSS of each whole run below):"
 echo
-table ms
+table ms floor
 printf '| peak RSS |'; for peer in $peers; do printf ' %s |' "${rss[$peer]:+${rss[$peer]} MB}"; done; echo ' |'
 echo
 echo "CPU ms per page (the process's CPU time over the same task: less disturbed by the"
 echo "machine's other load; luarun's includes its pool thread's parse):"
 echo
-table cpu
+table cpu floor_cpu
 echo
 echo "How many times luarun's time each peer takes, wall / CPU (above 1.0: luarun is ahead):"
 echo
@@ -157,12 +158,12 @@ for page in $pages; do
     printf ' %s / %s |' "$(ratio "${ms[$page,$peer]:-}" "${ms[$page,luarun]:-}")" \
       "$(ratio "${cpu[$page,$peer]:-}" "${cpu[$page,luarun]:-}")"
   done
-  printf ' %s |\n' "$(ratio "${ms[$page,bs4-lxml]:-}" "${floor_all[$page]:-}")"
+  printf ' %s |\n' "$(ratio "${cpu[$page,bs4-lxml]:-}" "${floor_all[$page]:-}")"
 done
 echo
 echo "(The ceiling: bs4 on lxml runs libxml2's HTML parser too, its push parser calling Python"
 echo "instead of building a tree, so a binding that builds libxml2's tree is at most about this"
-echo "many times faster than it; wall clock, the floor measured after the peers.)"
+echo "many times faster than it; CPU time, the floor measured after the peers.)"
 verdict() { # label peer threshold
   local miss="" page r clk
   [ $have_html = 1 ] || { echo "- $1: no luarun.html in this build"; return; }
@@ -187,7 +188,7 @@ verdict "ahead of cheerio" cheerio 1
 # Where luarun's time goes, and how long a parse holds the loop.
 if [ $have_html = 1 ]; then
   echo
-  echo "Where luarun's time goes (ms, each part alone, median; a[href] and h2 counts before dedup):"
+  echo "Where luarun's time goes (CPU ms, each part alone, median; a[href] and h2 counts before dedup):"
   echo
   $pin "$build/luarun" bench/html/luarun_html.lua phases "$tmp/pages.txt" "$reps" >"$tmp/ph" 2>&1 ||
     { echo "phases failed: $(head -3 "$tmp/ph")"; }
@@ -214,6 +215,6 @@ if [ $have_html = 1 ]; then
     grep -q '^tick' "$tmp/tick" || echo "| $how | failed: $(head -1 "$tmp/tick" | cut -c1-120) | | |"
   done
   echo
-  echo "libxml2 floor (C, pinned): $(awk '{ printf "%s %s ms + free %s; ", $2, $4, $6 }' "$tmp/floor.txt")"
+  echo "libxml2 floor (C, pinned; wall): $(awk '{ printf "%s %s ms + free %s; ", $2, $4, $6 }' "$tmp/floor.txt")"
 fi
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
