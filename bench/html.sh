@@ -124,7 +124,7 @@ fmt() { [ -n "${1:-}" ] && printf '%s' "$1" || printf 'n/a'; }
 ratio() { # peer luarun -> "N.N" (peer's time / luarun's: above 1, luarun is ahead)
   [ -n "${1:-}" ] && [ -n "${2:-}" ] && awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a / b }' || printf 'n/a'
 }
-size() { awk '{ printf "%.0f KB", $1 / 1024 }' <<<"$(stat -c %s "$tmp/$1.html")"; }
+size() { awk '{ if ($1 < 1024) printf "%d B", $1; else printf "%.0f KB", $1 / 1024 }' <<<"$(stat -c %s "$tmp/$1.html")"; }
 table() { # the associative arrays' names: the peers', the floor's
   local -n v=$1 fl=$2
   echo "| page | luarun | luarun, select + url.join | lxml | bs4 + lxml | bs4 + html.parser | cheerio | libxml2 parse alone (C) |"
