@@ -38,7 +38,7 @@ static void usage(FILE *f) {
     "  -h, --help     print this help\n"
     "Modules: luarun (tasks, sleep, gather, map, timeout, scope, locks, queues,\n"
     "run_in_pool), luarun.http (HTTP client and server), luarun.db (SQLite,\n"
-    "PostgreSQL), luarun.fs (files), luarun.json.\n"
+    "PostgreSQL), luarun.fs (files), luarun.html (HTML, CSS, XPath), luarun.json.\n"
     "Exit status: 0; 1 after an uncaught error; 130 after Ctrl-C; 143 after SIGTERM\n"
     "(both cancel the tasks first, so their cleanup runs).\n"
     "Manual: docs/ in the source tree (docs/README.md), and man luarun.\n",

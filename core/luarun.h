@@ -14,8 +14,8 @@
  *                 server_h2.c ws.c ws_client.c
  *   lr_sqlite.h   sqlite_api.c db_sqlite.c db_sqlite_run.c              SQLite connections, each on a thread
  *   lr_pg.h       pg_api.c pg_conn.c pg_pipeline.c          PostgreSQL through libpq on the loop
- *   lr_html.h     html_api.c html_parse.c html_css_parse.c  HTML documents through libxml2
- *                 html_css_match.c
+ *   lr_html.h     html_api.c html_sniff.c html_parse.c     HTML documents through libxml2
+ *                 html_css_parse.c html_css_match.c
  *   lr_observe.h  trace.c watchdog.c tasks.c               observers, hooked in
  *   cli.c         the executable, on top of everything (with bindings/)
  * spec/layers_spec.lua checks the includes.

@@ -7,6 +7,7 @@ local http = require "luarun.http"
 local fs = require "luarun.fs"
 local json = require "luarun.json"
 local db = require "luarun.db"
+local html = require "luarun.html"
 local util = require "support.util"
 local srv = require "support.httpserver"
 
@@ -55,7 +56,7 @@ local function entries()
 end
 
 -- Module tables by the prefix the docs use.
-local modules = {lr = lr, http = http, fs = fs, json = json, db = db}
+local modules = {lr = lr, http = http, fs = fs, json = json, db = db, html = html}
 
 -- luarun.db: db.pool loads a driver through the front, which adds transaction,
 -- prepare, copy_in and listen to its connections' methods (a pool opens nothing
@@ -75,7 +76,7 @@ local classes = {
   res = "luarun.http.Response", server = "luarun.Server", req = "luarun.Request",
   ws = "luarun.WebSocket", app = getmetatable(http.router()),
   pool = db_pool_class, conn = "luarun.db.PgConnection", stmt = "luarun.db.SqliteStmt",
-  robots = "luarun.Robots",
+  robots = "luarun.Robots", doc = "luarun.html.Document", el = "luarun.html.Element",
 }
 
 -- The sorted method names of a class (it must exist).
@@ -114,7 +115,8 @@ describe("docs/", function()
       for _, b in ipairs(blocks) do seen[b.file] = (seen[b.file] or 0) + 1 end
       for _, page in ipairs({"docs/guide.md", "docs/reference/luarun.md",
                              "docs/reference/http.md", "docs/reference/fs.md",
-                             "docs/reference/json.md", "docs/reference/db.md"}) do
+                             "docs/reference/json.md", "docs/reference/db.md",
+                             "docs/reference/html.md"}) do
         assert.is_true((seen[page] or 0) > 0, page .. " has no runnable block")
       end
     end)

@@ -155,6 +155,176 @@ describe("examples", function()
     os.execute("rm -rf " .. q(dir))
   end)
 
+  -- The crawler against nginx serving a generated shop (spec/support/site_gen.py, which
+  -- also writes what a crawl must find): the same pages, broken links, redirects and
+  -- refusals, nothing robots.txt forbids requested, and the requests spaced by the
+  -- site's Crawl-delay (nginx's access log has each request's time).
+  describe("crawler.lua", function()
+    local dir, srv, exp
+    local DEPTH, CRAWL_DELAY = 3, 0.01
+    setup(function()
+      dir = util.new_dir()
+      local code, _, err = util.sh("/usr/bin/python3 spec/support/site_gen.py " .. q(dir) ..
+                                   " --crawl-delay " .. CRAWL_DELAY)
+      assert(code == 0, err)
+      srv = require("support.nginx").start(dir .. "/root", {include = dir .. "/locations.conf"})
+      exp = json.decode(util.slurp(dir .. "/expected.json"))
+    end)
+    teardown(function()
+      if srv then srv:stop() end
+      os.execute("rm -rf " .. q(dir))
+    end)
+
+    -- {url = depth} of the expected entries of a kind within the depth limit.
+    local function within(kind)
+      local out = {}
+      for path, v in pairs(exp[kind]) do
+        local d = type(v) == "table" and v.depth or v
+        if d <= DEPTH then out[srv.url .. path] = d end
+      end
+      return out
+    end
+    local function keyed(list, field)
+      local out = {}
+      for _, e in ipairs(list) do
+        assert.is_nil(out[e.url], "listed twice: " .. e.url)
+        out[e.url] = field and e[field] or true
+      end
+      return out
+    end
+
+    it("finds exactly the site's pages to depth 3, its broken links and redirects", function()
+      local out, sqlite = dir .. "/crawl.json", dir .. "/crawl.db"
+      local code, stdout, err = util.sh("timeout 120 " .. q(util.bin) .. " examples/crawler.lua " ..
+        q(srv.url .. "/") .. " --depth " .. DEPTH .. " --concurrency 8 --delay 0 --out " .. q(out) ..
+        " --sqlite " .. q(sqlite))
+      assert.are.equal(0, code, err .. stdout)
+      assert.are.equal("", err)       -- no progress line: stderr is not a terminal here
+      local got = json.decode(util.slurp(out))
+
+      local pages = within("pages")
+      assert.are.same(pages, keyed(got.pages, "depth"))
+      local files = within("files")
+      assert.are.same(files, keyed(got.files, "depth"))
+      local redirects = {}
+      for url in pairs(within("redirects")) do redirects[url] = srv.url .. exp.redirects[url:sub(#srv.url + 1)].to end
+      assert.are.same(redirects, keyed(got.redirects, "to"))
+      local disallowed = {}
+      for _, u in ipairs(got.disallowed) do disallowed[u] = true end
+      local want_disallowed = within("disallowed")
+      for u in pairs(want_disallowed) do want_disallowed[u] = true end
+      assert.are.same(want_disallowed, disallowed)
+      assert.are.same({}, got.errors)
+      -- Broken links, each with its status and a page that links to it.
+      local broken = within("broken")
+      for u in pairs(broken) do broken[u] = true end
+      assert.are.same(broken, keyed(got.broken))
+      for _, b in ipairs(got.broken) do
+        local e = exp.broken[b.url:sub(#srv.url + 1)]
+        assert.are.equal(e.status, b.status)
+        local linkers = {}
+        for _, p in ipairs(e.linked_from) do linkers[srv.url .. p] = true end
+        assert.is_truthy(linkers[b.found_on], b.url .. " found on " .. tostring(b.found_on))
+      end
+      assert.matches(("crawled %d pages and 1 other files to depth 3"):format(#got.pages), stdout)
+      assert.matches("broken: " .. (srv.url .. "/status/flaky.html"):gsub("%p", "%%%0") .. " %(503%)", stdout)
+
+      -- The fields the CSS selectors pulled out, against what the generator put in.
+      local by_url = {}
+      for _, p in ipairs(got.pages) do by_url[p.url] = p end
+      local checked = 0
+      for path, prod in pairs(exp.products) do
+        local p = by_url[srv.url .. path]
+        if p then
+          assert.are.same(prod, p.product)
+          assert.are.equal(exp.titles[path], p.title)
+          assert.are.same({"Description", "Related"}, p.headings)
+          checked = checked + 1
+        end
+      end
+      assert.is_true(checked > 150, checked)
+      assert.is_nil(by_url[srv.url .. "/"].product)
+      assert.are.same({"Featured", "From the blog"}, by_url[srv.url .. "/"].headings)
+
+      -- What nginx saw: robots.txt, then only what robots.txt allows, each page once,
+      -- the page that answers 503 three times (the client's retries).
+      -- The home page sets a session cookie: every request after it sends it back.
+      local counts, times, cookies = {}, {}, 0
+      for _, l in ipairs(srv:log()) do
+        if l.agent:find("^luarun%-crawler/") then
+          counts[l.uri] = (counts[l.uri] or 0) + 1
+          if l.uri ~= "/robots.txt" then times[#times + 1] = l.time end
+          if l.uri ~= "/robots.txt" and l.uri ~= "/" then
+            assert.are.equal("shop_session=s16", l.cookie, l.uri)
+            cookies = cookies + 1
+          end
+        end
+      end
+      assert.is_true(cookies > 250, cookies)
+      assert.are.equal(1, counts["/robots.txt"])
+      counts["/robots.txt"] = nil
+      for u in pairs(disallowed) do assert.is_nil(counts[u:sub(#srv.url + 1)], u) end
+      local fetched = {}
+      for _, set in ipairs({pages, files, redirects, broken}) do
+        for u in pairs(set) do fetched[u:sub(#srv.url + 1)] = u:find("/status/flaky", 1, true) and 3 or 1 end
+      end
+      assert.are.same(fetched, counts)
+      -- Spaced by Crawl-delay (the crawler's own --delay is 0): the requests' span,
+      -- taken by the server, is at least (n - 1) gaps, less some slack for jitter.
+      table.sort(times)
+      assert.is_true(times[#times] - times[1] >= 0.9 * (#times - 1) * CRAWL_DELAY,
+                     ("%d requests in %.3f s"):format(#times, times[#times] - times[1]))
+
+      -- SQLite holds the same rows.
+      lr.run(function()
+        local db = require "luarun.db"
+        local conn <close> = assert(db.open("sqlite:" .. sqlite))
+        local rows = assert(conn:query("select * from pages order by url"))
+        assert.are.equal(#got.pages, #rows)
+        for i, row in ipairs(rows) do
+          local p = got.pages[i]
+          assert.are.equal(p.url, row.url)
+          assert.are.equal(p.depth, row.depth)
+          assert.are.equal(p.title, row.title)
+          if p.product then
+            assert.are.same({p.product.name, p.product.price, p.product.sku, table.concat(p.product.tags, ","),
+                             p.product.in_stock and 1 or 0},
+                            {row.name, row.price, row.sku, row.tags, row.in_stock})
+          else
+            assert.are.equal(db.null, row.sku)
+          end
+        end
+        local b = assert(conn:query("select url, status, found_on from broken order by url"))
+        assert.are.equal(#got.broken, #b)
+        for i, row in ipairs(b) do
+          assert.are.same({got.broken[i].url, got.broken[i].status, got.broken[i].found_on},
+                          {row.url, row.status, row.found_on})
+        end
+      end)
+    end)
+
+    it("refuses bad arguments with its usage", function()
+      local code, _, err = run_example("crawler.lua", "")
+      assert.are.equal(2, code)
+      assert.matches("usage: crawler%.lua URL", err)
+      code, _, err = run_example("crawler.lua", "http://127.0.0.1:1/ --depth many")
+      assert.are.equal(2, code)
+      assert.matches("%-%-depth wants a value", err)
+      code, _, err = run_example("crawler.lua", "http://127.0.0.1:1/ --concurrency 0")
+      assert.are.equal(2, code)
+      assert.matches("%-%-concurrency must be a whole number", err)
+      code, _, err = run_example("crawler.lua", "ftp://example.com/")
+      assert.are.equal(2, code)
+      assert.matches("not an http%(s%) URL", err)
+      -- robots.txt that cannot be fetched means nothing may be crawled (RFC 9309)
+      local stdout
+      code, stdout, err = run_example("crawler.lua", "http://127.0.0.1:1/ --out /dev/null")
+      assert.are.equal(1, code)
+      assert.matches("robots%.txt unavailable %(connect: ", err)
+      assert.are.equal("", stdout)
+    end)
+  end)
+
   describe("servers", function()
     it("serve_delay.lua answers /delay/N after N seconds, many at once", function()
       with_server("serve_delay.lua", function(srv)

@@ -46,6 +46,7 @@ local files = {
   ["luarun"] = "types/luarun.lua", ["luarun.http"] = "types/luarun/http.lua",
   ["luarun.fs"] = "types/luarun/fs.lua", ["luarun.json"] = "types/luarun/json.lua",
   ["luarun.db"] = "types/luarun/db.lua",
+  ["luarun.html"] = "types/luarun/html.lua",
 }
 
 -- Classes written in Lua that are not in the registry: their metatable, by the
@@ -162,7 +163,7 @@ describe("types/", function()
     for _, path in pairs(files) do
       for cls in pairs(parse(path).classes) do annotated[cls] = true end
     end
-    for _, m in ipairs({"luarun", "luarun.http", "luarun.fs", "luarun.json", "luarun.db"}) do require(m) end
+    for _, m in ipairs({"luarun", "luarun.http", "luarun.fs", "luarun.json", "luarun.db", "luarun.html"}) do require(m) end
     local missing = {}
     for k, v in pairs(debug.getregistry()) do
       if type(k) == "string" and k:match("^luarun%.") and type(v) == "table" and
