@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <iconv.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <string.h>
 #include "lr_html.h"
 
@@ -269,7 +270,18 @@ static size_t utf8_seq(const unsigned char *s, size_t n, size_t *bad) {
 /* Counts the replacements clean UTF-8 needs (NULs, invalid subparts); 0: clean. */
 static size_t utf8_faults(const unsigned char *s, size_t n) {
   size_t i = 0, faults = 0, k, bad;
+  uint64_t w;
   while (i < n) {
+    /* Eight bytes at a time while they are ASCII and none is NUL: most of a page is
+     * markup, and this check was 2 % of parsing a 1 MB page byte by byte (perf). */
+    while (n - i >= 8) {
+      memcpy(&w, s + i, 8);
+      if ((w & 0x8080808080808080ull) != 0 ||
+          ((w - 0x0101010101010101ull) & ~w & 0x8080808080808080ull) != 0)
+        break;
+      i += 8;
+    }
+    if (i >= n) break;
     if (s[i] < 0x80) {
       if (s[i] == 0) faults++;
       i++;
