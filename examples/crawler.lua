@@ -22,37 +22,31 @@ usage: crawler.lua URL [--depth N] [--concurrency N] [--delay SECONDS] [--timeou
   --max-size 20     megabytes: a larger answer is recorded as an error, not read
   --out crawl.json  the results; --sqlite also writes pages and broken links there]]
 local function die(code, msg) io.stderr:write(msg, "\n") os.exit(code) end
-local opt = {depth = 3, concurrency = 16, delay = 0.5, timeout = 15, ["max-size"] = 20,
-             out = "crawl.json"}
-local whole = {depth = 0, concurrency = 1}  -- whole numbers, with their least value
-local start
-local i = 1
+local opt = {depth = 3, concurrency = 16, delay = 0.5, timeout = 15, ["max-size"] = 20, out = "crawl.json"}
+local function valid(name, n) -- the numeric options' ranges
+  if name == "depth" then return math.tointeger(n) and n >= 0, "a whole number >= 0" end
+  if name == "concurrency" then return math.tointeger(n) and n >= 1, "a whole number >= 1" end
+  if name == "delay" then return n >= 0, "a number >= 0" end
+  return n > 0, "a number > 0"              -- timeout, max-size
+end
+local start, i = nil, 1
 while arg[i] do
-  local a = arg[i]
-  local name, v = a:match("^%-%-([%w-]+)=(.*)$")
-  if name then
-    i = i + 1
-  else
-    name, v = a:match("^%-%-([%w-]+)$"), arg[i + 1]
-    i = i + (name and 2 or 1)
-  end
+  local name, v = arg[i]:match("^%-%-([%w-]+)=(.*)$")
+  if not name then name, v = arg[i]:match("^%-%-([%w-]+)$"), arg[i + 1] end
   if name == "help" then print(usage) os.exit(0)
   elseif name and (opt[name] ~= nil or name == "sqlite") then
     if v == nil then die(2, "--" .. name .. " wants a value\n" .. usage) end
     if type(opt[name]) == "number" then
       local n = tonumber(v)
-      if whole[name] then n = math.tointeger(n) end
-      if not n or n < (whole[name] or 0) or (name == "max-size" and n <= 0) then
-        die(2, ("--%s wants a %s >= %d, not %q\n%s"):format(name, whole[name] and "whole number" or "number",
-                                                            whole[name] or 0, v, usage))
-      end
-      v = n
+      local ok, what = valid(name, n or -1)
+      if not ok then die(2, ("--%s wants %s, not %q\n%s"):format(name, what, v, usage)) end
+      v = math.tointeger(n) or n
     end
-    opt[name] = v
+    opt[name], i = v, i + (arg[i]:find("=") and 1 or 2)
   elseif not start and not name then
-    start = a
+    start, i = arg[i], i + 1
   else
-    die(2, "unknown argument " .. a .. "\n" .. usage)
+    die(2, "unknown argument " .. arg[i] .. "\n" .. usage)
   end
 end
 if not start then die(2, usage) end
@@ -76,34 +70,26 @@ if not start_url then die(2, "not an http(s) URL without credentials: " .. start
 
 -- ---- where the results go, checked now rather than after a long crawl ----
 local part = opt.out .. ".part"  -- written whole, then renamed: never half a file
-local outf, oerr = io.open(part, "wb")
-if not outf then die(1, "cannot write the results: " .. oerr) end
-local db = opt.sqlite and require "luarun.db"
-local function open_db()
-  if not db then return end
-  local c, e = db.open("sqlite:" .. opt.sqlite)
-  -- this crawl's rows only: an earlier run's are cleared
-  for _, sql in ipairs(c and {[[create table if not exists pages (url text primary key, depth integer,
-      title text, name text, price text, currency text, sku text, tags text, in_stock integer)]],
-      "create table if not exists broken (url text primary key, status integer, found_on text)",
-      "delete from pages", "delete from broken"} or {}) do
-    local ok, serr = c:exec(sql)
-    if not ok then c:close() c, e = nil, serr break end
-  end
-  if not c then os.remove(part) die(1, ("cannot use %s as SQLite: %s"):format(opt.sqlite, e.message)) end
-  return c
+local function need(what, ok, err) -- ok, or stop with what and err
+  if not ok then os.remove(part) die(1, what .. ": " .. tostring(err)) end
+  return ok
 end
-local conn <close> = open_db()
-
+local outf = need("cannot write the results", io.open(part, "wb"))
+local db = opt.sqlite and require "luarun.db"
+local conn <close> = db and need("cannot use " .. opt.sqlite .. " as SQLite", db.open("sqlite:" .. opt.sqlite))
+for _, sql in ipairs(conn and {[[create table if not exists pages (url text primary key, depth integer,
+    title text, name text, price text, currency text, sku text, tags text, in_stock integer)]],
+    "create table if not exists broken (url text primary key, status integer, found_on text)",
+    "delete from pages", "delete from broken"} or {}) do -- this crawl's rows only
+  need("cannot use " .. opt.sqlite .. " as SQLite", conn:exec(sql))
+end
 -- ---- robots.txt of a site: 4xx means no rules; 5xx, 429 or no answer, keep out ----
 local UA = AGENT .. "/1.0 (luarun examples/crawler.lua)"
 local function robots_of(url)
   local robots = assert(http.robots(http.url.join(url, "/robots.txt"), {user_agent = UA}))
   local st, e = robots.status or 200, robots.error -- (too many redirects counts as a 4xx)
-  if (e and e.kind ~= "redirect") or st >= 500 or st == 429 then
-    os.remove(part)
-    die(1, "robots.txt unavailable (" .. tostring(e or st) .. "): nothing may be crawled")
-  end
+  need("robots.txt unavailable, nothing may be crawled",
+       (not e or e.kind == "redirect") and st < 500 and st ~= 429, e or st)
   return robots
 end
 local t0 = lr.now()
@@ -215,18 +201,12 @@ local function crawl()
       local res = results[k]
       local r = res.ok and res.value or res.error
       if not res.ok and not (type(r) == "table" and r.failed) then error(r, 0) end -- a bug
-      if r.error then
-        out.errors[#out.errors + 1] = {url = r.url, status = r.status, error = r.error, found_on = found_on[r.url]}
-      elseif r.broken then
-        out.broken[#out.broken + 1] = {url = r.url, status = r.status, found_on = found_on[r.url]}
-      elseif r.redirect then
-        out.redirects[#out.redirects + 1] = {url = r.url, status = r.status, to = r.redirect, depth = depth}
-      elseif r.page then
-        r.page.url, r.page.depth = r.url, depth
-        out.pages[#out.pages + 1] = r.page
-      else
-        out.files[#out.files + 1] = {url = r.url, type = r.type, depth = depth}
-      end
+      -- each answer is recorded as one of: errors, broken (4xx, 5xx), redirects, pages, files
+      local list = out[r.error and "errors" or r.broken and "broken" or r.redirect and "redirects" or
+                       r.page and "pages" or "files"]
+      local e = r.page or {error = r.error, to = r.redirect, type = r.type}
+      e.url, e.status, e.depth, e.found_on = r.url, r.status, depth, found_on[r.url]
+      list[#list + 1] = e
       -- New links of this site go to the next level, once each; robots.txt decides here.
       -- Most links repeat word for word (menus, footers), so each spelling is looked at once.
       for _, link in ipairs(depth < opt.depth and r.links or {}) do

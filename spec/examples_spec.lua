@@ -352,7 +352,8 @@ describe("examples", function()
         assert.are.equal(site .. "/", got.start)
         assert.are.same({[site .. "/"] = 0, [site .. "/page.html"] = 1, [site .. "/upper"] = 1},
                         keyed(got.pages, "depth"))
-        assert.are.same({{url = site .. "/data.bin", type = "application/octet-stream", depth = 1}}, got.files)
+        assert.are.same({{url = site .. "/data.bin", type = "application/octet-stream", depth = 1, status = 200,
+                          found_on = site .. "/"}}, got.files)
         local errors = {}
         for _, x in ipairs(got.errors) do
           assert.are.equal(site .. "/", x.found_on)
@@ -444,7 +445,7 @@ describe("examples", function()
       -- robots.txt that cannot be fetched means nothing may be crawled (RFC 9309)
       code, stdout, err = run_example("crawler.lua", "http://127.0.0.1:1/ --out " .. q(dir .. "/x.json"))
       assert.are.equal(1, code)
-      assert.matches("robots%.txt unavailable %(connect: ", err)
+      assert.matches("robots%.txt unavailable, nothing may be crawled: connect: ", err)
       assert.are.equal("", stdout)
       assert.is_nil(io.open(dir .. "/x.json.part"))
     end)
