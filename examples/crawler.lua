@@ -14,7 +14,7 @@ local AGENT = "luarun-crawler"            -- the name robots.txt groups are matc
 -- ---- the command line: --name value or --name=value ----
 local usage = [[
 usage: crawler.lua URL [--depth N] [--concurrency N] [--delay SECONDS] [--timeout SECONDS]
-                       [--max-size MB] [--out FILE.json] [--sqlite FILE.db]
+                       [--max-size MB] [--out FILE.json] [--sqlite FILE.db] [--help]
   --depth 3         levels of links to follow from URL
   --concurrency 16  requests at once
   --delay 0.5       seconds between requests (or the site's Crawl-delay, if longer)
@@ -50,7 +50,7 @@ while arg[i] do
   end
 end
 if not start then die(2, usage) end
-local max_size = math.floor(opt["max-size"] * 1e6)
+local max_size = math.max(1, math.floor(opt["max-size"] * 1e6))
 
 -- ---- URLs: one spelling per page, so that the frontier never holds one page twice ----
 -- http.url.normalize lower-cases scheme and host, drops the default port, the fragment
@@ -83,6 +83,7 @@ for _, sql in ipairs(conn and {[[create table if not exists pages (url text prim
     "delete from pages", "delete from broken"} or {}) do -- this crawl's rows only
   need("cannot use " .. opt.sqlite .. " as SQLite", conn:exec(sql))
 end
+
 -- ---- robots.txt of a site: 4xx means no rules; 5xx, 429 or no answer, keep out ----
 local UA = AGENT .. "/1.0 (luarun examples/crawler.lua)"
 local function robots_of(url)
