@@ -13,10 +13,21 @@
 #   bench/crawl.sh [--head]          REPS=5 repetitions (default 5)
 #
 # The site's always-503 page is left out here (it is a 404): its retries and their
-# backoff would add the same fixed sleep to every crawler. pages/s is pages over the
-# crawl's own time (inside each program: robots.txt to the last page); elapsed_s,
-# cpu_s and rss_MB are the whole process's (/usr/bin/time). Medians of REPS, with the
-# range in brackets. The script fails if the crawlers did not all crawl the same pages.
+# backoff would add the same fixed sleep to every crawler. pages/s is pages over
+# crawl_s, the crawl's own time, taken inside each program from the same point (modules
+# loaded, just before robots.txt is asked for) to the end of the crawl (results not yet
+# written):
+#   luarun  lr.now() before robots.txt (the client is made after it, as it needs the
+#           Crawl-delay) to the end of the last level
+#   httpx   time.monotonic() after the AsyncClient is made, to the end of the last level
+#   scrapy  spider_opened to spider_closed (signals): the engine, spider and middlewares
+#           are made, the reactor's start and stop are outside
+# elapsed_s, cpu_s and rss_MB are the whole process's (/usr/bin/time). Medians of REPS,
+# with the range in brackets. The script fails loudly unless the three outputs (of the
+# last repetition) agree: the same pages (URLs normalised), the same fields pulled out
+# of each, the same files and broken links, the same depths for luarun and httpx (both
+# crawl a level at a time) and for Scrapy no depth below theirs (its scheduler is
+# breadth-first but not level by level, so a page may first be reached by a longer path).
 # Goal (issue 16): luarun's pages/s ahead of httpx + asyncio + lxml and of Scrapy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -94,6 +105,51 @@ for r in $(seq "$reps"); do
   run scrapy $py bench/crawl/crawl_scrapy.py "$url" --depth 1000 --concurrency 50 --out "$tmp/scrapy.json"
   echo "  repetition $r done" >&2
 done
+
+# ---- the same crawl everywhere: pages, fields, files, broken links, depths ----
+$py - "$tmp/luarun.json" "$tmp/httpx.json" "$tmp/scrapy.json" <<'EOF'
+import json, sys
+from urllib.parse import urlsplit
+PORTS = {"http": 80, "https": 443}
+FIELDS = ("name", "price", "sku", "currency", "tags", "in_stock")
+def norm(u):
+    p = urlsplit(u)
+    port = ":%d" % p.port if p.port and p.port != PORTS[p.scheme.lower()] else ""
+    return "%s://%s%s%s%s" % (p.scheme.lower(), p.hostname.lower(), port, p.path or "/", "?" + p.query if p.query else "")
+def load(path):
+    d = json.load(open(path))
+    pages = {norm(p["url"]): p for p in d["pages"]}
+    product = lambda p: p.get("product") and {k: p["product"].get(k) for k in FIELDS}
+    return dict(pages=set(pages), depth={u: p["depth"] for u, p in pages.items()},
+                fields={u: (p.get("title"), p.get("headings"), product(p)) for u, p in pages.items()},
+                files={norm(f["url"]) for f in d["files"]},
+                broken={(norm(b["url"]), b["status"]) for b in d["broken"]})
+names = ("luarun", "httpx", "scrapy")
+got = dict(zip(names, map(load, sys.argv[1:])))
+bad = []
+def differ(what, a, b, x, y):
+    if isinstance(x, set):
+        if x != y:
+            bad.append("%s: only %s %s; only %s %s" % (what, a, sorted(x - y)[:5], b, sorted(y - x)[:5]))
+    else:
+        diff = [u for u in x if x[u] != y.get(u)]
+        if diff:
+            bad.append("%s differ on %d pages between %s and %s, e.g. %s: %r / %r" % (
+                what, len(diff), a, b, diff[0], x[diff[0]], y.get(diff[0])))
+for peer in ("httpx", "scrapy"):
+    for what in ("pages", "fields", "files", "broken"):
+        differ(what, "luarun", peer, got["luarun"][what], got[peer][what])
+differ("depths", "luarun", "httpx", got["luarun"]["depth"], got["httpx"]["depth"])
+shallower = [u for u, d in got["scrapy"]["depth"].items() if d < got["luarun"]["depth"].get(u, d)]
+if shallower:
+    bad.append("scrapy found %d pages shallower than the shortest path, e.g. %s" % (len(shallower), shallower[0]))
+deeper = sum(d > got["luarun"]["depth"].get(u, d) for u, d in got["scrapy"]["depth"].items())
+if bad:
+    sys.exit("THE CRAWLERS DID NOT DO THE SAME CRAWL:\n  " + "\n  ".join(bad))
+print("same crawl: %d pages (fields equal), %d files, %d broken links in all three; depths equal for luarun and"
+      " httpx, scrapy deeper on %d pages" % (len(got["luarun"]["pages"]), len(got["luarun"]["files"]),
+                                             len(got["luarun"]["broken"]), deeper))
+EOF
 
 # ---- the table: medians [ranges], the same pages everywhere, ratios ----
 $py - "$tmp/rows" <<'EOF'

@@ -7,7 +7,7 @@
 # The task per page, identical in every peer (bench/html/py_peers.py says it exactly):
 # parse; every a[href] resolved against the page URL or <base href>, fragments
 # dropped, http/https only, duplicates removed; the whitespace-collapsed text of every
-# h2. Every peer runs on core 1 (taskset), times each task inside its own process
+# h2. cheerio runs with its default parser (parse5). Every peer runs on core 1 (taskset), times each task inside its own process
 # (start-up excluded) and prints the median per page; the links and headings must be
 # the same as lxml's (count and FNV-1a hash): a warning and a diff if not.
 #   luarun         html.parse + doc:links() + h2 text (bench/html/luarun_html.lua)
@@ -136,7 +136,9 @@ table() { # the associative arrays' names: the peers', the floor's
   done
 }
 echo
-echo "bench/html.sh $* (pinned to core 1; median of $reps x MULT runs after a warm-up)"
+echo "bench/html.sh $* (pinned to core 1; median of $reps x MULT runs after a warm-up"
+echo "of max(2, MULT) runs of the task per page, the same count in every peer, node included;"
+echo "cheerio parses with its default parser, parse5, a WHATWG parser in JavaScript, not htmlparser2)"
 echo
 echo "Wall ms per page (peak RSS of each whole run below):"
 echo

@@ -215,6 +215,8 @@ describe("examples", function()
       for u in pairs(want_disallowed) do want_disallowed[u] = true end
       assert.are.same(want_disallowed, disallowed)
       assert.are.same({}, got.errors)
+      assert.are.equal(srv.url .. "/", got.start)
+      assert.is_nil(got.partial)
       -- Broken links, each with its status and a page that links to it.
       local broken = within("broken")
       for u in pairs(broken) do broken[u] = true end
@@ -268,6 +270,7 @@ describe("examples", function()
       for _, set in ipairs({pages, files, redirects, broken}) do
         for u in pairs(set) do fetched[u:sub(#srv.url + 1)] = u:find("/status/flaky", 1, true) and 3 or 1 end
       end
+      fetched["/"] = 2 -- once on its own, to learn where the start URL leads, then crawled
       assert.are.same(fetched, counts)
       -- Spaced by Crawl-delay (the crawler's own --delay is 0): the requests' span,
       -- taken by the server, is at least (n - 1) gaps, less some slack for jitter.
@@ -287,9 +290,9 @@ describe("examples", function()
           assert.are.equal(p.depth, row.depth)
           assert.are.equal(p.title, row.title)
           if p.product then
-            assert.are.same({p.product.name, p.product.price, p.product.sku, table.concat(p.product.tags, ","),
-                             p.product.in_stock and 1 or 0},
-                            {row.name, row.price, row.sku, row.tags, row.in_stock})
+            assert.are.same({p.product.name, p.product.price, p.product.currency, p.product.sku,
+                             table.concat(p.product.tags, ","), p.product.in_stock and 1 or 0},
+                            {row.name, row.price, row.currency, row.sku, row.tags, row.in_stock})
           else
             assert.are.equal(db.null, row.sku)
           end
@@ -303,25 +306,148 @@ describe("examples", function()
       end)
     end)
 
+    -- A second, small site of what goes wrong: a start URL that redirects to another
+    -- host name, a page over --max-size, a binary file, a 204, redirects without a
+    -- usable Location, a content type in capitals, links with credentials and to https.
+    it("records what is not a page, and follows a start URL that redirects", function()
+      local sdir = util.new_dir()
+      assert(os.execute("mkdir " .. q(sdir .. "/root")))
+      util.put(sdir .. "/root/robots.txt", "User-agent: *\nAllow: /\n")
+      util.put(sdir .. "/root/index.html", table.concat({
+        "<title>Odd site</title>", '<a href="/page.html">p</a>', '<a href="big.html">big</a>',
+        '<a href="/data.bin">bin</a>', '<a href="/nocontent">204</a>', '<a href="/noloc">302</a>',
+        '<a href="/badloc">303</a>', '<a href="/upper">caps</a>',
+        '<a href="http://ann:secret@localhost:@PORT@/secret.html">creds</a>',
+        '<a href="https://localhost:@PORT@/tls.html">https</a>'}, "\n"))
+      util.put(sdir .. "/root/page.html", "<title>Page</title><h2>Plain</h2>")
+      util.put(sdir .. "/root/upper", "<title>Upper</title>")
+      util.put(sdir .. "/root/secret.html", "<title>Secret</title>")
+      util.put(sdir .. "/root/big.html", "<title>Big</title>" .. ("<p>filler</p>\n"):rep(20000))
+      local bin = {}
+      for k = 0, 2047 do bin[#bin + 1] = string.char(k % 256) end
+      util.put(sdir .. "/root/data.bin", table.concat(bin))
+      util.put(sdir .. "/locations.conf", table.concat({
+        "location = /start { return 301 http://localhost:$server_port/; }",
+        "location = /nocontent { return 204; }",
+        "location = /noloc { return 302; }",
+        'location = /badloc { return 303 "http://bad host:99999/"; }',
+        'location = /upper { types { } default_type "Text/HTML; charset=UTF-8"; }'}, "\n"))
+      local odd = require("support.nginx").start(sdir .. "/root", {include = sdir .. "/locations.conf"})
+      local ok, e = pcall(function()
+        local site = "http://localhost:" .. odd.port
+        local out, sqlite = sdir .. "/crawl.json", sdir .. "/crawl.db"
+        lr.run(function() -- a database with an earlier crawl's row, which must go
+          local db = require "luarun.db"
+          local conn <close> = assert(db.open("sqlite:" .. sqlite))
+          assert(conn:exec("create table pages (url text primary key, depth integer, title text, name text," ..
+                           " price text, currency text, sku text, tags text, in_stock integer)"))
+          assert(conn:exec("insert into pages (url, depth) values ('http://old.test/', 0)"))
+        end)
+        local code, stdout, err = util.sh("timeout 60 " .. q(util.bin) .. " examples/crawler.lua " ..
+          q(odd.url .. "/start") .. " --depth=2 --delay 0 --max-size 0.1 --out=" .. q(out) .. " --sqlite " .. q(sqlite))
+        assert.are.equal(0, code, err .. stdout)
+        assert.is_nil((stdout .. err):find("secret", 1, true)) -- credentials are never printed
+        local got = json.decode(util.slurp(out))
+        assert.are.equal(odd.url .. "/start", got.requested)
+        assert.are.equal(site .. "/", got.start)
+        assert.are.same({[site .. "/"] = 0, [site .. "/page.html"] = 1, [site .. "/upper"] = 1},
+                        keyed(got.pages, "depth"))
+        assert.are.same({{url = site .. "/data.bin", type = "application/octet-stream", depth = 1, status = 200,
+                          found_on = site .. "/"}}, got.files)
+        local errors = {}
+        for _, x in ipairs(got.errors) do
+          assert.are.equal(site .. "/", x.found_on)
+          errors[x.url] = (x.status or "-") .. " " .. x.error:match("^[^:]*")
+        end
+        assert.are.same({[site .. "/big.html"] = "- too_large", [site .. "/nocontent"] = "204 nothing to read",
+                         [site .. "/noloc"] = "302 no Location", [site .. "/badloc"] = "303 unusable Location"},
+                        errors)
+        assert.are.same({}, got.broken)
+        assert.are.same({}, got.redirects)
+        -- nothing requested with the credentials, nor over https (another site)
+        for _, l in ipairs(odd:log()) do assert.are_not.equal("/secret.html", l.uri) end
+        assert.matches("crawled 3 pages and 1 other files to depth 2", stdout)
+        assert.matches("error: " .. (site .. "/noloc"):gsub("%p", "%%%0") .. ": no Location", stdout)
+        lr.run(function()
+          local db = require "luarun.db"
+          local conn <close> = assert(db.open("sqlite:" .. sqlite))
+          local rows = assert(conn:query("select url, title from pages order by url"))
+          assert.are.same({site .. "/", site .. "/page.html", site .. "/upper"},
+                          {rows[1].url, rows[2].url, rows[3].url})
+          assert.are.equal(3, #rows)
+          assert.are.equal("Upper", rows[3].title)
+        end)
+      end)
+      odd:stop()
+      os.execute("rm -rf " .. q(sdir))
+      assert(ok, e)
+    end)
+
+    it("writes what it has, marked partial, when stopped by SIGTERM", function()
+      local out = dir .. "/partial.json"
+      -- --delay 0.2: the crawl takes a minute; it is stopped once it has asked for a few pages
+      local inner = "echo $$ > " .. q(dir .. "/pid") .. "; exec " .. q(util.bin) .. " examples/crawler.lua " ..
+                    q(srv.url .. "/") .. " --delay 0.2 --out " .. q(out)
+      assert(os.execute(("( sh -c %s > %s 2> %s; echo $? > %s ) &"):format(q(inner), q(dir .. "/pout"),
+                        q(dir .. "/perr"), q(dir .. "/prc"))))
+      local before = #srv:log()
+      for _ = 1, 200 do
+        if #srv:log() >= before + 6 then break end
+        os.execute("sleep 0.05")
+      end
+      os.execute("kill -TERM " .. util.slurp(dir .. "/pid"):match("%d+"))
+      local rc
+      for _ = 1, 200 do
+        local f = io.open(dir .. "/prc", "rb")
+        rc = f and tonumber(f:read("a"))
+        if f then f:close() end
+        if rc then break end
+        os.execute("sleep 0.05")
+      end
+      assert.are.equal(143, rc, util.slurp(dir .. "/perr"))
+      assert.matches("partial results in", util.slurp(dir .. "/perr"))
+      local got = json.decode(util.slurp(out))
+      assert.is_true(got.partial)
+      assert.is_true(#got.pages >= 1)
+      assert.are.equal(srv.url .. "/", got.pages[1].url)
+    end)
+
     it("refuses bad arguments with its usage", function()
-      local code, _, err = run_example("crawler.lua", "")
+      local code, stdout, err = run_example("crawler.lua", "")
       assert.are.equal(2, code)
       assert.matches("usage: crawler%.lua URL", err)
-      code, _, err = run_example("crawler.lua", "http://127.0.0.1:1/ --depth many")
-      assert.are.equal(2, code)
-      assert.matches("%-%-depth wants a value", err)
-      code, _, err = run_example("crawler.lua", "http://127.0.0.1:1/ --concurrency 0")
-      assert.are.equal(2, code)
-      assert.matches("%-%-concurrency must be a whole number", err)
+      code, stdout = run_example("crawler.lua", "--help")
+      assert.are.equal(0, code)
+      assert.matches("usage: crawler%.lua URL", stdout)
+      for args, msg in pairs({["--depth many"] = "%-%-depth wants a whole number >= 0",
+                              ["--depth=1.5"] = "%-%-depth wants a whole number >= 0",
+                              ["--concurrency 0"] = "%-%-concurrency wants a whole number >= 1",
+                              ["--max-size=0"] = "%-%-max%-size wants a number",
+                              ["--out"] = "%-%-out wants a value", ["--colour red"] = "unknown argument %-%-colour"}) do
+        code, _, err = run_example("crawler.lua", "http://127.0.0.1:1/ " .. args)
+        assert.are.equal(2, code, args)
+        assert.matches(msg, err)
+      end
       code, _, err = run_example("crawler.lua", "ftp://example.com/")
       assert.are.equal(2, code)
       assert.matches("not an http%(s%) URL", err)
-      -- robots.txt that cannot be fetched means nothing may be crawled (RFC 9309)
-      local stdout
-      code, stdout, err = run_example("crawler.lua", "http://127.0.0.1:1/ --out /dev/null")
+      code, _, err = run_example("crawler.lua", "http://ann:secret@example.com/")
+      assert.are.equal(2, code)
+      assert.is_nil(err:find("secret", 1, true))
+      -- Where the results go is checked before anything is fetched.
+      code, _, err = run_example("crawler.lua", "http://127.0.0.1:1/ --out /nonexistent/dir/x.json")
       assert.are.equal(1, code)
-      assert.matches("robots%.txt unavailable %(connect: ", err)
+      assert.matches("cannot write the results", err)
+      code, _, err = run_example("crawler.lua", "http://127.0.0.1:1/ --out " .. q(dir .. "/x.json") ..
+                                 " --sqlite /nonexistent/dir/x.db")
+      assert.are.equal(1, code)
+      assert.matches("cannot use /nonexistent/dir/x%.db as SQLite", err)
+      -- robots.txt that cannot be fetched means nothing may be crawled (RFC 9309)
+      code, stdout, err = run_example("crawler.lua", "http://127.0.0.1:1/ --out " .. q(dir .. "/x.json"))
+      assert.are.equal(1, code)
+      assert.matches("robots%.txt unavailable, nothing may be crawled: connect: ", err)
       assert.are.equal("", stdout)
+      assert.is_nil(io.open(dir .. "/x.json.part"))
     end)
   end)
 

@@ -49,9 +49,10 @@ def make_lxml():
     def task(data, url):
         doc = lxml.html.fromstring(data, parser=parser)
         base = url
-        b = doc.xpath("//base[@href][1]/@href")
-        if b:
-            base = urljoin(url, b[0].strip(STRIP))
+        # <base> lives in <head>: a path from the root, not a search of the whole document
+        b = doc.find("head/base[@href]")
+        if b is not None:
+            base = urljoin(url, b.get("href").strip(STRIP))
         seen, links = set(), []
         for a in sel_a(doc):
             keep(base, a.get("href"), seen, links)
@@ -66,7 +67,7 @@ def make_bs4(builder):
     def task(data, url):
         soup = BeautifulSoup(data, builder, from_encoding="utf-8")
         base = url
-        b = soup.find("base", href=True)
+        b = soup.head.find("base", href=True) if soup.head else None  # in <head> only
         if b:
             base = urljoin(url, b["href"].strip(STRIP))
         seen, links = set(), []
