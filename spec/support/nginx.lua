@@ -25,19 +25,9 @@ local read_file = util.read_file
 
 M.bin = "/usr/sbin/nginx"
 
--- Commands run without the ASan runtime that the sanitizer run preloads into busted.
-local clean_env = "unset LD_PRELOAD ASAN_OPTIONS UBSAN_OPTIONS; "
+local sh = require("support.util").sh_clean -- without the ASan runtime
 
-local function sh(cmd) -- runs cmd; returns ok, output (stdout and stderr)
-  local p = assert(io.popen(clean_env .. "( " .. cmd .. " ) 2>&1"))
-  local out = p:read("a")
-  local ok = p:close()
-  return ok, out
-end
-
-local function alive(pid)
-  return pid ~= nil and os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
-end
+local alive = require("support.util").alive
 
 local function own_pid()
   return assert(read_file("/proc/self/stat")):match("^(%d+)")

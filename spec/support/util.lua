@@ -123,6 +123,21 @@ function M.sh(cmd, input)
   return code, out, err
 end
 
+--- Runs a command without the ASan runtime that the sanitizer run preloads into
+-- busted (for servers the specs start: nginx, PostgreSQL); returns ok and its
+-- stdout and stderr together.
+function M.sh_clean(cmd)
+  local p = assert(io.popen("unset LD_PRELOAD ASAN_OPTIONS UBSAN_OPTIONS; ( " .. cmd .. " ) 2>&1"))
+  local out = p:read("a")
+  local ok = p:close()
+  return ok, out
+end
+
+--- Whether the process pid exists (kill -0).
+function M.alive(pid)
+  return pid ~= nil and os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
+end
+
 --- Runs luarun on a script given as a string; returns exit code, stdout, stderr.
 -- @param args string|nil: the script's arguments, shell syntax
 -- @param flags string|nil: luarun's own options (before the script), shell syntax
