@@ -12,13 +12,7 @@ local SEED = tonumber(os.getenv("LUARUN_FUZZ_SEED") or "") or 16017
 local COUNT = 6000
 
 local rand = math.random
-local function pick(list) return list[rand(#list)] end
-
-local function random_bytes(n)
-  local t = {}
-  for i = 1, n do t[i] = string.char(rand(0, 255)) end
-  return table.concat(t)
-end
+local pick, random_bytes = require("support.util").pick, require("support.util").random_bytes
 
 local SEEDS = {
   "http://a/b/c/d;p?q", "https://user:pw@Example.COM:8443/x/../y/./z?a=1&b#frag",

@@ -12,13 +12,7 @@ local PATHS = 20
 
 local rand = math.random
 
-local function pick(list) return list[rand(#list)] end
-
-local function random_bytes(n)
-  local t = {}
-  for i = 1, n do t[i] = string.char(rand(0, 255)) end
-  return table.concat(t)
-end
+local pick, random_bytes = require("support.util").pick, require("support.util").random_bytes
 
 local PIECES = {"/", "*", "$", "a", "b", "%", "%2", "%2f", "%7E", "?", "=", "&", "#", " ",
                 "\t", "\xc3\xa9", "\0", "..", "**", "*$", "$*", "/robots.txt"}

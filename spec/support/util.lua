@@ -138,6 +138,16 @@ function M.alive(pid)
   return pid ~= nil and os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
 end
 
+--- For fuzz specs: a random element of list, and n random bytes (math.random, which
+-- the spec seeds).
+function M.pick(list) return list[math.random(#list)] end
+
+function M.random_bytes(n)
+  local t = {}
+  for i = 1, n do t[i] = string.char(math.random(0, 255)) end
+  return table.concat(t)
+end
+
 --- Runs luarun on a script given as a string; returns exit code, stdout, stderr.
 -- @param args string|nil: the script's arguments, shell syntax
 -- @param flags string|nil: luarun's own options (before the script), shell syntax
