@@ -16,7 +16,7 @@ xmlNode *html_el_check(lua_State *L, int idx, const char *fname) {
   lua_getiuservalue(L, idx, 1);
   d = lua_touserdata(L, -1);
   lua_pop(L, 1); /* the element's user value keeps it */
-  if (d->doc == NULL) luaL_error(L, "html: the document is closed");
+  if (d->doc == NULL || d->closed) luaL_error(L, "html: the document is closed");
   return e->n;
 }
 
@@ -73,6 +73,8 @@ static int el_attr(lua_State *L) {
 static int el_attrs(lua_State *L) {
   xmlNode *n = html_el_check(L, 1, "attrs");
   xmlAttr *a;
+  lua_settop(L, 1);
+  html_doc_hold(L, html_el_doc(L, 1));
   lua_newtable(L);
   for (a = n->properties; a; a = a->next) {
     if (a->type != XML_ATTRIBUTE_NODE || a->name == NULL) continue;
@@ -189,6 +191,7 @@ static int el_text(lua_State *L) {
     lua_getfield(L, 2, "raw");
     raw = lua_toboolean(L, -1);
   }
+  html_doc_hold(L, html_el_doc(L, 1));
   html_push_text(L, n, raw);
   return 1;
 }
@@ -227,6 +230,7 @@ static int el_children(lua_State *L) {
   xmlNode *n = html_el_check(L, 1, "children"), *c;
   int doc = html_el_doc(L, 1);
   lua_Integer i = 0;
+  html_doc_hold(L, doc);
   lua_newtable(L);
   for (c = n->children; c; c = c->next) {
     if (c->type != XML_ELEMENT_NODE) continue;

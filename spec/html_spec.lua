@@ -411,6 +411,63 @@ describe("luarun.html", function()
     end)
   end)
 
+  -- Finalizers run wherever Lua allocates, so in the middle of a query turning nodes
+  -- into elements: what they do must not free what the query is reading.
+  describe("finalizers during a query", function()
+    local function garbage(n, fn)
+      local mt = {__gc = fn}
+      collectgarbage("stop") -- none finalized before the query starts
+      for _ = 1, n do setmetatable({}, mt) end
+      collectgarbage("restart")
+    end
+
+    it("an xpath call from a finalizer leaves the outer xpath result alone", function()
+      local doc = parse(string.rep("<p><b>x</b></p>", 20000))
+      local other = parse("<i>1</i><i>2</i>")
+      local fired = 0
+      garbage(2000, function() fired = fired + 1; assert(#other:xpath("//i") == 2) end)
+      local r = doc:xpath("//p")
+      assert.are.equal(20000, #r)
+      assert.are.equal("p", r[20000].tag)
+      collectgarbage()
+      assert.is_true(fired > 0)
+    end)
+
+    it("the same selector from a finalizer does not share the outer select's memo", function()
+      local deep = parse(string.rep("<div>", 5000) .. "<span>x</span>")
+      local doc = parse(string.rep("<div><span>x</span></div>", 3000))
+      local inner = {}
+      garbage(500, function() inner[#inner + 1] = #deep:select("div span") end)
+      assert.are.equal(3000, #doc:select("div span"))
+      collectgarbage()
+      assert.is_true(#inner > 0)
+      for _, n in ipairs(inner) do assert.are.equal(1, n) end
+      assert.are.equal(3000, #doc:select("div span")) -- the memo still works after
+    end)
+
+    it("close from a finalizer waits for the walk, then the document is closed", function()
+      for _, q in ipairs({
+        function(d) return #d:select("p b") end,
+        function(d) return #d:xpath("//b") end,
+        function(d) return #d:links() end,
+        function(d) return #d.root:select_one("body"):children() end,
+        function(d) return #d.root:text() end,
+      }) do
+        local doc = parse(string.rep('<p><b><a href="http://h.example/x">x</a></b></p>', 20000))
+        garbage(200, function() doc:close() end)
+        local ok, n = pcall(q, doc)
+        collectgarbage()
+        if ok then -- closed mid-walk: the walk finished first
+          assert.is_true(n > 0)
+        else -- closed as the query started (its first allocation): it raises
+          assert.truthy(tostring(n):find("html: the document is closed", 1, true))
+        end
+        assert.truthy(tostring(util.raises(function() return doc:select("p") end)):find("closed", 1, true))
+        assert.truthy(tostring(doc):find("closed", 1, true))
+      end
+    end)
+  end)
+
   describe("html.parse of a response", function()
     local bin
     setup(function() bin = srv.httpbin() end)
