@@ -133,11 +133,14 @@ static xmlNode *next_node(xmlNode *n, xmlNode *root, int descend) {
   return NULL;
 }
 
-/* The first element named name (lowercase) in document order, or NULL. */
-static xmlNode *first_named(xmlDoc *doc, const char *name) {
+/* The first element named name (lowercase) in document order, having attribute attr
+ * when attr is not NULL, or NULL. */
+static xmlNode *first_named(xmlDoc *doc, const char *name, const char *attr) {
   xmlNode *root = (xmlNode *)doc, *n = root;
   while ((n = next_node(n, root, 1)) != NULL)
-    if (n->type == XML_ELEMENT_NODE && strcmp((const char *)n->name, name) == 0) return n;
+    if (n->type == XML_ELEMENT_NODE && strcmp((const char *)n->name, name) == 0 &&
+        (attr == NULL || html_find_attr(n, attr) != NULL))
+      return n;
   return NULL;
 }
 
@@ -159,7 +162,7 @@ static int doc_index(lua_State *L) {
   if ((k = lua_tostring(L, 2)) == NULL) return 1;
   if (strcmp(k, "title") == 0) {
     d = html_doc_check(L, 1, "title");
-    if ((n = first_named(d->doc, "title")) == NULL) return 1;
+    if ((n = first_named(d->doc, "title", NULL)) == NULL) return 1;
     html_push_text(L, n, 0);
     return 1;
   }
@@ -210,7 +213,7 @@ static int doc_xpath(lua_State *L) {
 static lr_url_base *links_base(lua_State *L, html_doc *d) {
   char err[256];
   lr_url_base *page = NULL, *b = NULL;
-  xmlNode *base = first_named(d->doc, "base");
+  xmlNode *base = first_named(d->doc, "base", "href"); /* WHATWG: the first with href */
   xmlAttr *href = base ? html_find_attr(base, "href") : NULL;
   size_t len;
   const char *url;

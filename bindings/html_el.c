@@ -61,9 +61,11 @@ void html_push_attr_value(lua_State *L, xmlAttr *a) {
 
 static int el_attr(lua_State *L) {
   xmlNode *n = html_el_check(L, 1, "attr");
-  const char *name = lua_tostring(L, 2);
-  if (lua_type(L, 2) != LUA_TSTRING)
-    return luaL_error(L, "bad argument #1 to 'attr' (string expected, got %s)", luaL_typename(L, 2));
+  const char *name;
+  if (lua_type(L, 2) != LUA_TSTRING) /* checked first: lua_tostring converts a number */
+    return luaL_error(L, "bad argument #1 to 'attr' (string expected, got %s)",
+                      luaL_typename(L, 2));
+  name = lua_tostring(L, 2);
   xmlAttr *a = n->type == XML_ELEMENT_NODE ? html_find_attr(n, name) : NULL;
   if (a == NULL) return 0;
   html_push_attr_value(L, a);

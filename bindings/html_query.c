@@ -214,6 +214,9 @@ static xmlXPathCompExpr *compiled_xpath(lua_State *L, xmlXPathContext *xp, int e
   const char *expr = lua_tolstring(L, expr_idx, &len);
   xpath_box *b = cache_get(L, &XPATH_CACHE, expr_idx);
   if (b) return b->c;
+  if (strlen(expr) != len)
+    luaL_error(L, "html: invalid XPath: the expression contains a NUL byte (at offset %d)",
+               (int)strlen(expr));
   b = new_box(L, sizeof *b, &XPATH_BOX_MT, xpath_box_gc);
   lr_xml.xmlResetLastError();
   if (strlen(expr) != len || (b->c = lr_xml.xmlXPathCtxtCompile(xp, (const xmlChar *)expr)) == NULL) {

@@ -318,6 +318,8 @@ describe("luarun.html", function()
       local h2 = doc:select_one("h2")
       for _, c in ipairs({
         {function() return h2.attr(h2) end, "bad argument #1 to 'attr' (string expected, got no value)"},
+        {function() return h2:attr(1) end, "bad argument #1 to 'attr' (string expected, got number)"},
+        {function() return doc:xpath("//h2\0[1]") end, "html: invalid XPath: the expression contains a NUL byte (at offset 4)"},
         {function() return h2.text(h2, 5) end, "bad argument #1 to 'text' (table expected, got number)"},
         {function() return h2.html(doc) end, "calling 'html' on bad self (luarun.html.Element expected"},
         {function() return doc.links(h2) end, "calling 'links' on bad self (luarun.html.Document expected"},
@@ -363,6 +365,9 @@ describe("luarun.html", function()
       assert.are.same({"http://abs.example/p"}, doc:links())
       doc = parse('<base href="http://b.example/x/"><a href="rel.html">r</a>')
       assert.are.same({"http://b.example/x/rel.html"}, doc:links())
+      -- WHATWG: the first <base> that has an href, not the first <base>
+      doc = parse('<base target="_top"><base href="http://c.example/y/"><a href="r">r</a>')
+      assert.are.same({"http://c.example/y/r"}, doc:links())
     end)
   end)
 
