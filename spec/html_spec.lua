@@ -144,6 +144,12 @@ describe("luarun.html", function()
 
     it("ignores an unknown label and goes on down the order", function()
       assert.are.same({"\u{e9}", "utf-8"}, {p_text("<meta charset=klingon><p>\xc3\xa9</p>")})
+      -- WHATWG prescan: a charset attribute that fails skips the whole meta
+      assert.are.same({"\u{e9}", "utf-8"}, {p_text("<meta charset=bogus http-equiv=content-type " ..
+        "content='text/html; charset=koi8-r'><p>\xc3\xa9</p>")})
+      -- a repeated Content-Type joined with ','
+      assert.are.same({"\u{416}", "koi8-r"},
+                      {p_text("<p>\xf6</p>", {content_type = "text/html; charset=koi8-r, text/html"})})
     end)
 
     it("replaces invalid UTF-8 in a UTF-8 page with U+FFFD", function()
