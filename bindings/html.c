@@ -24,6 +24,10 @@
 
 void html_doc_release(lua_State *L, html_doc *d) {
   lr_task *t;
+  if (d->busy > 0) { /* a walk is reading the tree (a finalizer closes it) */
+    d->closed = 1;
+    return;
+  }
   if (d->xp) lr_xml.xmlXPathFreeContext(d->xp);
   d->xp = NULL;
   if (d->base) lr_url_base_free(d->base);
@@ -43,8 +47,43 @@ html_doc *html_doc_check(lua_State *L, int idx, const char *fname) {
   if (d == NULL)
     luaL_error(L, "calling '%s' on bad self (%s expected, got %s)", fname, HTML_DOC_MT,
                luaL_typename(L, idx));
-  if (d->doc == NULL) luaL_error(L, "html: the document is closed");
+  if (d->doc == NULL || d->closed) luaL_error(L, "html: the document is closed");
   return d;
+}
+
+static char HOLD_MT;
+
+static int hold_close(lua_State *L) {
+  html_doc **h = lua_touserdata(L, 1);
+  html_doc *d = *h;
+  if (d == NULL) return 0;
+  *h = NULL;
+  if (--d->busy == 0 && d->closed) html_doc_release(L, d);
+  return 0;
+}
+
+void html_doc_hold(lua_State *L, int doc_idx) {
+  html_doc *d = lua_touserdata(L, doc_idx);
+  html_doc **h;
+  doc_idx = lua_absindex(L, doc_idx);
+  h = lua_newuserdatauv(L, sizeof *h, 1);
+  *h = NULL;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &HOLD_MT) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, hold_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &HOLD_MT);
+  }
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, doc_idx); /* kept alive while held */
+  lua_setiuservalue(L, -2, 1);
+  lua_toclose(L, -1);
+  *h = d, d->busy++; /* after every allocation: a raise above leaves busy as it was */
+  /* those allocations may have run a finalizer that closed it: the caller's nodes
+   * are then gone */
+  if (d->doc == NULL || d->closed) luaL_error(L, "html: the document is closed");
 }
 
 static int doc_gc(lua_State *L) {
@@ -94,11 +133,14 @@ static xmlNode *next_node(xmlNode *n, xmlNode *root, int descend) {
   return NULL;
 }
 
-/* The first element named name (lowercase) in document order, or NULL. */
-static xmlNode *first_named(xmlDoc *doc, const char *name) {
+/* The first element named name (lowercase) in document order, having attribute attr
+ * when attr is not NULL, or NULL. */
+static xmlNode *first_named(xmlDoc *doc, const char *name, const char *attr) {
   xmlNode *root = (xmlNode *)doc, *n = root;
   while ((n = next_node(n, root, 1)) != NULL)
-    if (n->type == XML_ELEMENT_NODE && strcmp((const char *)n->name, name) == 0) return n;
+    if (n->type == XML_ELEMENT_NODE && strcmp((const char *)n->name, name) == 0 &&
+        (attr == NULL || html_find_attr(n, attr) != NULL))
+      return n;
   return NULL;
 }
 
@@ -120,7 +162,7 @@ static int doc_index(lua_State *L) {
   if ((k = lua_tostring(L, 2)) == NULL) return 1;
   if (strcmp(k, "title") == 0) {
     d = html_doc_check(L, 1, "title");
-    if ((n = first_named(d->doc, "title")) == NULL) return 1;
+    if ((n = first_named(d->doc, "title", NULL)) == NULL) return 1;
     html_push_text(L, n, 0);
     return 1;
   }
@@ -144,7 +186,7 @@ static int doc_index(lua_State *L) {
 
 static int doc_tostring(lua_State *L) {
   html_doc *d = luaL_checkudata(L, 1, HTML_DOC_MT);
-  lua_pushfstring(L, "%s (%s, %I bytes)", HTML_DOC_MT, d->doc ? "open" : "closed",
+  lua_pushfstring(L, "%s (%s, %I bytes)", HTML_DOC_MT, d->doc && !d->closed ? "open" : "closed",
                   (lua_Integer)d->bytes);
   return 1;
 }
@@ -171,7 +213,7 @@ static int doc_xpath(lua_State *L) {
 static lr_url_base *links_base(lua_State *L, html_doc *d) {
   char err[256];
   lr_url_base *page = NULL, *b = NULL;
-  xmlNode *base = first_named(d->doc, "base");
+  xmlNode *base = first_named(d->doc, "base", "href"); /* WHATWG: the first with href */
   xmlAttr *href = base ? html_find_attr(base, "href") : NULL;
   size_t len;
   const char *url;
@@ -216,15 +258,16 @@ static int doc_links(lua_State *L) {
   xmlNode *root = (xmlNode *)d->doc, *n = root;
   char err[256];
   lua_Integer count = 0;
+  lua_settop(L, 1);
+  html_doc_hold(L, 1); /* 2 */
   if (!d->base_done) {
     if (lr_curl_load(err, sizeof err) != 0) return luaL_error(L, "doc:links: %s", err);
     d->base = links_base(L, d);
     d->base_done = 1;
   }
-  lua_settop(L, 1);
-  lua_newtable(L); /* 2: the result */
-  lua_newtable(L); /* 3: URLs seen */
-  lua_newtable(L); /* 4: hrefs seen (a page repeats its links: join each once) */
+  lua_newtable(L); /* 3: the result */
+  lua_newtable(L); /* 4: URLs seen */
+  lua_newtable(L); /* 5: hrefs seen (a page repeats its links: join each once) */
   while ((n = next_node(n, root, 1)) != NULL) {
     xmlAttr *href;
     const char *ref;
@@ -236,14 +279,14 @@ static int doc_links(lua_State *L) {
     if ((href = html_find_attr(n, "href")) == NULL) continue;
     html_push_attr_value(L, href);
     lua_pushvalue(L, -1);
-    if (lua_rawget(L, 4) != LUA_TNIL) {
+    if (lua_rawget(L, 5) != LUA_TNIL) {
       lua_pop(L, 2);
       continue;
     }
     lua_pop(L, 1);
     lua_pushvalue(L, -1);
     lua_pushboolean(L, 1);
-    lua_rawset(L, 4);
+    lua_rawset(L, 5);
     ref = lua_tolstring(L, -1, &len);
     if (d->base) {
       abs = lr_url_join(d->base, ref, len, LR_URL_NO_FRAGMENT, &alen, err, sizeof err);
@@ -260,19 +303,19 @@ static int doc_links(lua_State *L) {
     if (is_http(abs, alen)) {
       lua_pushlstring(L, abs, alen);
       lua_pushvalue(L, -1);
-      if (lua_rawget(L, 3) == LUA_TNIL) {
+      if (lua_rawget(L, 4) == LUA_TNIL) {
         lua_pop(L, 1);
         lua_pushvalue(L, -1);
         lua_pushboolean(L, 1);
-        lua_rawset(L, 3);
-        lua_rawseti(L, 2, ++count);
+        lua_rawset(L, 4);
+        lua_rawseti(L, 3, ++count);
       } else {
         lua_pop(L, 2);
       }
     }
     free(abs);
   }
-  lua_settop(L, 2);
+  lua_settop(L, 3);
   return 1;
 }
 

@@ -25,6 +25,8 @@ typedef struct html_doc {
   lr_url_base *base;          /* links(): made on first use */
   int base_done;              /* base computed (it may be NULL: no base) */
   size_t bytes;               /* the page's size, for the collector's nudge */
+  int busy;                   /* walks under way (html_doc_hold) */
+  int closed;                 /* closed while busy: the free waits for busy == 0 */
 } html_doc;
 
 typedef struct html_el {
@@ -43,8 +45,13 @@ xmlNode *html_el_check(lua_State *L, int idx, const char *fname);
 int html_el_doc(lua_State *L, int idx);
 /* Pushes an element for n, a node of the document whose userdata is at doc_idx. */
 void html_push_el(lua_State *L, int doc_idx, xmlNode *n);
-/* Frees what a document owns (its __gc and close). */
+/* Frees what a document owns (its __gc and close); while a walk holds the document
+ * it is only marked closed, and freed when the last walk ends. */
 void html_doc_release(lua_State *L, html_doc *d);
+/* Holds the document at doc_idx for a walk that allocates (so runs finalizers, which
+ * may close it): pushes a to-be-closed guard that lets go when the calling C
+ * function returns or raises. Call it before any other to-be-closed slot. */
+void html_doc_hold(lua_State *L, int doc_idx);
 
 /* html_el.c */
 void html_el_register(lua_State *L);

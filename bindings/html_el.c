@@ -16,7 +16,7 @@ xmlNode *html_el_check(lua_State *L, int idx, const char *fname) {
   lua_getiuservalue(L, idx, 1);
   d = lua_touserdata(L, -1);
   lua_pop(L, 1); /* the element's user value keeps it */
-  if (d->doc == NULL) luaL_error(L, "html: the document is closed");
+  if (d->doc == NULL || d->closed) luaL_error(L, "html: the document is closed");
   return e->n;
 }
 
@@ -61,9 +61,11 @@ void html_push_attr_value(lua_State *L, xmlAttr *a) {
 
 static int el_attr(lua_State *L) {
   xmlNode *n = html_el_check(L, 1, "attr");
-  const char *name = lua_tostring(L, 2);
-  if (lua_type(L, 2) != LUA_TSTRING)
-    return luaL_error(L, "bad argument #1 to 'attr' (string expected, got %s)", luaL_typename(L, 2));
+  const char *name;
+  if (lua_type(L, 2) != LUA_TSTRING) /* checked first: lua_tostring converts a number */
+    return luaL_error(L, "bad argument #1 to 'attr' (string expected, got %s)",
+                      luaL_typename(L, 2));
+  name = lua_tostring(L, 2);
   xmlAttr *a = n->type == XML_ELEMENT_NODE ? html_find_attr(n, name) : NULL;
   if (a == NULL) return 0;
   html_push_attr_value(L, a);
@@ -73,6 +75,8 @@ static int el_attr(lua_State *L) {
 static int el_attrs(lua_State *L) {
   xmlNode *n = html_el_check(L, 1, "attrs");
   xmlAttr *a;
+  lua_settop(L, 1);
+  html_doc_hold(L, html_el_doc(L, 1));
   lua_newtable(L);
   for (a = n->properties; a; a = a->next) {
     if (a->type != XML_ATTRIBUTE_NODE || a->name == NULL) continue;
@@ -189,6 +193,7 @@ static int el_text(lua_State *L) {
     lua_getfield(L, 2, "raw");
     raw = lua_toboolean(L, -1);
   }
+  html_doc_hold(L, html_el_doc(L, 1));
   html_push_text(L, n, raw);
   return 1;
 }
@@ -227,6 +232,7 @@ static int el_children(lua_State *L) {
   xmlNode *n = html_el_check(L, 1, "children"), *c;
   int doc = html_el_doc(L, 1);
   lua_Integer i = 0;
+  html_doc_hold(L, doc);
   lua_newtable(L);
   for (c = n->children; c; c = c->next) {
     if (c->type != XML_ELEMENT_NODE) continue;

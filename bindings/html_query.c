@@ -25,7 +25,7 @@ typedef struct {
   size_t bytes;
 } cache;
 
-static char CSS_CACHE, XPATH_CACHE, CSS_BOX_MT, XPATH_BOX_MT, PENDING;
+static char CSS_CACHE, XPATH_CACHE, CSS_BOX_MT, XPATH_BOX_MT, PENDING, CSS_GUARD_MT;
 
 
 typedef struct { lr_css *c; } css_box;
@@ -92,20 +92,25 @@ static void cache_add(lua_State *L, void *key, int text_idx, size_t size, int ma
   c->n++, c->bytes += size;
 }
 
-/* Pushes a new box of size bytes with a metatable whose __gc is gc. */
-static void *new_box(lua_State *L, size_t size, void *mt_key, lua_CFunction gc) {
+/* Pushes a new box of size bytes with a metatable whose event (__gc or __close) is gc. */
+static void *new_box_ev(lua_State *L, size_t size, void *mt_key, lua_CFunction gc,
+                        const char *event) {
   void *b = lua_newuserdatauv(L, size, 0);
   memset(b, 0, size);
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, mt_key) != LUA_TTABLE) {
     lua_pop(L, 1);
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__gc");
+    lua_setfield(L, -2, event);
     lua_pushvalue(L, -1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, mt_key);
   }
   lua_setmetatable(L, -2);
   return b;
+}
+
+static void *new_box(lua_State *L, size_t size, void *mt_key, lua_CFunction gc) {
+  return new_box_ev(L, size, mt_key, gc, "__gc");
 }
 
 /* ---- CSS ---- */
@@ -139,13 +144,29 @@ static int visit(void *ud, xmlNode *n) {
   return 0;
 }
 
+/* Clears the memo's busy mark a select left set by raising (to-be-closed). */
+typedef struct { const lr_css *css; } css_guard;
+
+static int css_guard_close(lua_State *L) {
+  css_guard *g = lua_touserdata(L, 1);
+  if (g->css) lr_css_select_raised(g->css);
+  g->css = NULL;
+  return 0;
+}
+
 int html_select(lua_State *L, int doc_idx, xmlNode *root, int one) {
   select_ctx s;
   lr_css *css;
+  css_guard *g;
   if (lua_type(L, 2) != LUA_TSTRING)
     return luaL_error(L, "bad argument #1 to '%s' (string expected, got %s)",
                       one ? "select_one" : "select", luaL_typename(L, 2));
-  css = compiled_css(L, 2);
+  html_doc_hold(L, doc_idx);
+  css = compiled_css(L, 2); /* its box stays on the stack: the selector lives */
+  g = new_box_ev(L, sizeof *g, &CSS_GUARD_MT, css_guard_close, "__close");
+  lua_toclose(L, -1);
+  /* only the select that marks the memo busy clears it: a nested one leaves it */
+  if (lr_css_memo_free(css)) g->css = css;
   s.L = L, s.doc_idx = doc_idx, s.n = 0, s.one = one;
   if (one) {
     int top = lua_gettop(L);
@@ -159,8 +180,10 @@ int html_select(lua_State *L, int doc_idx, xmlNode *root, int one) {
 
 /* ---- XPath ---- */
 
-/* An XPath result not yet turned into Lua values: freed before the next query, or by
- * the state's close, if turning it into values raised (out of memory). */
+/* An XPath result not yet turned into Lua values: freed at the end of the call, or by
+ * the box's __gc if turning it into values raised (out of memory). One box per call,
+ * never shared: turning nodes into elements allocates, so finalizers run mid-way, and
+ * a finalizer's own xpath call must not free the result this call is still reading. */
 typedef struct { xmlXPathObject *o; } pending;
 
 static int pending_gc(lua_State *L) {
@@ -168,28 +191,6 @@ static int pending_gc(lua_State *L) {
   if (p->o) lr_xml.xmlXPathFreeObject(p->o);
   p->o = NULL;
   return 0;
-}
-
-static pending *get_pending(lua_State *L) {
-  pending *p;
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &PENDING) != LUA_TUSERDATA) {
-    lua_pop(L, 1);
-    p = lua_newuserdatauv(L, sizeof *p, 0);
-    p->o = NULL;
-    lua_createtable(L, 0, 1);
-    lua_pushcfunction(L, pending_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &PENDING);
-  }
-  p = lua_touserdata(L, -1);
-  lua_pop(L, 1);
-  if (p->o) {
-    lr_xml.xmlXPathFreeObject(p->o);
-    p->o = NULL;
-  }
-  return p;
 }
 
 /* libxml2's last error on this thread (XPath reports there, its channels being
@@ -213,6 +214,9 @@ static xmlXPathCompExpr *compiled_xpath(lua_State *L, xmlXPathContext *xp, int e
   const char *expr = lua_tolstring(L, expr_idx, &len);
   xpath_box *b = cache_get(L, &XPATH_CACHE, expr_idx);
   if (b) return b->c;
+  if (strlen(expr) != len)
+    luaL_error(L, "html: invalid XPath: the expression contains a NUL byte (at offset %d)",
+               (int)strlen(expr));
   b = new_box(L, sizeof *b, &XPATH_BOX_MT, xpath_box_gc);
   lr_xml.xmlResetLastError();
   if (strlen(expr) != len || (b->c = lr_xml.xmlXPathCtxtCompile(xp, (const xmlChar *)expr)) == NULL) {
@@ -251,8 +255,9 @@ int html_xpath(lua_State *L, int doc_idx, xmlNode *node) {
      * ancestors: on a deep page (50,000 levels) the walks made //span take minutes. */
     lr_xml.xmlXPathOrderDocElems(d->doc);
   }
+  html_doc_hold(L, doc_idx);
   comp = compiled_xpath(L, d->xp, 2);
-  p = get_pending(L);
+  p = new_box(L, sizeof *p, &PENDING, pending_gc);
   d->xp->node = node;
   /* A bound on the work of one evaluation: on a hostile page (50,000 nested divs),
    * //div//span is quadratic in libxml2 and would hold the loop for minutes. */

@@ -426,6 +426,14 @@ static void memo_fit(mstate *m, long d) {
   m->keep->p = p, m->keep->cap = ncap; /* at once: fn may raise */
 }
 
+int lr_css_memo_free(const lr_css *s) {
+  return s && s->memo && !s->memo->busy;
+}
+
+void lr_css_select_raised(const lr_css *s) {
+  if (s && s->memo) s->memo->busy = 0;
+}
+
 size_t lr_css_select(const lr_css *s, xmlNode *root, lr_css_visit fn, void *ud) {
   mstate m;
   size_t found = 0;
@@ -433,11 +441,16 @@ size_t lr_css_select(const lr_css *s, xmlNode *root, lr_css_visit fn, void *ud) 
   xmlNode *n, *x;
   if (!s || !root) return 0;
   memset(&m, 0, sizeof m);
-  if (s->memo) { /* the last select's memo, emptied */
+  if (s->memo && !s->memo->busy) { /* the last select's memo, emptied */
     m.keep = s->memo, m.nmemo = s->nmemo;
+    m.keep->busy = 1;
+    if (m.keep->p && m.keep->cap * m.nmemo * sizeof *m.memo > MEMO_KEEP) {
+      free(m.keep->p); /* a select that raised kept a big one */
+      m.keep->p = NULL, m.keep->cap = 0;
+    }
     m.memo = m.keep->p, m.cap = m.keep->cap;
     if (m.memo) memset(m.memo, 0, m.cap * m.nmemo * sizeof *m.memo);
-  }
+  } /* else nested in a select with the same selector: no memo (slower, as correct) */
   if (root->type == XML_ELEMENT_NODE) {
     m.scope = root;
     for (x = root; x; x = parent_el(x)) d++; /* the depth of root's children */
@@ -467,5 +480,6 @@ done:
     free(m.memo);
     m.keep->p = NULL, m.keep->cap = 0;
   }
+  if (m.keep) m.keep->busy = 0;
   return found;
 }

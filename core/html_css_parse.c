@@ -594,6 +594,6 @@ lr_css *lr_css_compile(const char *sel, size_t len, char *err, size_t errlen) {
     oom(&P);
     return NULL;
   }
-  if (css->memo) css->memo->p = NULL, css->memo->cap = 0;
+  if (css->memo) css->memo->p = NULL, css->memo->cap = 0, css->memo->busy = 0;
   return css;
 }

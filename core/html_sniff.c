@@ -129,7 +129,9 @@ static const enc_entry *charset_in(const char *s, size_t n) {
       return find_label(s + start, i - start);
     }
     start = i;
-    while (i < n && !is_space((unsigned char)s[i]) && s[i] != ';') i++;
+    /* ',' too: a repeated header joined by ',' ("...charset=koi8-r, text/html"); no
+     * label has one */
+    while (i < n && !is_space((unsigned char)s[i]) && s[i] != ';' && s[i] != ',') i++;
     return find_label(s + start, i - start);
   }
 }
@@ -196,7 +198,7 @@ static const enc_entry *prescan(const unsigned char *s, size_t n) {
     }
     if (starts_ci(s, n, i, "<meta") && i + 5 < n && (is_space(s[i + 5]) || s[i + 5] == '/')) {
       attr a;
-      int got_pragma = 0, need_pragma = -1, seen = 0;
+      int got_pragma = 0, need_pragma = -1, seen = 0, failed = 0;
       const enc_entry *cs = NULL;
       i += 5;
       while (get_attr(s, n, &i, &a)) {
@@ -205,10 +207,12 @@ static const enc_entry *prescan(const unsigned char *s, size_t n) {
           if (strcmp(a.value, "content-type") == 0) got_pragma = 1;
         } else if (strcmp(a.name, "content") == 0 && !(seen & 2)) {
           seen |= 2;
-          if (cs == NULL && (cs = charset_in(a.value, a.vlen)) != NULL) need_pragma = 1;
+          if (cs == NULL && !failed && (cs = charset_in(a.value, a.vlen)) != NULL)
+            need_pragma = 1;
         } else if (strcmp(a.name, "charset") == 0 && !(seen & 4)) {
           seen |= 4;
           cs = find_label(a.value, a.vlen);
+          failed = cs == NULL; /* WHATWG: a charset that fails skips the meta */
           need_pragma = 0;
         }
       }

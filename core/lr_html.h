@@ -182,6 +182,12 @@ int lr_css_matches(const lr_css *s, xmlNode *n);
  * (the memo is s's). */
 typedef int (*lr_css_visit)(void *ud, xmlNode *n);
 size_t lr_css_select(const lr_css *s, xmlNode *root, lr_css_visit fn, void *ud);
+/* Whether a select with s would use (and mark busy) its memo: one already under way
+ * (a visitor selecting with the same s) has it. After a visitor raised out of a
+ * select that had it, lr_css_select_raised(s) lets it go (else later selects with s
+ * go without a memo: slow on deep pages). */
+int lr_css_memo_free(const lr_css *s);
+void lr_css_select_raised(const lr_css *s);
 
 /* The compiled program: internal to html_css_parse.c (which builds it) and
  * html_css_match.c (which runs it). A group is a list of complex selectors; a
@@ -227,10 +233,14 @@ struct lr_css_list {
   unsigned n;
 };
 /* lr_css_select's memo, kept by the selector between selects (up to 64 KB) so that a
- * visitor that raises (longjmp) leaks nothing: lr_css_free frees it. */
+ * visitor that raises (longjmp) leaks nothing: lr_css_free frees it. busy is set while
+ * a select uses it: a select with the same selector from inside the visitor (a Lua
+ * finalizer) then goes without a memo rather than share it. A visitor that raises
+ * leaves busy set: the caller clears it (if it was clear before the select). */
 typedef struct lr_css_memo {
   void *p;
   size_t cap;                    /* depths it holds */
+  int busy;
 } lr_css_memo;
 struct lr_css {
   lr_css_list list;

@@ -144,6 +144,12 @@ describe("luarun.html", function()
 
     it("ignores an unknown label and goes on down the order", function()
       assert.are.same({"\u{e9}", "utf-8"}, {p_text("<meta charset=klingon><p>\xc3\xa9</p>")})
+      -- WHATWG prescan: a charset attribute that fails skips the whole meta
+      assert.are.same({"\u{e9}", "utf-8"}, {p_text("<meta charset=bogus http-equiv=content-type " ..
+        "content='text/html; charset=koi8-r'><p>\xc3\xa9</p>")})
+      -- a repeated Content-Type joined with ','
+      assert.are.same({"\u{416}", "koi8-r"},
+                      {p_text("<p>\xf6</p>", {content_type = "text/html; charset=koi8-r, text/html"})})
     end)
 
     it("replaces invalid UTF-8 in a UTF-8 page with U+FFFD", function()
@@ -318,6 +324,8 @@ describe("luarun.html", function()
       local h2 = doc:select_one("h2")
       for _, c in ipairs({
         {function() return h2.attr(h2) end, "bad argument #1 to 'attr' (string expected, got no value)"},
+        {function() return h2:attr(1) end, "bad argument #1 to 'attr' (string expected, got number)"},
+        {function() return doc:xpath("//h2\0[1]") end, "html: invalid XPath: the expression contains a NUL byte (at offset 4)"},
         {function() return h2.text(h2, 5) end, "bad argument #1 to 'text' (table expected, got number)"},
         {function() return h2.html(doc) end, "calling 'html' on bad self (luarun.html.Element expected"},
         {function() return doc.links(h2) end, "calling 'links' on bad self (luarun.html.Document expected"},
@@ -363,6 +371,9 @@ describe("luarun.html", function()
       assert.are.same({"http://abs.example/p"}, doc:links())
       doc = parse('<base href="http://b.example/x/"><a href="rel.html">r</a>')
       assert.are.same({"http://b.example/x/rel.html"}, doc:links())
+      -- WHATWG: the first <base> that has an href, not the first <base>
+      doc = parse('<base target="_top"><base href="http://c.example/y/"><a href="r">r</a>')
+      assert.are.same({"http://c.example/y/r"}, doc:links())
     end)
   end)
 
@@ -408,6 +419,63 @@ describe("luarun.html", function()
       collectgarbage()
       collectgarbage()
       assert.is_nil(weak[1])
+    end)
+  end)
+
+  -- Finalizers run wherever Lua allocates, so in the middle of a query turning nodes
+  -- into elements: what they do must not free what the query is reading.
+  describe("finalizers during a query", function()
+    local function garbage(n, fn)
+      local mt = {__gc = fn}
+      collectgarbage("stop") -- none finalized before the query starts
+      for _ = 1, n do setmetatable({}, mt) end
+      collectgarbage("restart")
+    end
+
+    it("an xpath call from a finalizer leaves the outer xpath result alone", function()
+      local doc = parse(string.rep("<p><b>x</b></p>", 20000))
+      local other = parse("<i>1</i><i>2</i>")
+      local fired = 0
+      garbage(2000, function() fired = fired + 1; assert(#other:xpath("//i") == 2) end)
+      local r = doc:xpath("//p")
+      assert.are.equal(20000, #r)
+      assert.are.equal("p", r[20000].tag)
+      collectgarbage()
+      assert.is_true(fired > 0)
+    end)
+
+    it("the same selector from a finalizer does not share the outer select's memo", function()
+      local deep = parse(string.rep("<div>", 5000) .. "<span>x</span>")
+      local doc = parse(string.rep("<div><span>x</span></div>", 3000))
+      local inner = {}
+      garbage(500, function() inner[#inner + 1] = #deep:select("div span") end)
+      assert.are.equal(3000, #doc:select("div span"))
+      collectgarbage()
+      assert.is_true(#inner > 0)
+      for _, n in ipairs(inner) do assert.are.equal(1, n) end
+      assert.are.equal(3000, #doc:select("div span")) -- the memo still works after
+    end)
+
+    it("close from a finalizer waits for the walk, then the document is closed", function()
+      for _, q in ipairs({
+        function(d) return #d:select("p b") end,
+        function(d) return #d:xpath("//b") end,
+        function(d) return #d:links() end,
+        function(d) return #d.root:select_one("body"):children() end,
+        function(d) return #d.root:text() end,
+      }) do
+        local doc = parse(string.rep('<p><b><a href="http://h.example/x">x</a></b></p>', 20000))
+        garbage(200, function() doc:close() end)
+        local ok, n = pcall(q, doc)
+        collectgarbage()
+        if ok then -- closed mid-walk: the walk finished first
+          assert.is_true(n > 0)
+        else -- closed as the query started (its first allocation): it raises
+          assert.truthy(tostring(n):find("html: the document is closed", 1, true))
+        end
+        assert.truthy(tostring(util.raises(function() return doc:select("p") end)):find("closed", 1, true))
+        assert.truthy(tostring(doc):find("closed", 1, true))
+      end
     end)
   end)
 

@@ -632,10 +632,13 @@ static void deep(void) {
       lr_css_select(s, root, raise_at, (void *)&left);
       CHECK(!"the visitor raised");
     }
+    lr_css_select_raised(s);
     CHECK(left == 0);
     CHECK(s && lr_css_select(s, root, NULL, NULL) == divs);
     left = 3;
     if (s && !setjmp(jump)) lr_css_select(s, root, raise_at, (void *)&left);
+    lr_css_select_raised(s);
+    CHECK(s && lr_css_select(s, root, NULL, NULL) == divs);
     lr_css_free(s);
   }
   CHECK(count(root, "div:not(div div)", NULL) == 1);
