@@ -27,6 +27,7 @@ typedef struct html_doc {
   size_t bytes;               /* the page's size, for the collector's nudge */
   int busy;                   /* walks under way (html_doc_hold) */
   int closed;                 /* closed while busy: the free waits for busy == 0 */
+  size_t depth;               /* deepest element nesting, measured on the first xpath */
 } html_doc;
 
 typedef struct html_el {
