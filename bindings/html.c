@@ -253,6 +253,25 @@ static int ref_is_http(const char *s, size_t n) {
          (n >= 6 && strncasecmp(s, "https:", 6) == 0);
 }
 
+/* An http(s) URL's host lowercased and its scheme's default port dropped, in place,
+ * so that links() gives one spelling per address (HTTP://Up.example:80/x and
+ * http://up.example/x are the same link). The scheme is lowercase already. */
+static void normalize_origin(char *u, size_t *len) {
+  int tls = u[4] == 's' || u[4] == 'S';
+  size_t skip = tls ? 8 : 7, i, end, at = 0;
+  const char *port = tls ? ":443" : ":80";
+  size_t plen = strlen(port);
+  for (end = skip; end < *len && u[end] != '/' && u[end] != '?' && u[end] != '#'; end++)
+    if (u[end] == '@') at = end + 1;
+  for (i = 0; i < end; i++) /* the scheme, and the host (not a user name) */
+    if ((i < skip || i >= (at ? at : skip)) && u[i] >= 'A' && u[i] <= 'Z')
+      u[i] = (char)(u[i] - 'A' + 'a');
+  if (end - skip > plen && memcmp(u + end - plen, port, plen) == 0) {
+    memmove(u + end - plen, u + end, *len - end + 1);
+    *len -= plen;
+  }
+}
+
 static int doc_links(lua_State *L) {
   html_doc *d = html_doc_check(L, 1, "links");
   xmlNode *root = (xmlNode *)d->doc, *n = root;
@@ -301,6 +320,7 @@ static int doc_links(lua_State *L) {
     lua_pop(L, 1);
     if (abs == NULL) continue; /* invalid, or relative without a base */
     if (is_http(abs, alen)) {
+      normalize_origin(abs, &alen);
       lua_pushlstring(L, abs, alen);
       lua_pushvalue(L, -1);
       if (lua_rawget(L, 4) == LUA_TNIL) {

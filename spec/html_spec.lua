@@ -633,4 +633,16 @@ describe("luarun.html", function()
     assert.are.equal(600, #deep:select("div span"))
     assert.are.equal("x", deep:select_one("b"):text())
   end)
+
+  it("gives each link in one spelling: scheme and host lowercased, default port dropped", function()
+    local d = html.parse([[<a href="http://h.example:80/x">1</a><a href="http://h.example/x">2</a>
+      <a href="HTTP://UP.Example/">3</a><a href="https://s.example:443/y?q#f">4</a>
+      <a href="https://s.example:4430/z">5</a><a href="http://User:PW@Host.example:8080/p">6</a>
+      <a href="http://[::1]:80/v6">7</a><a href="/rel">8</a><a href="//Other.EXAMPLE:80">9</a>]],
+      {url = "http://Base.example:80/dir/"})
+    assert.are.same({"http://h.example/x", "http://up.example/", "https://s.example/y?q",
+                     "https://s.example:4430/z", "http://User:PW@host.example:8080/p",
+                     "http://[::1]/v6", "http://base.example/rel", "http://other.example/"},
+                    d:links())
+  end)
 end)
