@@ -89,8 +89,11 @@ describe("examples", function()
   it("mistake_blocking_call.lua: --debug catches os.execute and a busy wait, not lr.sleep", function()
     local code, out, err = run_example("mistake_blocking_call.lua", "blocking", "--debug=200")
     assert.are.equal(0, code, err)
-    assert.is_truthy(err:find("blocked loop: task %d+ %(spawned at examples/mistake_blocking_call%.lua:%d+%) " ..
-                              "has been running for %d+ ms without yielding %(threshold 200 ms%), inside a C function"), err)
+    -- The watchdog's look usually lands inside os.execute ("inside a C function"); on a
+    -- loaded machine it can land just after one returns, with the task still in pause.
+    local first = "blocked loop: task %d+ %(spawned at examples/mistake_blocking_call%.lua:%d+%) " ..
+                  "has been running for %d+ ms without yielding %(threshold 200 ms%)"
+    assert.is_truthy(err:find(first .. ", inside a C function") or err:find(first .. "; it is at:"), err)
     assert.is_truthy(err:find("mistake_blocking_call%.lua:%d+: in upvalue 'pause'"), err)
     code, out, err = run_example("mistake_blocking_call.lua", "busy", "--debug=200")
     assert.are.equal(0, code, err)
